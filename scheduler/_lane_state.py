@@ -1,0 +1,162 @@
+"""The run-time side of a lane: its queue, its seats, its counters.
+
+Private: the scheduler owns these and hands out :class:`LaneStats` snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+from .clock import Clock, TimerHandle
+from .jobs import JobContext, JobState
+from .lanes import Lane, PriorityQueue
+from .metrics import LaneStats, LatencyHistogram, _frozen
+
+__all__ = ["LaneState", "Ticket"]
+
+_ids = itertools.count(1)
+
+#: weight of the newest run time in the lane's moving average (drain-rate estimate)
+_EWMA_WEIGHT = 0.2
+
+
+class Ticket:
+    """One admitted job: its place in the queue, its seat, its outcome."""
+
+    __slots__ = (
+        "admitted_at",
+        "cancel_reason",
+        "cancelling",
+        "deadline",
+        "deadline_at",
+        "entry",
+        "future",
+        "lane",
+        "number",
+        "priority",
+        "started_at",
+        "state",
+        "task",
+        "timeout_at",
+        "timer",
+        "upstream",
+    )
+
+    def __init__(
+        self,
+        lane: LaneState,
+        priority: float,
+        admitted_at: float,
+        deadline: float | None,
+        upstream: str | None,
+        task: asyncio.Task[Any] | None,
+    ) -> None:
+        self.number = next(_ids)
+        self.lane = lane
+        self.priority = priority
+        self.admitted_at = admitted_at
+        self.deadline = deadline
+        self.deadline_at = None if deadline is None else admitted_at + deadline
+        self.upstream = upstream
+        self.task = task
+        self.state = JobState.QUEUED
+        self.future: asyncio.Future[None] | None = None
+        self.entry: list[object] | None = None
+        self.timer: TimerHandle | None = None
+        self.cancel_reason: str | None = None
+        self.cancelling = 0
+        self.started_at = 0.0
+        self.timeout_at: float | None = None
+
+    @property
+    def id(self) -> str:
+        return f"m{self.number}"
+
+    def context(self) -> JobContext:
+        return JobContext(
+            id=self.id,
+            lane=self.lane.name,
+            attempt=1,
+            priority=self.priority,
+            upstream=self.upstream,
+            started_at=self.started_at,
+            timeout_at=self.timeout_at,
+            _clock=self.lane.clock,
+        )
+
+    def cancel_task(self, reason: str) -> None:
+        """Cancel the job's task on the scheduler's behalf (timeout, shutdown)."""
+        if self.cancel_reason is None and self.task is not None:
+            self.cancel_reason = reason
+            self.task.cancel()
+
+
+class LaneState:
+    """A lane at run time: queue, seats in use, counters and latency sketches."""
+
+    def __init__(self, lane: Lane, clock: Clock, urgency: int) -> None:
+        self.config = lane
+        self.name = lane.name
+        self.clock = clock
+        self.urgency = urgency
+        self.max_concurrency = lane.max_concurrency
+        self.max_queued = lane.max_queued
+        self.reserved = lane.reserved
+        self.gated = lane.gated
+        self.queue: PriorityQueue[Ticket] = PriorityQueue(lane.aging)
+        self.active: set[Ticket] = set()  # tickets holding a seat
+        self.running = 0  # == len(active); kept as an int for the hot path
+        self.run_here = True
+        self.admitted = 0
+        self.completed = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.shed: dict[str, int] = {}
+        self.wait_hist = LatencyHistogram()
+        self.run_hist = LatencyHistogram()
+        self.ewma_run: float | None = None
+
+    def count_shed(self, reason: str) -> None:
+        self.shed[reason] = self.shed.get(reason, 0) + 1
+
+    def record_run(self, seconds: float) -> None:
+        self.run_hist.observe(seconds)
+        prev = self.ewma_run
+        self.ewma_run = seconds if prev is None else prev + _EWMA_WEIGHT * (seconds - prev)
+
+    def expected_wait(self) -> float | None:
+        """Estimated wait for a job queued now, from the measured drain rate.
+
+        ``None`` when the lane has not finished a job yet and cannot estimate.
+        """
+        if self.ewma_run is None:
+            return None
+        drain_rate = self.max_concurrency / max(self.ewma_run, 1e-6)  # jobs per second
+        return (len(self.queue) + 1) / drain_rate
+
+    def retry_after(self) -> float:
+        """How long a shed caller should wait before trying again (seconds)."""
+        wait = self.expected_wait()
+        if wait is None:
+            return 1.0
+        return min(60.0, max(0.001, wait))
+
+    def stats(self) -> LaneStats:
+        return LaneStats(
+            name=self.name,
+            max_concurrency=self.max_concurrency,
+            max_queued=self.max_queued,
+            queued=len(self.queue),
+            running=self.running,
+            admitted=self.admitted,
+            completed=self.completed,
+            failed=self.failed,
+            cancelled=self.cancelled,
+            shed=_frozen(self.shed),
+            wait=self.wait_hist.summary(),
+            run=self.run_hist.summary(),
+            gated=self.gated,
+            durable=self.config.durable,
+        )

@@ -1,0 +1,158 @@
+"""Floodgate's one exception tree.
+
+Callers catch by what they can do about it::
+
+    SchedulerError                    anything Floodgate raises on its own account
+    ├── ConfigError (ValueError)      bad arguments to Lane / Scheduler / call
+    │   └── UnknownLane (KeyError)    a lane name the scheduler does not have
+    ├── SubmitError                   the job was not run; nothing happened upstream
+    │   ├── Overloaded                the lane is full: retry after ``retry_after`` s
+    │   ├── DeadlineExceeded          the job could not *start* before its deadline
+    │   ├── SchedulerClosed           not started, shutting down, or lane not run here
+    │   └── UpstreamUnavailable       the upstream's breaker is open
+    ├── JobError                      the job was admitted and then did not succeed
+    │   ├── JobFailed                 a durable job ended DEAD (carries its last error)
+    │   ├── JobTimeout (TimeoutError) the job ran past its ``timeout``
+    │   └── JobCancelled              cancelled by the scheduler (shutdown, cancel())
+    └── BacklogError                  the persistent backlog could not do its part
+
+Errors raised *by a job itself* through ``call()`` propagate unchanged, so a
+caller handles its own ``httpx.HTTPStatusError`` as if it had made the call.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BacklogError",
+    "ConfigError",
+    "DeadlineExceeded",
+    "JobCancelled",
+    "JobError",
+    "JobFailed",
+    "JobTimeout",
+    "Overloaded",
+    "SchedulerClosed",
+    "SchedulerError",
+    "SubmitError",
+    "UnknownLane",
+    "UpstreamUnavailable",
+]
+
+
+class SchedulerError(Exception):
+    """Root of every error Floodgate raises on its own account."""
+
+
+class ConfigError(SchedulerError, ValueError):
+    """A lane, scheduler or call was configured with values that cannot work."""
+
+
+class UnknownLane(ConfigError, KeyError):
+    """The named lane does not exist in this scheduler."""
+
+    def __init__(self, lane: str, known: tuple[str, ...]) -> None:
+        self.lane = lane
+        self.known = known
+        super().__init__(f"unknown lane {lane!r}; this scheduler has {', '.join(known) or 'none'}")
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0])
+
+
+class SubmitError(SchedulerError):
+    """The job was refused or shed before it started; it never ran."""
+
+    def __init__(self, message: str, *, lane: str | None = None) -> None:
+        super().__init__(message)
+        self.lane = lane
+
+
+class Overloaded(SubmitError):
+    """The lane's queue is full. Nothing was queued; try again after ``retry_after``."""
+
+    def __init__(self, lane: str, retry_after: float, *, queued: int | None = None) -> None:
+        self.retry_after = retry_after
+        self.queued = queued
+        super().__init__(
+            f"lane {lane!r} is full ({queued} queued); retry after {retry_after:.3g}s",
+            lane=lane,
+        )
+
+
+class DeadlineExceeded(SubmitError):
+    """The job could not start before its deadline, so it was shed unrun.
+
+    ``where`` is ``"admission"`` when the lane's expected wait already exceeded
+    the deadline, or ``"queue"`` when the deadline passed while it waited.
+    """
+
+    def __init__(
+        self,
+        lane: str,
+        deadline: float,
+        *,
+        where: str,
+        expected_wait: float | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        self.deadline = deadline
+        self.where = where
+        self.expected_wait = expected_wait
+        self.job_id = job_id
+        if where == "admission":
+            detail = f"expected wait {expected_wait:.3g}s exceeds deadline {deadline:.3g}s"
+        else:
+            detail = f"deadline {deadline:.3g}s passed while queued"
+        super().__init__(f"lane {lane!r}: {detail}", lane=lane)
+
+
+class SchedulerClosed(SubmitError):
+    """The scheduler is not accepting this job: not started, shutting down, or
+    the lane is not run in this process."""
+
+
+class UpstreamUnavailable(SubmitError):
+    """The upstream's circuit breaker is open; the call was not attempted."""
+
+    def __init__(self, upstream: str, retry_after: float | None = None) -> None:
+        self.upstream = upstream
+        self.retry_after = retry_after
+        hint = f"; retry after {retry_after:.3g}s" if retry_after is not None else ""
+        super().__init__(f"upstream {upstream!r} is unavailable{hint}")
+
+
+class JobError(SchedulerError):
+    """The job was admitted and did not complete successfully."""
+
+    def __init__(self, message: str, *, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class JobFailed(JobError):
+    """The job ended ``DEAD``: its retries are spent. ``error`` is the last one."""
+
+    def __init__(self, job_id: str, error: str, *, attempts: int | None = None) -> None:
+        self.error = error
+        self.attempts = attempts
+        super().__init__(f"job {job_id} failed: {error}", job_id=job_id)
+
+
+class JobTimeout(JobError, TimeoutError):
+    """The job ran longer than its ``timeout`` and was cancelled."""
+
+    def __init__(self, job_id: str, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(f"job {job_id} ran past its timeout of {timeout:.3g}s", job_id=job_id)
+
+
+class JobCancelled(JobError):
+    """The scheduler cancelled the job (for example at the end of a shutdown grace)."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"job {job_id} cancelled: {reason}", job_id=job_id)
+
+
+class BacklogError(SchedulerError):
+    """The persistent backlog could not store or load what was asked."""

@@ -1,0 +1,142 @@
+"""Counters and latency quantiles, bounded in memory however long a lane runs.
+
+Latencies go into a DDSketch (Masson et al., VLDB 2019, via the ``ddsketch``
+package): log-spaced buckets with a guaranteed 1 % relative error on every
+quantile, and a hard cap on the number of buckets, so memory stays constant
+over months of traffic. Statistics are handed out as frozen dataclasses that
+tests, ``/metrics`` and the dashboard all read; nobody reads private fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from ddsketch import DDSketch
+
+__all__ = ["LaneStats", "LatencyHistogram", "LatencySummary", "SchedulerStats"]
+
+#: relative accuracy of every reported quantile
+RELATIVE_ACCURACY = 0.01
+#: values below this (seconds) are reported as zero; 1 µs is finer than any clock here
+_FLOOR = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySummary:
+    """Count, mean and p50/p95/p99 of a latency (seconds); ``None`` until observed."""
+
+    count: int
+    mean: float | None
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    max: float | None
+
+
+class LatencyHistogram:
+    """A mergeable, bounded-memory latency sketch (seconds)."""
+
+    __slots__ = ("_max", "_sketch", "_sum")
+
+    def __init__(self) -> None:
+        self._sketch = DDSketch(relative_accuracy=RELATIVE_ACCURACY)
+        self._sum = 0.0
+        self._max = 0.0
+
+    def observe(self, seconds: float) -> None:
+        if seconds < _FLOOR:
+            seconds = _FLOOR
+        self._sketch.add(seconds)
+        self._sum += seconds
+        if seconds > self._max:
+            self._max = seconds
+
+    @property
+    def count(self) -> int:
+        return int(self._sketch.count)
+
+    def quantile(self, q: float) -> float | None:
+        if self._sketch.count == 0:
+            return None
+        value = self._sketch.get_quantile_value(q)
+        return None if value is None else float(value)
+
+    def summary(self) -> LatencySummary:
+        n = self.count
+        if n == 0:
+            return LatencySummary(0, None, None, None, None, None)
+        return LatencySummary(
+            count=n,
+            mean=self._sum / n,
+            p50=self.quantile(0.50),
+            p95=self.quantile(0.95),
+            p99=self.quantile(0.99),
+            max=self._max,
+        )
+
+
+def _frozen(mapping: Mapping[str, int]) -> Mapping[str, int]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True, slots=True)
+class LaneStats:
+    """A snapshot of one lane."""
+
+    name: str
+    max_concurrency: int
+    max_queued: int
+    queued: int
+    running: int
+    admitted: int
+    completed: int
+    failed: int
+    cancelled: int
+    shed: Mapping[str, int] = field(default_factory=lambda: _frozen({}))
+    wait: LatencySummary = LatencySummary(0, None, None, None, None, None)
+    run: LatencySummary = LatencySummary(0, None, None, None, None, None)
+    gated: bool = False
+    durable: bool = False
+
+    @property
+    def shed_total(self) -> int:
+        return sum(self.shed.values())
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStats:
+    """A snapshot of the whole scheduler: every lane, the shared ceiling, the gate."""
+
+    lanes: Mapping[str, LaneStats]
+    running: int
+    max_concurrency: int | None
+    state: str
+    gate_open: bool = True
+    gate_reason: str | None = None
+
+    def __getitem__(self, lane: str) -> LaneStats:
+        return self.lanes[lane]
+
+    def format_table(self) -> str:
+        """A plain-text table, one row per lane (what the quickstart and CLI print)."""
+        header = (
+            f"{'lane':<12} {'queued':>6} {'run':>4}/{'max':<4} {'admit':>7} {'done':>7} "
+            f"{'fail':>5} {'shed':>5} {'wait p50':>9} {'wait p99':>9} {'run p99':>9}"
+        )
+        rows = [header, "-" * len(header)]
+        rows.extend(
+            f"{s.name:<12} {s.queued:>6} {s.running:>4}/{s.max_concurrency:<4} "
+            f"{s.admitted:>7} {s.completed:>7} {s.failed:>5} {s.shed_total:>5} "
+            f"{_ms(s.wait.p50):>9} {_ms(s.wait.p99):>9} {_ms(s.run.p99):>9}"
+            for s in self.lanes.values()
+        )
+        gate = "open" if self.gate_open else f"paused ({self.gate_reason})"
+        ceiling = "none" if self.max_concurrency is None else str(self.max_concurrency)
+        rows.append(f"running {self.running} (shared ceiling {ceiling}); gate {gate}")
+        return "\n".join(rows)
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}ms"

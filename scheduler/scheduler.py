@@ -1,0 +1,521 @@
+"""The Scheduler: lanes, admission, dispatch and lifecycle.
+
+How a job moves::
+
+    call() ── admission ──> seat free and nobody waiting? ──yes──> run in the caller's task
+                 │                       │ no
+                 │                       v
+                 │            queue full? ── Overloaded(retry_after)
+                 │            deadline < expected wait? ── DeadlineExceeded
+                 │                       v
+                 │            wait in the lane's heap ── (deadline passes) ── DeadlineExceeded
+                 │                       │ a seat is handed over on release
+                 v                       v
+            SchedulerClosed           run ── release seat ── hand it to the next waiter
+
+Jobs run in the caller's own task (no task is spawned per job). Seats are
+handed directly from a finishing job to the next waiter, so a ceiling is
+never exceeded, even briefly, and FIFO order among equals holds.
+
+With a scheduler-wide ``max_concurrency``, each lane keeps ``Lane.reserved``
+seats of it for itself and competes for the rest in lane order (the lane
+listed first is the most urgent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from ._lane_state import LaneState, Ticket
+from .clock import Clock, SystemClock
+from .errors import (
+    ConfigError,
+    DeadlineExceeded,
+    JobCancelled,
+    JobTimeout,
+    Overloaded,
+    SchedulerClosed,
+    UnknownLane,
+)
+from .health import HealthGate
+from .jobs import JobState, _current
+from .lanes import Lane
+from .logs import debug_enabled, get_logger
+from .metrics import SchedulerStats
+
+__all__ = ["DEFAULT_LANES", "Scheduler"]
+
+T = TypeVar("T")
+
+DEFAULT_LANES: tuple[Lane, ...] = (
+    Lane("interactive", max_concurrency=16, max_queued=256),
+    Lane("batch", max_concurrency=8, max_queued=100_000, durable=True, gated=True),
+)
+
+_log = get_logger()
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class Scheduler:
+    """An asyncio job scheduler with bounded lanes.
+
+    Args:
+        backlog: where durable work is kept: a SQLite file path (default
+            ``"floodgate.db"``), ``":memory:"``, or a ``postgresql://`` DSN.
+            The in-memory core does not open it; durable ``submit()`` does.
+        lanes: the lanes; by default ``interactive`` (16 seats, 256 queued) and
+            ``batch`` (8 seats, durable, gated). Earlier lanes are more urgent.
+        gate: the :class:`HealthGate` gated lanes wait on (a fresh one by default).
+        max_concurrency: optional ceiling across all lanes (one upstream's capacity).
+        clock: the clock all timing goes through (:class:`SystemClock` by default).
+        shutdown_grace: seconds running and queued jobs get to finish when the
+            scheduler stops, before they are cancelled.
+    """
+
+    def __init__(
+        self,
+        backlog: str = "floodgate.db",
+        *,
+        lanes: Sequence[Lane] | None = None,
+        gate: HealthGate | None = None,
+        max_concurrency: int | None = None,
+        clock: Clock | None = None,
+        shutdown_grace: float = 30.0,
+    ) -> None:
+        if not isinstance(backlog, str) or not backlog:
+            raise ConfigError(f"backlog must be a non-empty str (path or DSN), got {backlog!r}")
+        lanes = DEFAULT_LANES if lanes is None else tuple(lanes)
+        if not lanes:
+            raise ConfigError("a scheduler needs at least one lane")
+        for lane in lanes:
+            if not isinstance(lane, Lane):
+                raise TypeError(f"lanes must be Lane objects, got {type(lane).__name__}")
+        names = [lane.name for lane in lanes]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"lane names must be unique, got {names}")
+        if max_concurrency is not None:
+            if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+                raise TypeError(f"max_concurrency must be an int or None, got {max_concurrency!r}")
+            reserved = sum(lane.reserved for lane in lanes)
+            if max_concurrency < max(1, reserved):
+                raise ConfigError(
+                    f"max_concurrency={max_concurrency} is below the {reserved} seats the "
+                    "lanes reserve (Lane.reserved); raise it or lower the reservations"
+                )
+        if not isinstance(shutdown_grace, int | float) or shutdown_grace < 0:
+            raise ConfigError(f"shutdown_grace must be >= 0 seconds, got {shutdown_grace!r}")
+
+        self.backlog = backlog
+        self.lanes: tuple[Lane, ...] = lanes
+        self.gate = gate if gate is not None else HealthGate()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.max_concurrency = max_concurrency
+        self.shutdown_grace = float(shutdown_grace)
+
+        self._lanes: dict[str, LaneState] = {
+            lane.name: LaneState(lane, self.clock, urgency=i) for i, lane in enumerate(lanes)
+        }
+        self._ordered = tuple(self._lanes.values())
+        self._shared_capacity = (
+            None if max_concurrency is None else max_concurrency - sum(ln.reserved for ln in lanes)
+        )
+        self._shared_used = 0
+        self._running = 0
+        self._state = _State.NEW
+        self._idle_waiter: asyncio.Future[bool] | None = None
+        self._unsubscribe_gate: Callable[[], None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Scheduler:
+        self._start(None)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stop()
+
+    @contextlib.asynccontextmanager
+    async def open(self, *, run: Iterable[str] | None = None) -> AsyncIterator[Scheduler]:
+        """Run only the named lanes in this process (``run=()``: none).
+
+        Calls to a lane that is not run here raise :class:`SchedulerClosed`.
+        """
+        if isinstance(run, str):
+            raise TypeError("run= takes a collection of lane names, e.g. run=('interactive',)")
+        self._start(None if run is None else tuple(run))
+        try:
+            yield self
+        finally:
+            await self._stop()
+
+    def _start(self, run: tuple[str, ...] | None) -> None:
+        if self._state in (_State.RUNNING, _State.DRAINING):
+            raise SchedulerClosed("this scheduler is already running")
+        if run is not None:
+            for name in run:
+                if name not in self._lanes:
+                    raise UnknownLane(name, tuple(self._lanes))
+        for lane in self._ordered:
+            lane.run_here = run is None or lane.name in run
+        self._unsubscribe_gate = self.gate.subscribe(self._dispatch_all)
+        self._state = _State.RUNNING
+        _log.info("scheduler.started", lanes=[ln.name for ln in self._ordered if ln.run_here])
+
+    async def _stop(self) -> None:
+        if self._state is not _State.RUNNING:
+            return
+        self._state = _State.DRAINING
+        _log.info("scheduler.draining", grace=self.shutdown_grace, running=self._running)
+        try:
+            if not self._is_idle():
+                handle = self.clock.call_at(
+                    self.clock.now() + self.shutdown_grace, lambda: self._resolve_idle(False)
+                )
+                try:
+                    await self._wait_idle()
+                finally:
+                    handle.cancel()
+        finally:
+            self._hard_stop()
+            while self._running:
+                # Cancelled jobs unwind in their own tasks; wait for the last seat.
+                await self._wait_idle()
+            if self._unsubscribe_gate is not None:
+                self._unsubscribe_gate()
+                self._unsubscribe_gate = None
+            self._state = _State.STOPPED
+            _log.info("scheduler.stopped")
+
+    def _hard_stop(self) -> None:
+        """Grace is over: drop what still waits, cancel what still runs."""
+        for lane in self._ordered:
+            while (ticket := lane.queue.pop()) is not None:
+                self._finish_unstarted(
+                    ticket,
+                    JobState.CANCELLED,
+                    SchedulerClosed("the scheduler shut down before the job started"),
+                )
+            for ticket in list(lane.active):
+                ticket.cancel_task("shutdown")
+
+    def _is_idle(self) -> bool:
+        return self._running == 0 and not any(lane.queue for lane in self._ordered)
+
+    async def _wait_idle(self) -> bool:
+        if self._is_idle():
+            return True
+        if self._idle_waiter is None or self._idle_waiter.done():
+            self._idle_waiter = asyncio.get_running_loop().create_future()
+        return await self._idle_waiter
+
+    def _resolve_idle(self, value: bool) -> None:
+        waiter = self._idle_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(value)
+
+    # ------------------------------------------------------------------ calls
+
+    async def call(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        lane: str = "interactive",
+        priority: float = 0,
+        deadline: float | None = None,
+        timeout: float | None = None,
+        upstream: str | None = None,
+    ) -> T:
+        """Run ``fn(*args)`` in ``lane`` under its ceiling and return its result.
+
+        Args:
+            priority: lower runs first; FIFO among equals.
+            deadline: seconds within which the job must *start*, or it is shed
+                with :class:`DeadlineExceeded` (at admission, or from the queue).
+            timeout: seconds the job may *run* before it is cancelled and
+                :class:`JobTimeout` is raised.
+            upstream: the upstream this call talks to (health is kept per name).
+
+        Raises:
+            Overloaded: the lane's queue is full (``retry_after`` says when to retry).
+            DeadlineExceeded: the job could not start before ``deadline``.
+            SchedulerClosed: the scheduler is not running this lane.
+            JobTimeout: the job ran past ``timeout``.
+            JobCancelled: the scheduler cancelled the job (shutdown grace ran out).
+            Exception: whatever ``fn`` raised, unchanged.
+        """
+        state = self._lanes.get(lane)
+        if state is None:
+            raise UnknownLane(lane, tuple(self._lanes))
+        if priority.__class__ is not int:
+            _check_number("priority", priority)
+        if deadline is not None:
+            _check_number("deadline", deadline)
+        if timeout is not None:
+            _check_number("timeout", timeout)
+            if timeout <= 0:
+                raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if self._state is not _State.RUNNING or not state.run_here:
+            raise SchedulerClosed(self._closed_reason(state))
+
+        ticket = self._admit(state, priority, deadline, upstream)
+        if ticket.future is not None:
+            await self._wait_for_seat(ticket)
+        return await self._run(ticket, fn, args, timeout)
+
+    def _closed_reason(self, lane: LaneState) -> str:
+        if self._state is _State.NEW:
+            return "the scheduler is not started; use 'async with sched:'"
+        if self._state is not _State.RUNNING:
+            return "the scheduler is shutting down and accepts no new jobs"
+        return f"lane {lane.name!r} is not run in this process (see open(run=...))"
+
+    def _admit(
+        self, lane: LaneState, priority: float, deadline: float | None, upstream: str | None
+    ) -> Ticket:
+        """Admit a job: give it a seat now, queue it, or shed it (raises)."""
+        now = self.clock.now()
+        if deadline is not None and deadline <= 0:
+            lane.count_shed("deadline_admission")
+            self._log_shed(lane, "deadline_admission")
+            raise DeadlineExceeded(lane.name, deadline, where="admission", expected_wait=0.0)
+        ticket = Ticket(lane, priority, now, deadline, upstream, asyncio.current_task())
+        if not lane.queue and self._can_take(lane):
+            self._take_seat(lane, ticket)
+            lane.admitted += 1
+            if debug_enabled():
+                _log.debug("job.admitted", lane=lane.name, job_id=ticket.id, queued=False)
+            return ticket
+        if len(lane.queue) >= lane.max_queued:
+            lane.count_shed("queue_full")
+            self._log_shed(lane, "queue_full")
+            raise Overloaded(lane.name, lane.retry_after(), queued=len(lane.queue))
+        if deadline is not None:
+            expected = lane.expected_wait()
+            if expected is not None and expected > deadline:
+                lane.count_shed("deadline_admission")
+                self._log_shed(lane, "deadline_admission")
+                raise DeadlineExceeded(
+                    lane.name, deadline, where="admission", expected_wait=expected
+                )
+        ticket.future = asyncio.get_running_loop().create_future()
+        ticket.entry = lane.queue.push(ticket, priority, now)
+        if ticket.deadline_at is not None:
+            ticket.timer = self.clock.call_at(ticket.deadline_at, lambda: self._expire(ticket))
+        lane.admitted += 1
+        if debug_enabled():
+            _log.debug("job.admitted", lane=lane.name, job_id=ticket.id, queued=True)
+        return ticket
+
+    async def _wait_for_seat(self, ticket: Ticket) -> None:
+        assert ticket.future is not None
+        try:
+            await ticket.future
+        except asyncio.CancelledError:
+            lane = ticket.lane
+            if ticket.state is JobState.RUNNING:
+                # A seat was handed over, but the waiter was cancelled before it could
+                # use it: pass the seat on.
+                ticket.state = JobState.CANCELLED
+                lane.cancelled += 1
+                self._release(lane, ticket)
+            elif ticket.state is JobState.QUEUED:
+                assert ticket.entry is not None
+                lane.queue.remove(ticket.entry)
+                self._finish_unstarted(ticket, JobState.CANCELLED, None)
+            reason = ticket.cancel_reason
+            if reason is not None and ticket.task is not None and ticket.task.uncancel() == 0:
+                raise JobCancelled(ticket.id, reason) from None
+            raise
+        finally:
+            if ticket.timer is not None:
+                ticket.timer.cancel()
+                ticket.timer = None
+
+    def _expire(self, ticket: Ticket) -> None:
+        """The deadline passed while the job was still queued: shed it, unrun."""
+        if ticket.state is not JobState.QUEUED:
+            return
+        lane = ticket.lane
+        assert ticket.entry is not None
+        lane.queue.remove(ticket.entry)
+        lane.count_shed("deadline_queue")
+        self._log_shed(lane, "deadline_queue", job_id=ticket.id)
+        assert ticket.deadline is not None
+        self._finish_unstarted(
+            ticket,
+            JobState.EXPIRED,
+            DeadlineExceeded(lane.name, ticket.deadline, where="queue", job_id=ticket.id),
+        )
+
+    def _finish_unstarted(
+        self, ticket: Ticket, state: JobState, error: BaseException | None
+    ) -> None:
+        ticket.state = state
+        if state is JobState.CANCELLED:
+            ticket.lane.cancelled += 1
+        fut = ticket.future
+        if error is not None and fut is not None and not fut.done():
+            fut.set_exception(error)
+        if self._idle_waiter is not None and self._is_idle():
+            self._resolve_idle(True)
+
+    async def _run(
+        self,
+        ticket: Ticket,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        timeout: float | None,
+    ) -> T:
+        lane = ticket.lane
+        clock = self.clock
+        task = ticket.task
+        started = clock.now()
+        ticket.started_at = started
+        lane.wait_hist.observe(started - ticket.admitted_at)
+        handle = None
+        if timeout is not None:
+            ticket.timeout_at = started + timeout
+            ticket.cancelling = task.cancelling() if task is not None else 0
+            handle = clock.call_at(ticket.timeout_at, lambda: ticket.cancel_task("timeout"))
+        token = _current.set(ticket)
+        log = debug_enabled()
+        if log:
+            _log.debug("job.started", lane=lane.name, job_id=ticket.id)
+        outcome = JobState.FAILED
+        try:
+            awaitable = fn(*args)
+            if not hasattr(awaitable, "__await__"):
+                raise TypeError(
+                    f"{getattr(fn, '__qualname__', fn)!r} returned "
+                    f"{type(awaitable).__name__}, not an awaitable: call() runs "
+                    "coroutine functions (async def)"
+                )
+            result = await awaitable
+            outcome = JobState.DONE
+            return result
+        except asyncio.CancelledError:
+            outcome = JobState.CANCELLED
+            reason = ticket.cancel_reason
+            if reason is not None and task is not None and task.uncancel() <= ticket.cancelling:
+                if reason == "timeout":
+                    assert timeout is not None
+                    outcome = JobState.FAILED
+                    raise JobTimeout(ticket.id, timeout) from None
+                raise JobCancelled(ticket.id, reason) from None
+            raise
+        finally:
+            if handle is not None:
+                handle.cancel()
+            _current.reset(token)
+            ticket.state = outcome
+            if outcome is JobState.DONE:
+                lane.completed += 1
+            elif outcome is JobState.FAILED:
+                lane.failed += 1
+            else:
+                lane.cancelled += 1
+            lane.record_run(clock.now() - started)
+            if log:
+                _log.debug("job.finished", lane=lane.name, job_id=ticket.id, state=outcome.value)
+            self._release(lane, ticket)
+
+    # ------------------------------------------------------------------ seats
+
+    def _can_take(self, lane: LaneState) -> bool:
+        if lane.running >= lane.max_concurrency:
+            return False
+        if lane.gated and not self.gate.is_open:
+            return False
+        shared = self._shared_capacity
+        return shared is None or lane.running < lane.reserved or self._shared_used < shared
+
+    def _take_seat(self, lane: LaneState, ticket: Ticket) -> None:
+        if self._shared_capacity is not None and lane.running >= lane.reserved:
+            self._shared_used += 1
+        lane.running += 1
+        self._running += 1
+        lane.active.add(ticket)
+        ticket.state = JobState.RUNNING
+
+    def _release(self, lane: LaneState, ticket: Ticket) -> None:
+        lane.active.discard(ticket)
+        lane.running -= 1
+        self._running -= 1
+        if self._shared_capacity is None:
+            if lane.queue:
+                self._dispatch(lane)
+        else:
+            if lane.running >= lane.reserved:
+                self._shared_used -= 1
+            self._dispatch_all()
+        if self._idle_waiter is not None and self._is_idle():
+            self._resolve_idle(True)
+
+    def _dispatch_all(self) -> None:
+        for lane in self._ordered:
+            if lane.queue:
+                self._dispatch(lane)
+
+    def _dispatch(self, lane: LaneState) -> None:
+        """Hand free seats to the most urgent waiters of ``lane``."""
+        queue = lane.queue
+        while queue and self._can_take(lane):
+            ticket = queue.pop()
+            assert ticket is not None
+            assert ticket.future is not None
+            if ticket.deadline_at is not None and self.clock.now() >= ticket.deadline_at:
+                self._expire_popped(ticket)
+                continue
+            self._take_seat(lane, ticket)
+            ticket.future.set_result(None)
+
+    def _expire_popped(self, ticket: Ticket) -> None:
+        lane = ticket.lane
+        lane.count_shed("deadline_queue")
+        self._log_shed(lane, "deadline_queue", job_id=ticket.id)
+        assert ticket.deadline is not None
+        self._finish_unstarted(
+            ticket,
+            JobState.EXPIRED,
+            DeadlineExceeded(lane.name, ticket.deadline, where="queue", job_id=ticket.id),
+        )
+
+    def _log_shed(self, lane: LaneState, reason: str, job_id: str | None = None) -> None:
+        if debug_enabled():
+            _log.debug("job.shed", lane=lane.name, reason=reason, job_id=job_id)
+
+    # ------------------------------------------------------------------ introspection
+
+    def stats(self) -> SchedulerStats:
+        """A snapshot of every lane (queued, running, counters, latency quantiles)."""
+        return SchedulerStats(
+            lanes={lane.name: lane.stats() for lane in self._ordered},
+            running=self._running,
+            max_concurrency=self.max_concurrency,
+            state=self._state.value,
+            gate_open=self.gate.is_open,
+            gate_reason=self.gate.reason,
+        )
+
+    def __repr__(self) -> str:
+        lanes = ", ".join(lane.name for lane in self._ordered)
+        return f"<Scheduler {self._state.value} lanes=[{lanes}] backlog={self.backlog!r}>"
+
+
+def _check_number(what: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{what} must be a finite number, got {value!r}")

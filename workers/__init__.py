@@ -1,0 +1,1 @@
+"""The standalone Floodgate process: command line, signals, logging set-up."""
