@@ -3,6 +3,7 @@
 Everything public is re-exported here; the modules behind it are private.
 """
 
+from .breaker import BreakerConfig, BreakerState, BreakerStats, CircuitBreaker
 from .clock import Clock, FakeClock, SystemClock
 from .errors import (
     BacklogError,
@@ -23,11 +24,16 @@ from .health import GateStats, HealthGate
 from .jobs import JobContext, JobState, current_job
 from .lanes import Lane
 from .metrics import LaneStats, LatencySummary, SchedulerStats
+from .retry import RetryBudget, RetryBudgetStats, RetryPolicy
 from .scheduler import DEFAULT_LANES, Scheduler
 
 __all__ = [
     "DEFAULT_LANES",
     "BacklogError",
+    "BreakerConfig",
+    "BreakerState",
+    "BreakerStats",
+    "CircuitBreaker",
     "Clock",
     "ConfigError",
     "DeadlineExceeded",
@@ -44,6 +50,9 @@ __all__ = [
     "LaneStats",
     "LatencySummary",
     "Overloaded",
+    "RetryBudget",
+    "RetryBudgetStats",
+    "RetryPolicy",
     "Scheduler",
     "SchedulerClosed",
     "SchedulerError",

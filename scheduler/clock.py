@@ -127,7 +127,12 @@ class FakeClock:
         self._now = target
 
     async def advance_and_settle(self, seconds: float, *, rounds: int = 10) -> None:
-        """``advance(seconds)`` then yield ``rounds`` times so woken tasks run."""
+        """Yield so ready tasks reach their timers, ``advance(seconds)``, yield again.
+
+        Each side yields ``rounds`` times to the event loop (no real sleeping).
+        """
+        for _ in range(rounds):
+            await asyncio.sleep(0)
         self.advance(seconds)
         for _ in range(rounds):
             await asyncio.sleep(0)

@@ -8,8 +8,10 @@ equals.
 
 Aging (``aging=seconds``) improves a waiting job's effective priority by one
 level per ``aging`` seconds waited. Because every waiting job ages at the same
-rate, the order between two jobs never changes with time, so the heap key is
-fixed at enqueue: ``priority - enqueued_at / aging``. That keeps every
+rate, the order between two jobs never changes with time: the effective
+priority at time t, ``priority - (t - enqueued_at) / aging``, differs from the
+fixed heap key ``priority + enqueued_at / aging`` by the same ``t / aging`` for
+every job. That keeps every
 operation O(log n) with no periodic re-sorting.
 """
 
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import KW_ONLY, dataclass
 from typing import Generic, TypeVar
 
+from ._validate import check_int
 from .errors import ConfigError
 
 __all__ = ["Lane", "PriorityQueue"]
@@ -57,9 +60,9 @@ class Lane:
         name = self.name
         if not isinstance(name, str) or not name:
             raise ConfigError(f"a lane needs a non-empty str name, got {name!r}")
-        _check_int(f"lane {name!r}: max_concurrency", self.max_concurrency, minimum=1)
-        _check_int(f"lane {name!r}: max_queued", self.max_queued, minimum=0)
-        _check_int(f"lane {name!r}: reserved", self.reserved, minimum=0)
+        check_int(f"lane {name!r}: max_concurrency", self.max_concurrency, minimum=1)
+        check_int(f"lane {name!r}: max_queued", self.max_queued, minimum=0)
+        check_int(f"lane {name!r}: reserved", self.reserved, minimum=0)
         if self.reserved > self.max_concurrency:
             raise ConfigError(
                 f"lane {name!r}: reserved={self.reserved} exceeds "
@@ -73,13 +76,6 @@ class Lane:
                     f"got {aging!r}"
                 )
             object.__setattr__(self, "aging", float(aging))
-
-
-def _check_int(what: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{what} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{what} must be >= {minimum}, got {value}")
 
 
 T = TypeVar("T")
@@ -102,7 +98,7 @@ class PriorityQueue(Generic[T]):
 
     def push(self, item: T, priority: float, now: float) -> list[object]:
         """Add ``item``; returns the entry token to pass to :meth:`remove`."""
-        key = priority - now / self._aging if self._aging else priority
+        key = priority + now / self._aging if self._aging else priority
         self._seq += 1
         entry: list[object] = [key, self._seq, item, True]
         heapq.heappush(self._heap, entry)

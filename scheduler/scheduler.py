@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from typing import Any, TypeVar
 
 from ._lane_state import LaneState, Ticket
+from ._validate import check_number
 from .clock import Clock, SystemClock
 from .errors import (
     ConfigError,
@@ -178,7 +179,7 @@ class Scheduler:
         self._state = _State.DRAINING
         _log.info("scheduler.draining", grace=self.shutdown_grace, running=self._running)
         try:
-            if not self._is_idle():
+            if self.shutdown_grace > 0 and not self._is_idle():
                 handle = self.clock.call_at(
                     self.clock.now() + self.shutdown_grace, lambda: self._resolve_idle(False)
                 )
@@ -259,13 +260,11 @@ class Scheduler:
         if state is None:
             raise UnknownLane(lane, tuple(self._lanes))
         if priority.__class__ is not int:
-            _check_number("priority", priority)
+            check_number("priority", priority, minimum=-math.inf)
         if deadline is not None:
-            _check_number("deadline", deadline)
+            check_number("deadline", deadline, minimum=-math.inf)
         if timeout is not None:
-            _check_number("timeout", timeout)
-            if timeout <= 0:
-                raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
+            check_number("timeout", timeout, minimum=0, exclusive=True)
         if self._state is not _State.RUNNING or not state.run_here:
             raise SchedulerClosed(self._closed_reason(state))
 
@@ -345,7 +344,7 @@ class Scheduler:
 
     def _expire(self, ticket: Ticket) -> None:
         """The deadline passed while the job was still queued: shed it, unrun."""
-        if ticket.state is not JobState.QUEUED:
+        if ticket.state is not JobState.QUEUED or (ticket.future and ticket.future.done()):
             return
         lane = ticket.lane
         assert ticket.entry is not None
@@ -475,6 +474,10 @@ class Scheduler:
             ticket = queue.pop()
             assert ticket is not None
             assert ticket.future is not None
+            if ticket.future.done():
+                # Its task was cancelled while waiting; the waiter's own handler
+                # records the cancellation when it resumes. No seat for it.
+                continue
             if ticket.deadline_at is not None and self.clock.now() >= ticket.deadline_at:
                 self._expire_popped(ticket)
                 continue
@@ -512,10 +515,3 @@ class Scheduler:
     def __repr__(self) -> str:
         lanes = ", ".join(lane.name for lane in self._ordered)
         return f"<Scheduler {self._state.value} lanes=[{lanes}] backlog={self.backlog!r}>"
-
-
-def _check_number(what: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{what} must be a number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{what} must be a finite number, got {value!r}")

@@ -1,0 +1,50 @@
+"""Test helpers: let the loop settle without sleeping; a job body released by hand."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+
+async def settle(rounds: int = 20) -> None:
+    """Yield to the loop until woken tasks have run (no wall-clock sleeping)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+class Gate:
+    """Job bodies the test releases by hand; counts how many run at once."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+        self.started: list[object] = []
+        self.finished: list[object] = []
+        self._all = asyncio.Event()
+        self._one = asyncio.Semaphore(0)
+
+    def release(self) -> None:
+        """Let every job (running now or later) finish."""
+        self._all.set()
+        self._one.release()
+
+    def release_one(self) -> None:
+        """Let one running job finish."""
+        self._one.release()
+
+    def job(self, tag: object = None) -> Callable[[], Coroutine[Any, Any, object]]:
+        async def body() -> object:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            self.started.append(tag)
+            try:
+                await self._one.acquire()
+                if self._all.is_set():
+                    self._one.release()  # pass it on: everyone may go
+            finally:
+                self.running -= 1
+            self.finished.append(tag)
+            return tag
+
+        return body
