@@ -343,12 +343,15 @@ class Scheduler:
                 ticket.timer = None
 
     def _expire(self, ticket: Ticket) -> None:
-        """The deadline passed while the job was still queued: shed it, unrun."""
+        """Deadline timer: the job is still queued, so shed it, unrun."""
         if ticket.state is not JobState.QUEUED or (ticket.future and ticket.future.done()):
             return
-        lane = ticket.lane
         assert ticket.entry is not None
-        lane.queue.remove(ticket.entry)
+        ticket.lane.queue.remove(ticket.entry)
+        self._shed_expired(ticket)
+
+    def _shed_expired(self, ticket: Ticket) -> None:
+        lane = ticket.lane
         lane.count_shed("deadline_queue")
         self._log_shed(lane, "deadline_queue", job_id=ticket.id)
         assert ticket.deadline is not None
@@ -479,21 +482,10 @@ class Scheduler:
                 # records the cancellation when it resumes. No seat for it.
                 continue
             if ticket.deadline_at is not None and self.clock.now() >= ticket.deadline_at:
-                self._expire_popped(ticket)
+                self._shed_expired(ticket)
                 continue
             self._take_seat(lane, ticket)
             ticket.future.set_result(None)
-
-    def _expire_popped(self, ticket: Ticket) -> None:
-        lane = ticket.lane
-        lane.count_shed("deadline_queue")
-        self._log_shed(lane, "deadline_queue", job_id=ticket.id)
-        assert ticket.deadline is not None
-        self._finish_unstarted(
-            ticket,
-            JobState.EXPIRED,
-            DeadlineExceeded(lane.name, ticket.deadline, where="queue", job_id=ticket.id),
-        )
 
     def _log_shed(self, lane: LaneState, reason: str, job_id: str | None = None) -> None:
         if debug_enabled():

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from scheduler import FakeClock, Lane, Scheduler
+
 
 async def settle(rounds: int = 20) -> None:
     """Yield to the loop until woken tasks have run (no wall-clock sleeping)."""
@@ -48,3 +50,8 @@ class Gate:
             return tag
 
         return body
+
+
+def one_lane(clock: FakeClock, **lane: Any) -> Scheduler:
+    """A scheduler with one ``interactive`` lane on the fake clock, no shutdown grace."""
+    return Scheduler(":memory:", lanes=[Lane("interactive", **lane)], clock=clock, shutdown_grace=0)

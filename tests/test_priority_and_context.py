@@ -6,17 +6,8 @@ import asyncio
 
 import pytest
 
-from scheduler import FakeClock, JobContext, Lane, Scheduler, current_job
-from tests.helpers import Gate, settle
-
-
-def one_lane(clock: FakeClock, **lane: object) -> Scheduler:
-    return Scheduler(
-        ":memory:",
-        lanes=[Lane("interactive", **lane)],  # type: ignore[arg-type]
-        clock=clock,
-        shutdown_grace=0,
-    )
+from scheduler import FakeClock, JobContext, Scheduler, current_job
+from tests.helpers import Gate, one_lane, settle
 
 
 async def start_in_order(

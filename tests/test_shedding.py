@@ -10,21 +10,10 @@ from scheduler import (
     DeadlineExceeded,
     FakeClock,
     JobState,
-    Lane,
     Overloaded,
-    Scheduler,
     SubmitError,
 )
-from tests.helpers import Gate, settle
-
-
-def one_lane(clock: FakeClock, **lane: object) -> Scheduler:
-    return Scheduler(
-        ":memory:",
-        lanes=[Lane("interactive", **lane)],  # type: ignore[arg-type]
-        clock=clock,
-        shutdown_grace=0,
-    )
+from tests.helpers import Gate, one_lane, settle
 
 
 async def test_full_lane_raises_overloaded_at_once_with_retry_after(clock: FakeClock) -> None:
