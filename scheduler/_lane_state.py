@@ -102,6 +102,9 @@ class LaneState:
         self.clock = clock
         self.urgency = urgency
         self.max_concurrency = lane.max_concurrency
+        # seats the lane can really get: fewer than its ceiling when a shared
+        # ceiling and other lanes' reservations bound it (set by the scheduler)
+        self.seats = lane.max_concurrency
         self.max_queued = lane.max_queued
         self.reserved = lane.reserved
         self.gated = lane.gated
@@ -133,7 +136,7 @@ class LaneState:
         """
         if self.ewma_run is None:
             return None
-        drain_rate = self.max_concurrency / max(self.ewma_run, 1e-6)  # jobs per second
+        drain_rate = self.seats / max(self.ewma_run, 1e-6)  # jobs per second
         return (len(self.queue) + 1) / drain_rate
 
     def retry_after(self) -> float:

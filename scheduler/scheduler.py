@@ -131,6 +131,9 @@ class Scheduler:
         self._shared_capacity = (
             None if max_concurrency is None else max_concurrency - sum(ln.reserved for ln in lanes)
         )
+        if self._shared_capacity is not None:
+            for state in self._ordered:
+                state.seats = min(state.max_concurrency, state.reserved + self._shared_capacity)
         self._shared_used = 0
         self._running = 0
         self._state = _State.NEW

@@ -10,7 +10,9 @@ from scheduler import (
     DeadlineExceeded,
     FakeClock,
     JobState,
+    Lane,
     Overloaded,
+    Scheduler,
     SubmitError,
 )
 from tests.helpers import Gate, one_lane, settle
@@ -144,3 +146,32 @@ async def test_job_whose_deadline_passed_just_as_a_seat_freed_is_never_run(
 async def test_job_states_after_shedding(clock: FakeClock) -> None:
     assert JobState.EXPIRED.terminal
     assert not JobState.QUEUED.terminal
+
+
+async def test_retry_after_counts_only_the_seats_a_lane_can_really_get(clock: FakeClock) -> None:
+    """Under a shared ceiling of 4 where another lane reserves 2, lane a gets 2 seats."""
+    gate = Gate()
+    sched = Scheduler(
+        ":memory:",
+        lanes=[Lane("a", 4, 3, reserved=1), Lane("b", 4, 3, reserved=2)],
+        max_concurrency=4,
+        clock=clock,
+        shutdown_grace=0,
+    )
+
+    async def one_second() -> None:
+        await clock.sleep(1.0)
+
+    async with sched:
+        warm = asyncio.create_task(sched.call(one_second, lane="a"))
+        await clock.advance_and_settle(1.0)
+        await warm
+        tasks = [asyncio.create_task(sched.call(gate.job(), lane="a")) for _ in range(5)]
+        await settle()
+        assert sched.stats()["a"].running == 2
+        with pytest.raises(Overloaded) as info:
+            await sched.call(gate.job(), lane="a")
+        # 3 queued + itself over 2 seats at 1 s each
+        assert info.value.retry_after == pytest.approx(2.0)
+        gate.release()
+        await asyncio.gather(*tasks)

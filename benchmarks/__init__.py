@@ -1,0 +1,17 @@
+"""Floodgate's benchmarks.
+
+Run them all from the repository root (about a minute on two cores)::
+
+    python -m benchmarks            # every benchmark, full size
+    python -m benchmarks --quick    # a short smoke run
+    python -m benchmarks --only head_of_line
+
+or one alone: ``python -m benchmarks.overhead``, ``python -m benchmarks.head_of_line``.
+Each writes ``benchmarks/results/<name>.md``: absolute figures for Floodgate and
+its baseline, their ratio, the target, PASS/FAIL and the machine. The exit status
+is 1 when a benchmark misses its target.
+
+- ``overhead``: no-op jobs through ``Scheduler.call`` vs a bare ``asyncio.Semaphore(16)``.
+- ``head_of_line``: interactive start latency behind a 5,000-job batch backlog,
+  Floodgate's lanes vs one FIFO ``asyncio.Queue`` with 16 workers.
+"""
