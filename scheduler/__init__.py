@@ -5,6 +5,7 @@ Everything public is re-exported here; the modules behind it are private.
 
 from .breaker import BreakerConfig, BreakerState, BreakerStats, CircuitBreaker
 from .clock import Clock, FakeClock, SystemClock
+from .durable import BacklogOptions
 from .errors import (
     BacklogError,
     ConfigError,
@@ -17,19 +18,23 @@ from .errors import (
     SchedulerClosed,
     SchedulerError,
     SubmitError,
+    UnknownJob,
     UnknownLane,
+    UnknownTask,
     UpstreamUnavailable,
 )
 from .health import GateStats, HealthGate
-from .jobs import JobContext, JobState, current_job
+from .jobs import Job, JobContext, JobState, current_job
 from .lanes import Lane
 from .metrics import LaneStats, LatencySummary, SchedulerStats
 from .retry import RetryBudget, RetryBudgetStats, RetryPolicy
 from .scheduler import DEFAULT_LANES, Scheduler
+from .tasks import Task
 
 __all__ = [
     "DEFAULT_LANES",
     "BacklogError",
+    "BacklogOptions",
     "BreakerConfig",
     "BreakerState",
     "BreakerStats",
@@ -40,6 +45,7 @@ __all__ = [
     "FakeClock",
     "GateStats",
     "HealthGate",
+    "Job",
     "JobCancelled",
     "JobContext",
     "JobError",
@@ -59,7 +65,10 @@ __all__ = [
     "SchedulerStats",
     "SubmitError",
     "SystemClock",
+    "Task",
+    "UnknownJob",
     "UnknownLane",
+    "UnknownTask",
     "UpstreamUnavailable",
     "current_job",
 ]

@@ -27,12 +27,14 @@ class Ticket:
 
     __slots__ = (
         "admitted_at",
+        "attempt",
         "cancel_reason",
         "cancelling",
         "deadline",
         "deadline_at",
         "entry",
         "future",
+        "job_id",
         "lane",
         "number",
         "priority",
@@ -69,16 +71,18 @@ class Ticket:
         self.cancelling = 0
         self.started_at = 0.0
         self.timeout_at: float | None = None
+        self.job_id: str | None = None  # a durable job's backlog id
+        self.attempt = 1
 
     @property
     def id(self) -> str:
-        return f"m{self.number}"
+        return self.job_id if self.job_id is not None else f"m{self.number}"
 
     def context(self) -> JobContext:
         return JobContext(
             id=self.id,
             lane=self.lane.name,
-            attempt=1,
+            attempt=self.attempt,
             priority=self.priority,
             upstream=self.upstream,
             started_at=self.started_at,
@@ -120,6 +124,7 @@ class LaneState:
         self.wait_hist = LatencyHistogram()
         self.run_hist = LatencyHistogram()
         self.ewma_run: float | None = None
+        self.backlog_queued = 0  # durable lanes: jobs waiting in the backlog (cached)
 
     def count_shed(self, reason: str) -> None:
         self.shed[reason] = self.shed.get(reason, 0) + 1
@@ -151,7 +156,7 @@ class LaneState:
             name=self.name,
             max_concurrency=self.max_concurrency,
             max_queued=self.max_queued,
-            queued=len(self.queue),
+            queued=len(self.queue) + self.backlog_queued,
             running=self.running,
             admitted=self.admitted,
             completed=self.completed,

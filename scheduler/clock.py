@@ -6,7 +6,8 @@ The scheduler never reads ``time.*`` or ``loop.time()`` itself, so a test can
 hand it a :class:`FakeClock` and move time forward with ``advance()`` instead of
 sleeping.
 
-- :class:`SystemClock` is the default: the running event loop's monotonic time.
+- :class:`SystemClock` is the default: the running event loop's monotonic time,
+  and ``time.time()`` for ``wall()``.
 - :class:`FakeClock` starts at 0.0 and only moves when told to; timers due by
   then fire, in order, during ``advance()``.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -37,6 +39,11 @@ class Clock(Protocol):
         """Monotonic seconds; only differences are meaningful."""
         ...
 
+    def wall(self) -> float:
+        """Wall-clock epoch seconds: the time base shared with other processes
+        (leases and ``run_at`` in the persistent backlog)."""
+        ...
+
     def call_at(self, when: float, callback: Callable[[], object]) -> TimerHandle:
         """Run ``callback`` (on the event loop) once ``now() >= when``."""
         ...
@@ -51,6 +58,9 @@ class SystemClock:
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
+
+    def wall(self) -> float:
+        return time.time()
 
     def call_at(self, when: float, callback: Callable[[], object]) -> TimerHandle:
         return asyncio.get_running_loop().call_at(when, callback)
@@ -83,13 +93,18 @@ class FakeClock:
     ``await clock.advance_and_settle(dt)`` also yields so they can.
     """
 
-    def __init__(self, start: float = 0.0) -> None:
+    def __init__(self, start: float = 0.0, *, wall_start: float = 1_800_000_000.0) -> None:
         self._now = float(start)
+        self._wall_offset = float(wall_start) - self._now
         self._timers: list[tuple[float, int, _FakeTimer]] = []
         self._seq = itertools.count()
 
     def now(self) -> float:
         return self._now
+
+    def wall(self) -> float:
+        """``wall_start`` plus the time advanced so far."""
+        return self._wall_offset + self._now
 
     def call_at(self, when: float, callback: Callable[[], object]) -> TimerHandle:
         timer = _FakeTimer(float(when), callback)

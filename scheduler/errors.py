@@ -4,12 +4,14 @@ Callers catch by what they can do about it::
 
     SchedulerError                    anything Floodgate raises on its own account
     ├── ConfigError (ValueError)      bad arguments to Lane / Scheduler / call
-    │   └── UnknownLane (KeyError)    a lane name the scheduler does not have
+    │   ├── UnknownLane (KeyError)    a lane name the scheduler does not have
+    │   └── UnknownTask (KeyError)    a task name no @sched.task registered here
     ├── SubmitError                   the job was not run; nothing happened upstream
     │   ├── Overloaded                the lane is full: retry after ``retry_after`` s
     │   ├── DeadlineExceeded          the job could not *start* before its deadline
     │   ├── SchedulerClosed           not started, shutting down, or lane not run here
     │   └── UpstreamUnavailable       the upstream's breaker is open
+    ├── UnknownJob (KeyError)         no job with that id in the backlog (or purged)
     ├── JobError                      the job was admitted and then did not succeed
     │   ├── JobFailed                 a durable job ended DEAD (carries its last error)
     │   ├── JobTimeout (TimeoutError) the job ran past its ``timeout``
@@ -34,7 +36,9 @@ __all__ = [
     "SchedulerClosed",
     "SchedulerError",
     "SubmitError",
+    "UnknownJob",
     "UnknownLane",
+    "UnknownTask",
     "UpstreamUnavailable",
 ]
 
@@ -56,6 +60,30 @@ class UnknownLane(ConfigError, KeyError):
         super().__init__(f"unknown lane {lane!r}; this scheduler has {', '.join(known) or 'none'}")
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0])
+
+
+class UnknownTask(ConfigError, KeyError):
+    """No task of that name is registered with this scheduler."""
+
+    def __init__(self, name: str, known: tuple[str, ...]) -> None:
+        self.name = name
+        self.known = known
+        shown = ", ".join(sorted(known)[:10]) or "none"
+        super().__init__(f"unknown task {name!r}; registered here: {shown}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class UnknownJob(SchedulerError, KeyError):
+    """The backlog has no job with that id (it never existed, or was purged)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job {job_id!r} in the backlog (never submitted, or purged)")
+
+    def __str__(self) -> str:
         return str(self.args[0])
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import enum
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .clock import Clock
+from .errors import JobFailed
 
-__all__ = ["JobContext", "JobState", "current_job"]
+__all__ = ["Job", "JobContext", "JobState", "current_job"]
 
 
 class JobState(enum.Enum):
@@ -77,3 +78,51 @@ def current_job() -> JobContext:
     if source is None:
         raise LookupError("current_job() was called outside a Floodgate job")
     return source.context()
+
+
+class _JobWaiter(Protocol):
+    async def _wait_job(self, job_id: str, timeout: float | None) -> Job: ...
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Job:
+    """A durable job as last read from the backlog, and a way to await its end.
+
+    ``state`` is a snapshot: :meth:`refresh` reads it again. :meth:`result`
+    waits for the job to end (from any process sharing the backlog).
+    """
+
+    id: str
+    task: str
+    lane: str
+    state: JobState
+    attempts: int
+    max_attempts: int
+    priority: float
+    run_at: float
+    created_at: float
+    updated_at: float
+    key: str | None
+    error: str | None
+    traceback: str | None
+    _value: Any
+    _owner: _JobWaiter
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """The job's result once it is ``DONE``.
+
+        Raises:
+            JobFailed: the job ended ``DEAD`` (its error is on the exception).
+            TimeoutError: ``timeout`` seconds passed first; the job keeps going.
+        """
+        job = self if self.state.terminal else await self._owner._wait_job(self.id, timeout)
+        if job.state is JobState.DONE:
+            return job._value
+        raise JobFailed(job.id, job.error or job.state.value, attempts=job.attempts)
+
+    async def refresh(self) -> Job:
+        """The job as it is now in the backlog."""
+        return await self._owner._wait_job(self.id, 0)
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.task} lane={self.lane!r} {self.state.value}>"

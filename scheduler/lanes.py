@@ -36,6 +36,7 @@ class Lane:
         name: the lane's name, used by ``call(..., lane=)`` and tasks.
         max_concurrency: hard ceiling on jobs running at once in this lane.
         max_queued: how many jobs may wait; beyond it ``Overloaded`` is raised.
+            Default 256, or 1,000,000 for a durable lane (its queue is on disk).
         durable: ``submit()`` of tasks on this lane is kept in the persistent backlog.
         gated: jobs start only while the scheduler's ``HealthGate`` is open.
         aging: seconds of waiting that improve a job's priority by one level
@@ -49,7 +50,7 @@ class Lane:
 
     name: str
     max_concurrency: int = 16
-    max_queued: int = 256
+    max_queued: int = None  # type: ignore[assignment]  # resolved in __post_init__
     _: KW_ONLY
     durable: bool = False
     gated: bool = False
@@ -61,6 +62,8 @@ class Lane:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"a lane needs a non-empty str name, got {name!r}")
         check_int(f"lane {name!r}: max_concurrency", self.max_concurrency, minimum=1)
+        if self.max_queued is None:
+            object.__setattr__(self, "max_queued", 1_000_000 if self.durable else 256)
         check_int(f"lane {name!r}: max_queued", self.max_queued, minimum=0)
         check_int(f"lane {name!r}: reserved", self.reserved, minimum=0)
         if self.reserved > self.max_concurrency:

@@ -29,11 +29,14 @@ import contextlib
 import enum
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
 
 from ._lane_state import LaneState, Ticket
 from ._validate import check_number
+from .backlog import make_backlog
 from .clock import Clock, SystemClock
+from .durable import BacklogOptions, DurableRunner, new_owner_id
 from .errors import (
     ConfigError,
     DeadlineExceeded,
@@ -42,20 +45,25 @@ from .errors import (
     Overloaded,
     SchedulerClosed,
     UnknownLane,
+    UnknownTask,
 )
 from .health import HealthGate
-from .jobs import JobState, _current
+from .job_store import JobStore
+from .jobs import Job, JobState, _current
 from .lanes import Lane
 from .logs import debug_enabled, get_logger
 from .metrics import SchedulerStats
+from .retry import RetryPolicy
+from .tasks import DEFAULT_RETRY, Task, check_task_function, task_name
 
 __all__ = ["DEFAULT_LANES", "Scheduler"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 DEFAULT_LANES: tuple[Lane, ...] = (
     Lane("interactive", max_concurrency=16, max_queued=256),
-    Lane("batch", max_concurrency=8, max_queued=100_000, durable=True, gated=True),
+    Lane("batch", max_concurrency=8, durable=True, gated=True),
 )
 
 _log = get_logger()
@@ -82,6 +90,8 @@ class Scheduler:
         clock: the clock all timing goes through (:class:`SystemClock` by default).
         shutdown_grace: seconds running and queued jobs get to finish when the
             scheduler stops, before they are cancelled.
+        backlog_options: leases, polling, batching and retention of durable
+            lanes (:class:`BacklogOptions`).
     """
 
     def __init__(
@@ -93,6 +103,7 @@ class Scheduler:
         max_concurrency: int | None = None,
         clock: Clock | None = None,
         shutdown_grace: float = 30.0,
+        backlog_options: BacklogOptions | None = None,
     ) -> None:
         if not isinstance(backlog, str) or not backlog:
             raise ConfigError(f"backlog must be a non-empty str (path or DSN), got {backlog!r}")
@@ -123,6 +134,7 @@ class Scheduler:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.max_concurrency = max_concurrency
         self.shutdown_grace = float(shutdown_grace)
+        self.backlog_options = backlog_options if backlog_options is not None else BacklogOptions()
 
         self._lanes: dict[str, LaneState] = {
             lane.name: LaneState(lane, self.clock, urgency=i) for i, lane in enumerate(lanes)
@@ -139,11 +151,15 @@ class Scheduler:
         self._state = _State.NEW
         self._idle_waiter: asyncio.Future[bool] | None = None
         self._unsubscribe_gate: Callable[[], None] | None = None
+        self._tasks: dict[str, Task[Any, Any]] = {}
+        self._store: JobStore | None = None
+        self._runners: dict[str, DurableRunner] = {}
+        self.owner = new_owner_id()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Scheduler:
-        self._start(None)
+        await self._start(None)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -157,13 +173,13 @@ class Scheduler:
         """
         if isinstance(run, str):
             raise TypeError("run= takes a collection of lane names, e.g. run=('interactive',)")
-        self._start(None if run is None else tuple(run))
+        await self._start(None if run is None else tuple(run))
         try:
             yield self
         finally:
             await self._stop()
 
-    def _start(self, run: tuple[str, ...] | None) -> None:
+    async def _start(self, run: tuple[str, ...] | None) -> None:
         if self._state in (_State.RUNNING, _State.DRAINING):
             raise SchedulerClosed("this scheduler is already running")
         if run is not None:
@@ -172,15 +188,49 @@ class Scheduler:
                     raise UnknownLane(name, tuple(self._lanes))
         for lane in self._ordered:
             lane.run_here = run is None or lane.name in run
-        self._unsubscribe_gate = self.gate.subscribe(self._dispatch_all)
+        if any(lane.config.durable for lane in self._ordered):
+            await self._open_backlog()
+        self._unsubscribe_gate = self.gate.subscribe(self._on_gate_change)
         self._state = _State.RUNNING
         _log.info("scheduler.started", lanes=[ln.name for ln in self._ordered if ln.run_here])
+
+    async def _open_backlog(self) -> None:
+        opts = self.backlog_options
+        backlog = make_backlog(
+            self.backlog, synchronous=opts.synchronous, busy_timeout=opts.busy_timeout
+        )
+        await backlog.open()
+        store = JobStore(self, backlog, self._wake_runner)
+        self._store = store
+        self._runners = {
+            lane.name: DurableRunner(
+                self, lane, backlog, self.owner, opts, store.finished, purge=(i == 0)
+            )
+            for i, lane in enumerate(
+                ln for ln in self._ordered if ln.config.durable and ln.run_here
+            )
+        }
+        await store.refresh_counts([ln for ln in self._ordered if ln.config.durable])
+        for runner in self._runners.values():
+            runner.start()
+
+    def _wake_runner(self, lane: str) -> None:
+        runner = self._runners.get(lane)
+        if runner is not None:
+            runner.wake()
+
+    def _on_gate_change(self) -> None:
+        self._dispatch_all()
+        for runner in self._runners.values():
+            runner.wake()
 
     async def _stop(self) -> None:
         if self._state is not _State.RUNNING:
             return
         self._state = _State.DRAINING
         _log.info("scheduler.draining", grace=self.shutdown_grace, running=self._running)
+        for runner in self._runners.values():
+            runner.stop_claiming()
         try:
             if self.shutdown_grace > 0 and not self._is_idle():
                 handle = self.clock.call_at(
@@ -195,11 +245,21 @@ class Scheduler:
             while self._running:
                 # Cancelled jobs unwind in their own tasks; wait for the last seat.
                 await self._wait_idle()
+            await self._close_backlog()
             if self._unsubscribe_gate is not None:
                 self._unsubscribe_gate()
                 self._unsubscribe_gate = None
             self._state = _State.STOPPED
             _log.info("scheduler.stopped")
+
+    async def _close_backlog(self) -> None:
+        """Write the last outcomes, release unfinished leases, close the backlog."""
+        runners, self._runners = self._runners, {}
+        for runner in runners.values():
+            await runner.close()
+        store, self._store = self._store, None
+        if store is not None:
+            await store.backlog.close()
 
     def _hard_stop(self) -> None:
         """Grace is over: drop what still waits, cancel what still runs."""
@@ -436,6 +496,160 @@ class Scheduler:
                 _log.debug("job.finished", lane=lane.name, job_id=ticket.id, state=outcome.value)
             self._release(lane, ticket)
 
+    # ------------------------------------------------------------------ durable jobs
+
+    def task(
+        self,
+        fn: Callable[P, Awaitable[T]] | None = None,
+        /,
+        *,
+        lane: str = "batch",
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        upstream: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Register a coroutine function as a task (use as ``@sched.task(...)``).
+
+        Args:
+            lane: where its jobs run (a durable lane for ``submit``).
+            name: the name stored with its jobs; by default ``module.qualname``.
+            retry: how failed attempts are retried (default ``RetryPolicy()``).
+            upstream: the upstream it calls (health is kept per name).
+            timeout: seconds one attempt may run.
+        """
+
+        def register(fn: Callable[P, Awaitable[T]]) -> Task[P, T]:
+            check_task_function(fn)
+            if lane not in self._lanes:
+                raise UnknownLane(lane, tuple(self._lanes))
+            if retry is not None and not isinstance(retry, RetryPolicy):
+                raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+            if timeout is not None:
+                check_number("timeout", timeout, minimum=0, exclusive=True)
+            task_name_ = task_name(fn) if name is None else name
+            if not isinstance(task_name_, str) or not task_name_:
+                raise TypeError(f"a task name must be a non-empty str, got {task_name_!r}")
+            existing = self._tasks.get(task_name_)
+            if existing is not None and existing.fn is not fn:
+                raise ConfigError(f"another function is already registered as task {task_name_!r}")
+            task = Task(
+                fn=fn,
+                name=task_name_,
+                lane=lane,
+                retry=retry if retry is not None else DEFAULT_RETRY,
+                upstream=upstream,
+                timeout=timeout,
+                scheduler=self,
+            )
+            self._tasks[task_name_] = task
+            return task
+
+        return register if fn is None else register(fn)
+
+    @property
+    def tasks(self) -> dict[str, Task[Any, Any]]:
+        """The registered tasks by name (a copy)."""
+        return dict(self._tasks)
+
+    async def submit(
+        self,
+        task: Task[Any, Any] | str,
+        /,
+        *args: Any,
+        priority: float = 0,
+        key: str | None = None,
+        run_at: float | datetime | None = None,
+        delay: float | None = None,
+        deadline: float | None = None,
+    ) -> Job:
+        """Store a durable job for ``task(*args)``; returns once its row is committed.
+
+        Args:
+            priority: lower runs first; FIFO among equals.
+            key: idempotency key: a second submit with the same key returns the
+                first job instead of adding another.
+            run_at: when it may start (epoch seconds or an aware datetime), or
+            delay: seconds from now.
+            deadline: seconds after its start time within which it must start,
+                or it ends ``DEAD`` unrun.
+
+        Raises:
+            TypeError: an argument is not JSON-serializable (nothing is stored).
+            Overloaded: the lane's backlog holds ``max_queued`` jobs already.
+            SchedulerClosed: the scheduler is not open.
+        """
+        if isinstance(task, str):
+            found = self._tasks.get(task)
+            if found is None:
+                raise UnknownTask(task, tuple(self._tasks))
+            task = found
+        elif not isinstance(task, Task):
+            raise TypeError(f"submit() takes a task or its name, got {type(task).__name__}")
+        lane = self._lanes[task.lane]
+        if not lane.config.durable:
+            raise ConfigError(
+                f"task {task.name!r} runs in lane {lane.name!r}, which is not durable: "
+                "use call() for in-memory work, or Lane(..., durable=True)"
+            )
+        store = self._require_store()
+        return await store.submit(
+            task,
+            lane,
+            args,
+            priority=priority,
+            key=key,
+            run_at=run_at,
+            delay=delay,
+            deadline=deadline,
+        )
+
+    async def job(self, job_id: str) -> Job:
+        """The durable job with this id, as it is now (``UnknownJob`` if none)."""
+        return await self._require_store().get(job_id)
+
+    async def jobs(
+        self,
+        state: JobState | str | None = None,
+        *,
+        lane: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Durable jobs, oldest first, optionally only one state (e.g. ``"dead"``) or lane."""
+        if isinstance(state, str):
+            try:
+                state = JobState(state)
+            except ValueError:
+                raise ConfigError(
+                    f"unknown job state {state!r}; one of {', '.join(s.value for s in JobState)}"
+                ) from None
+        return await self._require_store().list(state, lane, limit, offset)
+
+    async def requeue(
+        self, job_id: str | None = None, *, all_dead: bool = False, lane: str | None = None
+    ) -> int:
+        """Put ``DEAD`` jobs back in the queue with fresh attempts; returns how many."""
+        if (job_id is None) == (not all_dead):
+            raise TypeError("requeue() takes a job id or all_dead=True (not both, not neither)")
+        return await self._require_store().requeue(job_id, all_dead, lane)
+
+    async def backlog_counts(self) -> dict[str, dict[str, int]]:
+        """Durable jobs in the backlog: ``{lane: {state: count}}`` (empty states left out)."""
+        return await self._require_store().backlog.counts()
+
+    async def _wait_job(self, job_id: str, timeout: float | None) -> Job:
+        return await self._require_store().wait(job_id, timeout)
+
+    def _require_store(self) -> JobStore:
+        if self._store is None:
+            if self._state is not _State.RUNNING:
+                raise SchedulerClosed(
+                    "durable jobs need an open scheduler: 'async with sched:' or sched.open(run=())"
+                )
+            raise ConfigError("this scheduler has no durable lane, so no backlog to keep jobs in")
+        return self._store
+
     # ------------------------------------------------------------------ seats
 
     def _can_take(self, lane: LaneState) -> bool:
@@ -465,8 +679,27 @@ class Scheduler:
             if lane.running >= lane.reserved:
                 self._shared_used -= 1
             self._dispatch_all()
+        if self._runners:
+            if self._shared_capacity is None:
+                self._wake_runner(lane.name)
+            else:
+                for runner in self._runners.values():
+                    runner.wake()
         if self._idle_waiter is not None and self._is_idle():
             self._resolve_idle(True)
+
+    def _reserve_seats(self, lane: LaneState, most: int) -> list[Ticket]:
+        """Take up to ``most`` free seats of ``lane`` for durable jobs about to be
+        claimed (none while in-memory callers wait for that lane)."""
+        tickets: list[Ticket] = []
+        if lane.queue:
+            return tickets
+        now = self.clock.now()
+        while len(tickets) < most and self._can_take(lane):
+            ticket = Ticket(lane, 0, now, None, None, None)
+            self._take_seat(lane, ticket)
+            tickets.append(ticket)
+        return tickets
 
     def _dispatch_all(self) -> None:
         for lane in self._ordered:

@@ -1,0 +1,207 @@
+"""SQL for :mod:`scheduler.backlog.sqlite`: migrations, statements, row decoding, errors.
+
+Every value reaches SQLite as a bound parameter. The only text formatted
+into SQL is this module's own constants (column lists, placeholder runs)
+and the integers of ``PRAGMA user_version`` / ``synchronous``, which PRAGMAs
+cannot bind.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from ..errors import BacklogError
+from ..jobs import JobState
+from .base import BacklogFull, BacklogLocked, JobRecord, corrupt, decode_args, decode_json
+
+# Forward migrations; MIGRATIONS[i] takes user_version i to i + 1. Append only.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE jobs (
+            seq          INTEGER PRIMARY KEY,
+            id           TEXT    NOT NULL UNIQUE,
+            task         TEXT    NOT NULL,
+            lane         TEXT    NOT NULL,
+            args         TEXT    NOT NULL,
+            priority     REAL    NOT NULL,
+            state        TEXT    NOT NULL,
+            attempts     INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL,
+            run_at       REAL    NOT NULL,
+            created_at   REAL    NOT NULL,
+            updated_at   REAL    NOT NULL,
+            key          TEXT,
+            lease_owner  TEXT,
+            lease_until  REAL,
+            result       TEXT,
+            error        TEXT,
+            traceback    TEXT,
+            deadline_at  REAL
+        )""",
+        "CREATE INDEX jobs_claim ON jobs (lane, state, priority, run_at, seq)",
+        "CREATE UNIQUE INDEX jobs_key ON jobs (key) WHERE key IS NOT NULL",
+        "CREATE INDEX jobs_state_updated ON jobs (state, updated_at)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+COLUMNS = (
+    "seq, id, task, lane, args, priority, state, attempts, max_attempts, run_at, created_at,"
+    " updated_at, key, lease_owner, lease_until, result, error, traceback, deadline_at"
+)
+
+INSERT = (
+    "INSERT INTO jobs (id, task, lane, args, priority, state, attempts, max_attempts, run_at,"
+    " created_at, updated_at, key, deadline_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def select_by_keys(n: int) -> str:
+    return f"SELECT {COLUMNS} FROM jobs WHERE key IN ({', '.join('?' * n)})"
+
+
+# The lane's next jobs in claim order: due QUEUED ones and RUNNING ones whose
+# lease passed. Each arm walks jobs_claim in order and stops at its LIMIT.
+# Params: lane, queued, now, n, lane, running, now, n, n.
+_CANDIDATES = """
+    SELECT seq FROM (
+        SELECT seq, priority, run_at FROM (
+            SELECT seq, priority, run_at FROM jobs
+            WHERE lane = ? AND state = ? AND run_at <= ?
+            ORDER BY priority, run_at, seq LIMIT ?)
+        UNION ALL
+        SELECT seq, priority, run_at FROM (
+            SELECT seq, priority, run_at FROM jobs
+            WHERE lane = ? AND state = ? AND lease_until <= ?
+            ORDER BY priority, run_at, seq LIMIT ?)
+    ) ORDER BY priority, run_at, seq LIMIT ?"""
+
+# Params: running, owner, lease_until, now, *candidate params.
+CLAIM_RETURNING = f"""
+    UPDATE jobs SET state = ?, attempts = attempts + 1, lease_owner = ?, lease_until = ?,
+        updated_at = ?
+    WHERE seq IN ({_CANDIDATES})
+    RETURNING {COLUMNS}"""
+
+# For SQLite < 3.35 (no RETURNING): select, then update by seq, in one transaction.
+CLAIM_SELECT = f"SELECT {COLUMNS} FROM jobs WHERE seq IN ({_CANDIDATES})"
+CLAIM_UPDATE = (
+    "UPDATE jobs SET state = ?, attempts = attempts + 1, lease_owner = ?, lease_until = ?,"
+    " updated_at = ? WHERE seq = ?"
+)
+
+# Params: dead, LEASE_LOST_FMT, now, lane, running, now.
+KILL_LOST = """
+    UPDATE jobs SET state = ?, error = printf(?, attempts, max_attempts), lease_owner = NULL,
+        lease_until = NULL, updated_at = ?
+    WHERE lane = ? AND state = ? AND lease_until <= ? AND attempts >= max_attempts"""
+
+# Params: dead, error, now, seq.
+KILL_CORRUPT = (
+    "UPDATE jobs SET state = ?, error = ?, lease_owner = NULL, lease_until = NULL,"
+    " updated_at = ? WHERE seq = ?"
+)
+
+# A lease is held while the job is RUNNING under the same owner.
+_HELD = "id = ? AND state = ? AND lease_owner = ?"
+HEARTBEAT = f"UPDATE jobs SET lease_until = ? WHERE {_HELD}"
+# Params: state, result, error, traceback, run_at (None keeps it), now, id, running, owner,
+# attempt, attempt (None: any attempt).
+COMPLETE = f"""
+    UPDATE jobs SET state = ?, result = ?, error = ?, traceback = ?,
+        run_at = COALESCE(?, run_at), lease_owner = NULL, lease_until = NULL, updated_at = ?
+    WHERE {_HELD} AND (? IS NULL OR attempts = ?)"""
+RELEASE = f"""
+    UPDATE jobs SET state = ?, attempts = MAX(attempts - 1, 0), lease_owner = NULL,
+        lease_until = NULL, updated_at = ?
+    WHERE {_HELD}"""
+REQUEUE = """
+    UPDATE jobs SET state = ?, attempts = 0, run_at = ?, lease_owner = NULL, lease_until = NULL,
+        updated_at = ?
+    WHERE """
+PURGE = """
+    DELETE FROM jobs WHERE seq IN (
+        SELECT seq FROM jobs WHERE state = ? AND updated_at < ? LIMIT ?)"""
+QUEUED_COUNT = "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE lane = ? AND state = ? LIMIT ?)"
+COUNTS = "SELECT lane, state, COUNT(*) FROM jobs GROUP BY lane, state"
+
+
+def _number(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"not a number: {value!r}")
+
+
+def decode_row(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
+    """``(seq, record, problem)``; a corrupt field gets a default and is named in ``problem``.
+
+    A corrupt record carries ``error="corrupt row: ..."``; an unknown state reads as DEAD.
+    """
+    problems: list[str] = []
+
+    def field(name: str, value: Any, decode: Any, default: Any) -> Any:
+        try:
+            return decode(value)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{name}: {exc}")
+            return default
+
+    def opt_number(name: str, value: Any) -> float | None:
+        return None if value is None else field(name, value, _number, None)
+
+    (seq, id_, task, lane, args, priority, state, attempts, max_attempts, run_at) = row[:10]
+    (created_at, updated_at, key, owner, lease_until, result, error, tb, deadline_at) = row[10:]
+    record = JobRecord(
+        id=str(id_),
+        task=str(task),
+        lane=str(lane),
+        args=field("args", args, decode_args, []),
+        priority=field("priority", priority, _number, 0.0),
+        state=field("state", state, JobState, JobState.DEAD),
+        attempts=int(field("attempts", attempts, _number, 0)),
+        max_attempts=int(field("max_attempts", max_attempts, _number, 1)),
+        run_at=field("run_at", run_at, _number, 0.0),
+        created_at=field("created_at", created_at, _number, 0.0),
+        updated_at=field("updated_at", updated_at, _number, 0.0),
+        key=None if key is None else str(key),
+        lease_owner=None if owner is None else str(owner),
+        lease_until=opt_number("lease_until", lease_until),
+        result=None if result is None else field("result", result, _json_result, None),
+        error=None if error is None else str(error),
+        traceback=None if tb is None else str(tb),
+        deadline_at=opt_number("deadline_at", deadline_at),
+    )
+    if not problems:
+        return int(seq), record, None
+    problem = "; ".join(problems)
+    return int(seq), replace(record, error=corrupt(problem)), problem
+
+
+def _json_result(text: Any) -> Any:
+    return decode_json(text, "result")
+
+
+# Primary result codes (the low byte of an extended code).
+_BUSY, _LOCKED, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 11, 13, 14, 26
+
+
+def translate_error(exc: sqlite3.Error, path: str, busy_timeout: float) -> BacklogError:
+    """The Floodgate error for a ``sqlite3`` one, with the backlog's path in the message."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    text = str(exc)
+    if code in (_BUSY, _LOCKED) or "locked" in text:
+        return BacklogLocked(
+            f"backlog {path!r} is locked by another connection and stayed locked past "
+            f"busy_timeout={busy_timeout:g}s ({text}); this call stored nothing, "
+            "earlier writes are safe"
+        )
+    if code == _FULL or "full" in text:
+        return BacklogFull(f"backlog {path!r}: disk or database full ({text}); nothing stored")
+    if code in (_NOTADB, _CORRUPT) or "not a database" in text:
+        return BacklogError(f"{path!r} is not a usable Floodgate backlog database: {text}")
+    if code == _CANTOPEN:
+        return BacklogError(f"cannot open backlog {path!r}: {text}")
+    return BacklogError(f"backlog {path!r}: {text}")

@@ -1,0 +1,326 @@
+"""The Backlog protocol: where durable jobs live between ``submit`` and their end.
+
+The life of a durable job::
+
+    submit ─► QUEUED ──claim──► RUNNING ──complete(done)──► DONE ──purge──► (deleted)
+               ▲  ▲               │ │ │
+               │  └──release──────┘ │ └──complete(dead)──► DEAD ──requeue──┐
+               │                    └──complete(retry, run_at)──┐          │
+               └────────────────────────────────────────────────┴──────────┘
+
+Rules every implementation keeps (the contract suite in ``tests/backlog``
+checks them against each backend):
+
+- **Time is an argument.** Every method that needs the time takes ``now``
+  (epoch seconds); a backlog never reads a clock, so tests control time and
+  several processes share one time base.
+- **Order.** ``claim`` takes the lane's due jobs (``QUEUED`` with
+  ``run_at <= now``) by ``priority`` (lower first), then ``run_at``, then
+  insertion order. A scheduled retry is just ``QUEUED`` with a future ``run_at``.
+- **Leases.** A claim sets ``RUNNING``, adds one to ``attempts`` and lends the
+  job to ``owner`` until ``lease_until``; ``heartbeat`` extends it. Once the
+  lease has passed, the next ``claim`` on the lane may take the job over
+  (another attempt), or, if its attempts are spent, moves it to ``DEAD``
+  ("lease expired"), so a job that kills its worker cannot loop forever.
+  A lease is *held* while the job is ``RUNNING`` with ``lease_owner == owner``
+  (an expired lease nobody took over yet is still held); ``heartbeat``,
+  ``complete`` and ``release`` from anyone else are ignored, not errors.
+- **Idempotent submit.** A job with a ``key`` already in the backlog is not
+  inserted again: ``submit`` returns the existing job, whatever its state.
+- **Durability.** ``submit`` returns only once its jobs are stored.
+- **Corrupt rows** (args/result not JSON, unknown state, ...) never crash a
+  call: ``claim`` moves such a job to ``DEAD`` with ``error="corrupt row: ..."``
+  and goes on; ``get``/``list_jobs`` return it with ``error`` set.
+- **Bounded reads.** Nothing loads the whole backlog: reads are ``LIMIT``-ed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Protocol, Self, runtime_checkable
+
+from ..errors import BacklogError
+from ..jobs import JobState
+
+__all__ = [
+    "DURABLE_STATES",
+    "LEASE_LOST_FMT",
+    "AsyncContext",
+    "Backlog",
+    "BacklogFull",
+    "BacklogLocked",
+    "JobRecord",
+    "NewJob",
+    "Outcome",
+    "OutcomeKind",
+]
+
+#: The states a durable job can be in.
+DURABLE_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.DONE, JobState.DEAD)
+
+OutcomeKind = Literal["done", "retry", "dead"]
+
+
+class BacklogLocked(BacklogError):
+    """Another connection held the backlog's write lock past ``busy_timeout``.
+
+    Nothing from the failed call was stored; everything stored earlier is safe.
+    Retry later, or raise ``busy_timeout``.
+    """
+
+
+class BacklogFull(BacklogError):
+    """The disk (or the database's size limit) is full; the call stored nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to store. ``args_json`` is a JSON array (the task's positional args)."""
+
+    task: str
+    lane: str
+    args_json: str
+    priority: float = 0.0
+    run_at: float = 0.0
+    key: str | None = None
+    max_attempts: int = 1
+    deadline_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A stored job as read back. ``args`` and ``result`` are decoded JSON."""
+
+    id: str
+    task: str
+    lane: str
+    args: list[Any]
+    priority: float
+    state: JobState
+    attempts: int
+    max_attempts: int
+    run_at: float
+    created_at: float
+    updated_at: float
+    key: str | None = None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    result: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    deadline_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one claimed attempt ended; build with :meth:`done`, :meth:`retry`, :meth:`dead`.
+
+    ``done`` stores ``result_json`` (and clears any earlier error); ``retry``
+    queues the job again at ``run_at`` keeping ``error``; ``dead`` ends it
+    with ``error`` and ``traceback``.
+    """
+
+    job_id: str
+    owner: str
+    kind: OutcomeKind
+    result_json: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    run_at: float | None = None
+    #: the claim this outcome belongs to (the job's ``attempts`` after that
+    #: claim); when set, an outcome of an earlier attempt is ignored even if
+    #: the same owner claimed the job again since
+    attempt: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("done", "retry", "dead"):
+            raise ValueError(f"outcome kind must be done, retry or dead, not {self.kind!r}")
+        if self.kind == "retry" and self.run_at is None:
+            raise ValueError("a retry outcome needs run_at")
+        if self.result_json is not None:
+            decode_json(self.result_json, "result_json")
+
+    @classmethod
+    def done(
+        cls, job_id: str, owner: str, result_json: str = "null", *, attempt: int | None = None
+    ) -> Outcome:
+        return cls(job_id, owner, "done", result_json=result_json, attempt=attempt)
+
+    @classmethod
+    def retry(
+        cls,
+        job_id: str,
+        owner: str,
+        *,
+        run_at: float,
+        error: str,
+        traceback: str | None = None,
+        attempt: int | None = None,
+    ) -> Outcome:
+        return cls(
+            job_id, owner, "retry", error=error, traceback=traceback, run_at=run_at, attempt=attempt
+        )
+
+    @classmethod
+    def dead(
+        cls,
+        job_id: str,
+        owner: str,
+        *,
+        error: str,
+        traceback: str | None = None,
+        attempt: int | None = None,
+    ) -> Outcome:
+        return cls(job_id, owner, "dead", error=error, traceback=traceback, attempt=attempt)
+
+
+def decode_json(text: str, what: str) -> Any:
+    """``json.loads`` with a ``ValueError`` that names the field."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc}") from None
+
+
+def decode_args(text: str) -> list[Any]:
+    """Decode a stored ``args`` column; ``ValueError`` unless it is a JSON array."""
+    args = decode_json(text, "args")
+    if not isinstance(args, list):
+        raise ValueError(f"args is not a JSON array: {text[:80]!r}")
+    return args
+
+
+def validate_new_job(job: NewJob) -> list[Any]:
+    """Reject a malformed :class:`NewJob` before it is stored; return its decoded args."""
+    if not job.task or not job.lane:
+        raise ValueError(f"a job needs a task and a lane, got {job.task!r}/{job.lane!r}")
+    if math.isnan(job.priority) or math.isnan(job.run_at):
+        raise ValueError("priority and run_at must be numbers, not NaN")
+    if job.max_attempts < 1:
+        raise ValueError(f"max_attempts must be >= 1, got {job.max_attempts}")
+    return decode_args(job.args_json)
+
+
+def corrupt(detail: str) -> str:
+    """The ``error`` text of a job whose stored row could not be decoded."""
+    return f"corrupt row: {detail}"
+
+
+#: printf-style ``error`` of a job whose last attempt's lease expired (attempts, max_attempts).
+LEASE_LOST_FMT = "lease expired on attempt %d of %d (worker lost or stuck)"
+
+
+def lease_lost_error(attempts: int, max_attempts: int) -> str:
+    """The ``error`` of a job whose last attempt's lease expired."""
+    return LEASE_LOST_FMT % (attempts, max_attempts)
+
+
+@runtime_checkable
+class Backlog(Protocol):
+    """Durable job storage shared by every process that opens the same backlog."""
+
+    async def open(self) -> None:
+        """Connect and create or migrate the schema. Call once before anything else."""
+        ...
+
+    async def close(self) -> None:
+        """Finish pending writes and disconnect. Idempotent."""
+        ...
+
+    async def submit(self, jobs: Sequence[NewJob], *, now: float) -> list[JobRecord]:
+        """Store ``jobs`` (one record back per job, same order) once committed.
+
+        A job whose ``key`` is already stored (or earlier in ``jobs``) is not
+        inserted: its existing record comes back instead.
+        """
+        ...
+
+    async def claim(
+        self, lane: str, limit: int, *, owner: str, lease_seconds: float, now: float
+    ) -> list[JobRecord]:
+        """Lease up to ``limit`` due jobs of ``lane`` to ``owner``, in claim order."""
+        ...
+
+    async def heartbeat(
+        self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float
+    ) -> int:
+        """Extend leases still held by ``owner`` to ``now + lease_seconds``; count them."""
+        ...
+
+    async def complete(self, outcomes: Sequence[Outcome], *, now: float) -> int:
+        """Apply outcomes whose lease is still held; return how many applied."""
+        ...
+
+    async def release(self, job_ids: Sequence[str], *, owner: str, now: float) -> int:
+        """Give leases back unrun (shutdown): RUNNING -> QUEUED, ``attempts - 1``."""
+        ...
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        """The job, or ``None`` if there is no such id (or it was purged)."""
+        ...
+
+    async def list_jobs(
+        self,
+        state: JobState | None = None,
+        lane: str | None = None,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        """Jobs in insertion order, optionally filtered; at most ``limit``."""
+        ...
+
+    async def requeue(
+        self,
+        job_id: str | None = None,
+        *,
+        all_dead: bool = False,
+        lane: str | None = None,
+        now: float,
+    ) -> int:
+        """DEAD -> QUEUED (attempts 0, ``run_at = now``, error kept); count them.
+
+        Either one ``job_id`` or ``all_dead=True`` (optionally only ``lane``).
+        """
+        ...
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        """``{lane: {state value: n}}``; states with no jobs are left out."""
+        ...
+
+    async def purge(self, finished_before: float) -> int:
+        """Delete DONE jobs last updated before ``finished_before``; count them."""
+        ...
+
+    async def queued_count(self, lane: str, *, limit: int | None = None) -> int:
+        """QUEUED jobs in ``lane`` (scheduled retries included), counting at most ``limit``."""
+        ...
+
+
+def check_requeue_args(job_id: str | None, all_dead: bool) -> None:
+    if (job_id is not None) != all_dead:
+        return
+    raise ValueError("requeue takes either a job_id or all_dead=True, not both or neither")
+
+
+class AsyncContext:
+    """``async with backlog:`` opens it and closes it again (for the backends to inherit)."""
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -1,0 +1,341 @@
+"""MemoryBacklog: the Backlog protocol in plain dicts and heaps.
+
+For ``backlog=":memory:"`` and unit tests. Same semantics as the SQLite
+backlog (the contract suite runs against both); nothing outlives the process.
+
+Rows keep their JSON as text and decode it on every read, so records handed
+out are copies, as they would be from a database. Per lane, QUEUED jobs sit
+in one of two heaps: *delayed* ``(run_at, seq)`` until they are due, then
+*ready* ``(priority, run_at, seq)``. Heap entries carry the row's version;
+an entry whose row moved on (claimed, requeued, purged) is stale and skipped.
+RUNNING ids are kept per lane so expired leases are found without a scan.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+from ..errors import BacklogError
+from ..jobs import JobState
+from .base import (
+    AsyncContext,
+    JobRecord,
+    NewJob,
+    Outcome,
+    check_requeue_args,
+    decode_args,
+    decode_json,
+    lease_lost_error,
+    validate_new_job,
+)
+
+__all__ = ["MemoryBacklog"]
+
+# ready: (priority, run_at, seq, version, id); delayed: (run_at, 0.0, seq, version, id)
+_Entry = tuple[float, float, int, int, str]
+
+
+_PLAIN_FIELDS = [f.name for f in fields(JobRecord) if f.name not in ("args", "result")]
+
+
+@dataclass(slots=True)
+class _Row:
+    seq: int
+    id: str
+    task: str
+    lane: str
+    args_json: str
+    priority: float
+    state: JobState
+    attempts: int
+    max_attempts: int
+    run_at: float
+    created_at: float
+    updated_at: float
+    key: str | None
+    deadline_at: float | None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    result_json: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    version: int = 0
+
+    def record(self) -> JobRecord:
+        """A fresh JobRecord, JSON decoded anew (so callers never share our state)."""
+        plain = {name: getattr(self, name) for name in _PLAIN_FIELDS}
+        result = None if self.result_json is None else decode_json(self.result_json, "result")
+        return JobRecord(args=decode_args(self.args_json), result=result, **plain)
+
+    @property
+    def order(self) -> tuple[float, float, int]:
+        return (self.priority, self.run_at, self.seq)
+
+
+def _ready_entry(row: _Row) -> _Entry:
+    return (row.priority, row.run_at, row.seq, row.version, row.id)
+
+
+def _delayed_entry(row: _Row) -> _Entry:
+    return (row.run_at, 0.0, row.seq, row.version, row.id)
+
+
+class MemoryBacklog(AsyncContext):
+    """An in-process :class:`~scheduler.backlog.base.Backlog`; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._open = False
+        self._rows: dict[str, _Row] = {}  # insertion order == seq order
+        self._by_key: dict[str, str] = {}
+        self._seq = itertools.count(1)
+        self._ready: defaultdict[str, list[_Entry]] = defaultdict(list)
+        self._delayed: defaultdict[str, list[_Entry]] = defaultdict(list)
+        self._queued: defaultdict[str, set[str]] = defaultdict(set)
+        self._running: defaultdict[str, set[str]] = defaultdict(set)
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    def _check(self) -> None:
+        if not self._open:
+            raise BacklogError("the memory backlog is not open")
+
+    # -- state moves: the one place that keeps the per-lane indexes true ------------
+
+    def _move(self, row: _Row, state: JobState, now: float) -> None:
+        if row.state is JobState.RUNNING:
+            self._running[row.lane].discard(row.id)
+            row.lease_owner = row.lease_until = None
+        elif row.state is JobState.QUEUED:
+            self._queued[row.lane].discard(row.id)
+        row.state = state
+        row.updated_at = float(now)
+        row.version += 1
+        if state is JobState.QUEUED:
+            self._queued[row.lane].add(row.id)
+            heapq.heappush(self._delayed[row.lane], _delayed_entry(row))
+        elif state is JobState.RUNNING:
+            self._running[row.lane].add(row.id)
+
+    def _live(self, entry: _Entry) -> _Row | None:
+        row = self._rows.get(entry[4])
+        if row is None or row.version != entry[3] or row.state is not JobState.QUEUED:
+            return None
+        return row
+
+    def _held(self, job_id: str, owner: str) -> _Row | None:
+        row = self._rows.get(job_id)
+        if row is None or row.state is not JobState.RUNNING or row.lease_owner != owner:
+            return None
+        return row
+
+    # -- the protocol ------------------------------------------------------------
+
+    async def submit(self, jobs: Sequence[NewJob], *, now: float) -> list[JobRecord]:
+        self._check()
+        for job in jobs:
+            validate_new_job(job)
+        out: list[JobRecord] = []
+        for job in jobs:
+            existing = self._by_key.get(job.key) if job.key is not None else None
+            if existing is not None:
+                out.append(self._rows[existing].record())
+                continue
+            row = _Row(
+                seq=next(self._seq),
+                id=uuid.uuid4().hex,
+                task=job.task,
+                lane=job.lane,
+                args_json=job.args_json,
+                priority=float(job.priority),
+                state=JobState.DONE,  # placeholder; _move sets QUEUED and indexes it
+                attempts=0,
+                max_attempts=job.max_attempts,
+                run_at=float(job.run_at),
+                created_at=float(now),
+                updated_at=float(now),
+                key=job.key,
+                deadline_at=job.deadline_at,
+            )
+            self._rows[row.id] = row
+            if job.key is not None:
+                self._by_key[job.key] = row.id
+            self._move(row, JobState.QUEUED, now)
+            out.append(row.record())
+        return out
+
+    async def claim(
+        self, lane: str, limit: int, *, owner: str, lease_seconds: float, now: float
+    ) -> list[JobRecord]:
+        self._check()
+        if limit <= 0:
+            return []
+        due = self._pop_due(lane, limit, now)
+        chosen = sorted(due + self._expired(lane, now), key=lambda r: r.order)[:limit]
+        taken = {row.id for row in chosen}
+        for row in due:
+            if row.id not in taken:
+                heapq.heappush(self._ready[lane], _ready_entry(row))
+        for row in chosen:
+            self._move(row, JobState.RUNNING, now)
+            row.attempts += 1
+            row.lease_owner = owner
+            row.lease_until = now + lease_seconds
+        return [row.record() for row in chosen]
+
+    def _pop_due(self, lane: str, limit: int, now: float) -> list[_Row]:
+        """Up to ``limit`` due QUEUED rows of ``lane`` in claim order, taken off the heaps."""
+        delayed, ready = self._delayed[lane], self._ready[lane]
+        while delayed and delayed[0][0] <= now:
+            if (row := self._live(heapq.heappop(delayed))) is not None:
+                heapq.heappush(ready, _ready_entry(row))
+        due: list[_Row] = []
+        while ready and len(due) < limit:
+            if (row := self._live(heapq.heappop(ready))) is None:
+                continue
+            if row.run_at > now:  # the caller's clock went backwards: not due after all
+                heapq.heappush(delayed, _delayed_entry(row))
+            else:
+                due.append(row)
+        return due
+
+    def _expired(self, lane: str, now: float) -> list[_Row]:
+        """RUNNING rows of ``lane`` whose lease passed; those out of attempts go DEAD."""
+        out: list[_Row] = []
+        for job_id in list(self._running[lane]):
+            row = self._rows[job_id]
+            if row.lease_until is None or row.lease_until > now:
+                continue
+            if row.attempts >= row.max_attempts:
+                self._move(row, JobState.DEAD, now)
+                row.error = lease_lost_error(row.attempts, row.max_attempts)
+            else:
+                out.append(row)
+        return out
+
+    async def heartbeat(
+        self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float
+    ) -> int:
+        self._check()
+        n = 0
+        for job_id in job_ids:
+            row = self._held(job_id, owner)
+            if row is not None:
+                row.lease_until = now + lease_seconds
+                n += 1
+        return n
+
+    async def complete(self, outcomes: Sequence[Outcome], *, now: float) -> int:
+        self._check()
+        n = 0
+        for o in outcomes:
+            row = self._held(o.job_id, o.owner)
+            if row is None or (o.attempt is not None and row.attempts != o.attempt):
+                continue
+            n += 1
+            if o.kind == "done":
+                row.result_json, row.error, row.traceback = o.result_json, None, None
+                self._move(row, JobState.DONE, now)
+                continue
+            row.result_json, row.error, row.traceback = None, o.error, o.traceback
+            if o.kind == "retry":
+                assert o.run_at is not None  # Outcome checks this
+                row.run_at = float(o.run_at)
+                self._move(row, JobState.QUEUED, now)
+            else:
+                self._move(row, JobState.DEAD, now)
+        return n
+
+    async def release(self, job_ids: Sequence[str], *, owner: str, now: float) -> int:
+        self._check()
+        n = 0
+        for job_id in job_ids:
+            row = self._held(job_id, owner)
+            if row is not None:
+                row.attempts = max(0, row.attempts - 1)
+                self._move(row, JobState.QUEUED, now)
+                n += 1
+        return n
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        self._check()
+        row = self._rows.get(job_id)
+        return None if row is None else row.record()
+
+    async def list_jobs(
+        self,
+        state: JobState | None = None,
+        lane: str | None = None,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        self._check()
+        rows = (
+            r
+            for r in self._rows.values()
+            if (state is None or r.state is state) and (lane is None or r.lane == lane)
+        )
+        picked = itertools.islice(rows, max(0, offset), max(0, offset) + max(0, limit))
+        return [r.record() for r in picked]
+
+    async def requeue(
+        self,
+        job_id: str | None = None,
+        *,
+        all_dead: bool = False,
+        lane: str | None = None,
+        now: float,
+    ) -> int:
+        self._check()
+        check_requeue_args(job_id, all_dead)
+        if job_id is not None:
+            one = self._rows.get(job_id)
+            rows = [one] if one is not None else []
+        else:
+            rows = list(self._rows.values())
+        n = 0
+        for row in rows:
+            if row.state is JobState.DEAD and (lane is None or row.lane == lane):
+                row.attempts = 0
+                row.run_at = now
+                self._move(row, JobState.QUEUED, now)
+                n += 1
+        return n
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        self._check()
+        out: dict[str, dict[str, int]] = {}
+        for row in self._rows.values():
+            per_lane = out.setdefault(row.lane, {})
+            per_lane[row.state.value] = per_lane.get(row.state.value, 0) + 1
+        return out
+
+    async def purge(self, finished_before: float) -> int:
+        self._check()
+        gone = [
+            r
+            for r in self._rows.values()
+            if r.state is JobState.DONE and r.updated_at < finished_before
+        ]
+        for row in gone:
+            del self._rows[row.id]
+            if row.key is not None:
+                self._by_key.pop(row.key, None)
+        return len(gone)
+
+    async def queued_count(self, lane: str, *, limit: int | None = None) -> int:
+        self._check()
+        n = len(self._queued[lane])
+        return n if limit is None else min(n, limit)
+
+    def __repr__(self) -> str:
+        return f"<MemoryBacklog {len(self._rows)} jobs {'open' if self._open else 'closed'}>"

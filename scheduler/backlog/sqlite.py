@@ -1,0 +1,338 @@
+"""SQLiteBacklog: the default durable backlog, one SQLite file in WAL mode.
+
+Schema (``PRAGMA user_version`` = 1; forward migrations in ``_sqlite_schema.MIGRATIONS``
+run in order at :meth:`SQLiteBacklog.open`)::
+
+    jobs(seq INTEGER PRIMARY KEY,     -- insertion order (the FIFO tie-break)
+         id TEXT UNIQUE,              -- uuid4 hex, the public job id
+         task, lane, args (JSON array), priority REAL, state TEXT (JobState value),
+         attempts, max_attempts, run_at, created_at, updated_at (epoch s),
+         key TEXT, lease_owner, lease_until, result (JSON), error, traceback, deadline_at)
+    jobs_claim         (lane, state, priority, run_at, seq)  claim order, counts, queued_count
+    jobs_key  UNIQUE   (key) WHERE key IS NOT NULL            idempotent submit
+    jobs_state_updated (state, updated_at)                    purge
+
+Durability: ``synchronous="NORMAL"`` (default) in WAL survives a process crash
+or ``kill -9`` (commits are in the WAL before ``submit`` returns) but the last
+commits may be lost on power loss or an OS crash; ``"FULL"`` also fsyncs the
+WAL at every commit, surviving power loss at some cost in commit latency.
+
+Writes: every write is one ``BEGIN IMMEDIATE`` transaction, run to its end
+even if the awaiting caller is cancelled. Concurrent ``submit()`` calls are
+*group-committed*: callers queue their rows and await a future; one flusher
+task writes everything queued (up to ``batch_max`` rows) in one transaction
+and resolves the futures, so each ``submit`` returns once its own rows are
+committed, and N concurrent submitters cost far fewer than N commits.
+``claim`` is one ``UPDATE ... WHERE seq IN (SELECT ... LIMIT ?) RETURNING``
+(select-then-update on SQLite < 3.35); ``complete``/``heartbeat``/``release``
+are one ``executemany`` transaction each.
+
+Errors: a lock held past ``busy_timeout`` raises ``BacklogLocked``, a full
+disk ``BacklogFull``, a file that is not a database ``BacklogError`` naming
+the path. Reads are always ``LIMIT``-ed: a million jobs never come into RAM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, Literal, TypeVar
+
+import aiosqlite
+
+from ..errors import BacklogError, ConfigError
+from ..jobs import JobState
+from . import _sqlite_ops as _ops
+from . import _sqlite_schema as sql
+from ._group_commit import GroupCommitter
+from ._sqlite_ops import Submit, rows
+from .base import AsyncContext, JobRecord, NewJob, Outcome, check_requeue_args, validate_new_job
+
+__all__ = ["HAS_RETURNING", "SQLiteBacklog"]
+
+T = TypeVar("T")
+Db = aiosqlite.Connection
+
+#: UPDATE ... RETURNING needs SQLite 3.35+; older versions select, then update.
+HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+_Q, _R, _DONE, _DEAD = (
+    s.value for s in (JobState.QUEUED, JobState.RUNNING, JobState.DONE, JobState.DEAD)
+)
+_KIND_STATE = {"done": _DONE, "retry": _Q, "dead": _DEAD}
+_PURGE_CHUNK = 5000  # rows deleted per purge transaction
+
+
+def _probe(path: str, busy_timeout: float) -> None:
+    sqlite3.connect(path, timeout=busy_timeout).close()
+
+
+class SQLiteBacklog(AsyncContext):
+    """A :class:`~scheduler.backlog.base.Backlog` in one SQLite file; see the module docstring."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        busy_timeout: float = 5.0,
+        batch_max: int = 512,
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
+        if busy_timeout < 0 or batch_max < 1:
+            raise ConfigError("busy_timeout must be >= 0 and batch_max >= 1")
+        self.path = os.fspath(path)
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self.use_returning = HAS_RETURNING
+        self._db: Db | None = None
+        self._closing = False
+        self._lock = asyncio.Lock()
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._committer = GroupCommitter[Submit, list[JobRecord]](
+            self._write_submits, batch_max=batch_max
+        )
+        self._stats = dict.fromkeys(("commits", "claimed", "applied", "ignored"), 0)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, switch to WAL, apply pending migrations. A no-op when already open."""
+        if self._db is not None:
+            return
+        try:
+            # Probe with plain sqlite3 first: when aiosqlite's own connect fails, its
+            # worker thread outlives the call and can report to a loop already closed.
+            await asyncio.to_thread(_probe, self.path, self.busy_timeout)
+            db = await aiosqlite.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        self._db, self._closing = db, False
+        try:
+            mode = (await self._read("PRAGMA journal_mode=WAL"))[0][0]
+            if str(mode).lower() != "wal" and self.path != ":memory:":
+                raise BacklogError(f"backlog {self.path!r} could not switch to WAL mode ({mode})")
+            await self._read(f"PRAGMA synchronous={self.synchronous}")
+            await self._transaction(partial(_ops.migrate, path=self.path))
+        except BaseException:
+            self._db = None
+            await db.close()
+            raise
+
+    async def close(self) -> None:
+        """Refuse new calls, write pending submits, wait for transactions, disconnect."""
+        if self._db is None:
+            return
+        self._closing = True
+        await self._committer.drain()
+        while self._inflight:
+            await asyncio.wait(set(self._inflight))
+        db, self._db = self._db, None
+        await db.close()
+
+    def stats(self) -> dict[str, int]:
+        """Counters: commits (all transactions), submit_flushes (group commits),
+        submitted jobs, pending_submits, claimed jobs, applied/ignored outcomes."""
+        c = self._committer
+        return {**self._stats, "submit_flushes": c.flushes, "submitted": c.items,
+                "pending_submits": c.pending}  # fmt: skip
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._db is None or self._closing:
+            raise BacklogError(f"backlog {self.path!r} is not open")
+
+    def _live(self) -> Db:
+        if self._db is None:
+            raise BacklogError(f"backlog {self.path!r} is not open")
+        return self._db
+
+    def _error(self, exc: sqlite3.Error) -> BacklogError:
+        return sql.translate_error(exc, self.path, self.busy_timeout)
+
+    async def _read(self, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        async with self._lock:
+            try:
+                return rows(await self._live().execute_fetchall(query, params))
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+
+    async def _transaction(self, body: Callable[[Db], Awaitable[T]]) -> T:
+        """``body(db)`` inside ``BEGIN IMMEDIATE ... COMMIT``.
+
+        Shielded: a cancelled caller stops waiting, but the transaction still
+        commits or rolls back before the connection is used again.
+        """
+        task = asyncio.ensure_future(self._run_transaction(self._live(), body))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return await asyncio.shield(task)
+
+    async def _run_transaction(self, db: Db, body: Callable[[Db], Awaitable[T]]) -> T:
+        async with self._lock:
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = await body(db)
+                    await db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            await db.rollback()
+                    raise
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            self._stats["commits"] += 1
+            return result
+
+    async def _write(self, query: str, params: Sequence[Any]) -> int:
+        async def body(db: Db) -> int:
+            return (await db.execute(query, params)).rowcount
+
+        return await self._transaction(body)
+
+    async def _write_many(self, query: str, params: list[tuple[Any, ...]]) -> int:
+        self._check_open()
+        if not params:
+            return 0
+
+        async def body(db: Db) -> int:
+            return (await db.executemany(query, params)).rowcount
+
+        return await self._transaction(body)
+
+    # -- submit: group commit -------------------------------------------------------
+
+    async def submit(self, jobs: Sequence[NewJob], *, now: float) -> list[JobRecord]:
+        self._check_open()
+        args = [validate_new_job(job) for job in jobs]
+        if not jobs:
+            return []
+        return await self._committer.put((jobs, args, now), len(jobs))
+
+    async def _write_submits(self, batch: list[Submit]) -> list[list[JobRecord]]:
+        return await self._transaction(partial(_ops.insert, batch=batch))
+
+    # -- claim and outcomes -----------------------------------------------------------
+
+    async def claim(
+        self, lane: str, limit: int, *, owner: str, lease_seconds: float, now: float
+    ) -> list[JobRecord]:
+        self._check_open()
+        if limit <= 0:
+            return []
+        records = await self._transaction(
+            partial(
+                _ops.claim,
+                lane=lane,
+                limit=limit,
+                owner=owner,
+                lease_until=now + lease_seconds,
+                now=now,
+                returning=self.use_returning,
+            )
+        )
+        self._stats["claimed"] += len(records)
+        return records
+
+    async def heartbeat(
+        self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float
+    ) -> int:
+        until = now + lease_seconds
+        return await self._write_many(sql.HEARTBEAT, [(until, i, _R, owner) for i in job_ids])
+
+    async def complete(self, outcomes: Sequence[Outcome], *, now: float) -> int:
+        rows = []
+        for o in outcomes:
+            done = o.kind == "done"
+            rows.append(
+                (_KIND_STATE[o.kind], o.result_json if done else None,
+                 None if done else o.error, None if done else o.traceback,
+                 o.run_at if o.kind == "retry" else None, now, o.job_id, _R, o.owner,
+                 o.attempt, o.attempt)
+            )  # fmt: skip
+        applied = await self._write_many(sql.COMPLETE, rows)
+        self._stats["applied"] += applied
+        self._stats["ignored"] += len(rows) - applied
+        return applied
+
+    async def release(self, job_ids: Sequence[str], *, owner: str, now: float) -> int:
+        return await self._write_many(sql.RELEASE, [(_Q, now, i, _R, owner) for i in job_ids])
+
+    # -- inspection and maintenance -----------------------------------------------------
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        self._check_open()
+        rows = await self._read(f"SELECT {sql.COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return sql.decode_row(rows[0])[1] if rows else None
+
+    async def list_jobs(
+        self,
+        state: JobState | None = None,
+        lane: str | None = None,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        self._check_open()
+        where, params = ["1"], []
+        if state is not None:
+            where.append("state = ?")
+            params.append(state.value)
+        if lane is not None:
+            where.append("lane = ?")
+            params.append(lane)
+        query = f"SELECT {sql.COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
+        query += " ORDER BY seq LIMIT ? OFFSET ?"
+        rows = await self._read(query, (*params, max(0, limit), max(0, offset)))
+        return [sql.decode_row(row)[1] for row in rows]
+
+    async def requeue(
+        self,
+        job_id: str | None = None,
+        *,
+        all_dead: bool = False,
+        lane: str | None = None,
+        now: float,
+    ) -> int:
+        self._check_open()
+        check_requeue_args(job_id, all_dead)
+        if job_id is not None:  # also revives a row whose state is unreadable (read as DEAD)
+            where, params = "id = ? AND state NOT IN (?, ?, ?)", [job_id, _Q, _R, _DONE]
+        else:
+            where, params = "state = ?", [_DEAD]
+        if lane is not None:
+            where += " AND lane = ?"
+            params.append(lane)
+        return await self._write(sql.REQUEUE + where, (_Q, now, now, *params))
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        self._check_open()
+        out: dict[str, dict[str, int]] = {}
+        for lane, state, n in await self._read(sql.COUNTS):
+            out.setdefault(str(lane), {})[str(state)] = int(n)
+        return out
+
+    async def purge(self, finished_before: float) -> int:
+        """Delete in chunks, one short transaction each, so writers are not held up."""
+        self._check_open()
+        total = 0
+        while True:
+            n = await self._write(sql.PURGE, (_DONE, finished_before, _PURGE_CHUNK))
+            total += n
+            if n < _PURGE_CHUNK:
+                return total
+
+    async def queued_count(self, lane: str, *, limit: int | None = None) -> int:
+        self._check_open()
+        cap = -1 if limit is None else max(0, limit)
+        return int((await self._read(sql.QUEUED_COUNT, (lane, _Q, cap)))[0][0])
+
+    def __repr__(self) -> str:
+        return f"<SQLiteBacklog {self.path!r} {'open' if self._db is not None else 'closed'}>"

@@ -1,0 +1,364 @@
+"""Draining a durable lane from the backlog.
+
+One :class:`DurableRunner` per durable lane run in this process::
+
+    seats free? ──> reserve them ──> claim up to that many due jobs (one call)
+        ^                                   │ none due: wait for a local submit,
+        │                                   │ a freed seat, or the poll interval
+        │                                   v
+        └── seat released <── run each job in its own task under the lane's
+                               ceiling ──> outcome queued ──> complete() in batches
+
+Claims and completions are batched (one backlog call for many jobs), leases
+are extended by a heartbeat, and at shutdown the leases of jobs that did not
+finish are released so another worker picks them up at once. Failed attempts
+are retried per the task's :class:`RetryPolicy` through a persisted
+``run_at``; after the last attempt the job is ``DEAD`` with its error and
+traceback. Waiting behind a closed gate never uses up an attempt: nothing is
+claimed while the lane cannot run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._lane_state import LaneState, Ticket
+from .backlog import Backlog, JobRecord, Outcome
+from .errors import BacklogError, JobCancelled
+from .logs import get_logger
+from .tasks import encode_result
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+
+__all__ = ["BacklogOptions", "DurableRunner", "new_owner_id"]
+
+_log = get_logger()
+
+#: seconds between purges of finished rows past their retention
+_PURGE_EVERY = 300.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BacklogOptions:
+    """How durable lanes use the backlog.
+
+    Args:
+        lease: seconds a claimed job is lent to this process; if the process
+            dies, other workers reclaim the job this long after its last heartbeat.
+        heartbeat: seconds between lease extensions (default ``lease / 3``).
+        poll_interval: how often an idle lane looks for work submitted by
+            other processes (local submits wake it at once).
+        claim_batch: most jobs claimed in one backlog call.
+        retention: seconds a finished (``DONE``) job is kept before it is purged.
+        synchronous: SQLite ``synchronous``: ``"NORMAL"`` (WAL; survives a
+            process crash or ``kill -9``) or ``"FULL"`` (also survives power loss).
+        busy_timeout: seconds SQLite waits for another process's write lock.
+    """
+
+    lease: float = 15.0
+    heartbeat: float | None = None
+    poll_interval: float = 0.5
+    claim_batch: int = 256
+    retention: float = 7 * 86400.0
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    busy_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        from ._validate import check_int, check_number
+
+        check_number("lease", self.lease, minimum=0, exclusive=True)
+        if self.heartbeat is not None:
+            check_number("heartbeat", self.heartbeat, minimum=0, exclusive=True, maximum=self.lease)
+        check_number("poll_interval", self.poll_interval, minimum=0, exclusive=True)
+        check_int("claim_batch", self.claim_batch, minimum=1)
+        check_number("retention", self.retention, minimum=0)
+        check_number("busy_timeout", self.busy_timeout, minimum=0)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.heartbeat if self.heartbeat is not None else self.lease / 3
+
+
+def new_owner_id() -> str:
+    """A lease owner id unique to this process: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a failed attempt may be tried again.
+
+    A caller-side HTTP error (4xx other than 408/429) will fail the same way
+    again; everything else (5xx, 429, timeouts, transport errors, the job's
+    own exceptions) is retried per the task's policy.
+    """
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int) and 400 <= status < 500:
+        return status in (408, 429)
+    return True
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    value = getattr(exc, "retry_after", None)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+class DurableRunner:
+    """Claims, runs and completes the jobs of one durable lane in this process."""
+
+    def __init__(
+        self,
+        sched: Scheduler,
+        lane: LaneState,
+        backlog: Backlog,
+        owner: str,
+        options: BacklogOptions,
+        on_finished: Callable[[list[str]], None],
+        *,
+        purge: bool = False,
+    ) -> None:
+        self._sched = sched
+        self.lane = lane
+        self._backlog = backlog
+        self._owner = owner
+        self._options = options
+        self._on_finished = on_finished
+        self._purge = purge
+        self._stopping = False
+        self._wakeup: asyncio.Future[None] | None = None
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._outcomes: list[Outcome] = []
+        self._to_release: list[str] = []
+        self._flushed = asyncio.Event()
+        self._flush_wanted = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name=f"floodgate-claim-{self.lane.name}"),
+            asyncio.create_task(self._flush_loop(), name=f"floodgate-complete-{self.lane.name}"),
+            asyncio.create_task(self._heartbeat_loop(), name=f"floodgate-lease-{self.lane.name}"),
+        ]
+
+    def stop_claiming(self) -> None:
+        self._stopping = True
+        self.wake()
+
+    async def close(self) -> None:
+        """After every job here has ended: write outcomes, release leases, stop loops."""
+        self.stop_claiming()
+        for task in self._tasks[:1]:
+            await task
+        await self._flush()
+        for task in self._tasks[1:]:
+            task.cancel()
+        await asyncio.gather(*self._tasks[1:], return_exceptions=True)
+
+    def wake(self) -> None:
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _sleep(self, seconds: float | None) -> None:
+        """Wait for :meth:`wake` or ``seconds`` of the scheduler's clock."""
+        loop = asyncio.get_running_loop()
+        self._wakeup = waiter = loop.create_future()
+        handle = None
+        if seconds is not None:
+            handle = self._sched.clock.call_at(self._sched.clock.now() + seconds, self.wake)
+        try:
+            await waiter
+        finally:
+            self._wakeup = None
+            if handle is not None:
+                handle.cancel()
+
+    # -- claiming -------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        sched, lane, options = self._sched, self.lane, self._options
+        failures = 0
+        while not self._stopping:
+            tickets = sched._reserve_seats(lane, options.claim_batch)
+            if not tickets:
+                await self._sleep(None)  # a seat frees, the gate opens, or we stop
+                continue
+            try:
+                records = await self._backlog.claim(
+                    lane.name,
+                    len(tickets),
+                    owner=self._owner,
+                    lease_seconds=options.lease,
+                    now=sched.clock.wall(),
+                )
+            except BacklogError as exc:
+                for ticket in tickets:
+                    sched._release(lane, ticket)
+                failures += 1
+                delay = min(options.poll_interval * 2**failures, 30.0)
+                _log.warning("backlog.claim_failed", lane=lane.name, error=str(exc), retry_in=delay)
+                await self._sleep(delay)
+                continue
+            failures = 0
+            for ticket in tickets[len(records) :]:
+                sched._release(lane, ticket)
+            for record, ticket in zip(records, tickets, strict=False):
+                self._start_job(record, ticket)
+            if not records:
+                await self._sleep(options.poll_interval)
+
+    def _start_job(self, record: JobRecord, ticket: Ticket) -> None:
+        job_id = record.id
+        task = asyncio.create_task(self._execute(record, ticket), name=f"floodgate-job-{job_id}")
+        self._running[job_id] = task
+
+        def forget(_: asyncio.Task[None]) -> None:
+            self._running.pop(job_id, None)
+
+        task.add_done_callback(forget)
+
+    # -- running --------------------------------------------------------------------
+
+    async def _execute(self, record: JobRecord, ticket: Ticket) -> None:
+        sched = self._sched
+        clock = sched.clock
+        ticket.task = asyncio.current_task()
+        ticket.job_id = record.id
+        ticket.attempt = record.attempts
+        ticket.priority = record.priority
+        waited = max(0.0, clock.wall() - record.run_at)
+        ticket.admitted_at = clock.now() - waited
+        task = sched._tasks.get(record.task)
+        if task is None:
+            sched._release(self.lane, ticket)
+            known = ", ".join(sorted(sched._tasks)) or "none"
+            self._finish(
+                Outcome.dead(
+                    record.id,
+                    self._owner,
+                    error=f"unknown task {record.task!r} (registered here: {known})",
+                    attempt=record.attempts,
+                )
+            )
+            return
+        if record.deadline_at is not None and clock.wall() > record.deadline_at:
+            sched._release(self.lane, ticket)
+            self._finish(
+                Outcome.dead(
+                    record.id,
+                    self._owner,
+                    error="deadline passed before the job started",
+                    attempt=record.attempts,
+                )
+            )
+            return
+        ticket.upstream = task.upstream
+        try:
+            result = await sched._run(ticket, task.fn, tuple(record.args), task.timeout)
+        except JobCancelled:
+            self._to_release.append(record.id)  # shutdown: another worker runs it
+            self._flush_wanted.set()
+            return
+        except Exception as exc:
+            self._finish(self._failure(record, task.retry, exc))
+            return
+        try:
+            outcome = Outcome.done(
+                record.id, self._owner, encode_result(result), attempt=record.attempts
+            )
+        except TypeError as exc:
+            outcome = Outcome.dead(record.id, self._owner, error=str(exc), attempt=record.attempts)
+        self._finish(outcome)
+
+    def _failure(self, record: JobRecord, policy: Any, exc: Exception) -> Outcome:
+        error = f"{type(exc).__name__}: {exc}"
+        trace = "".join(traceback.format_exception(exc))
+        if is_retryable(exc) and record.attempts < record.max_attempts:
+            delay = policy.delay(record.attempts, retry_after=_retry_after(exc))
+            run_at = self._sched.clock.wall() + delay
+            _log.info("job.retry", job_id=record.id, attempt=record.attempts, delay=delay)
+            return Outcome.retry(
+                record.id,
+                self._owner,
+                run_at=run_at,
+                error=error,
+                traceback=trace,
+                attempt=record.attempts,
+            )
+        _log.warning("job.dead", job_id=record.id, attempts=record.attempts, error=error)
+        return Outcome.dead(
+            record.id, self._owner, error=error, traceback=trace, attempt=record.attempts
+        )
+
+    def _finish(self, outcome: Outcome) -> None:
+        self._outcomes.append(outcome)
+        self._flush_wanted.set()
+
+    # -- writing outcomes -----------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._flush_wanted.wait()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Write every queued outcome and lease release; retry on backlog errors."""
+        failures = 0
+        while self._outcomes or self._to_release:
+            self._flush_wanted.clear()
+            outcomes, self._outcomes = self._outcomes, []
+            releases, self._to_release = self._to_release, []
+            now = self._sched.clock.wall()
+            try:
+                if outcomes:
+                    await self._backlog.complete(outcomes, now=now)
+                if releases:
+                    await self._backlog.release(releases, owner=self._owner, now=now)
+            except BacklogError as exc:
+                self._outcomes[:0] = outcomes
+                self._to_release[:0] = releases
+                failures += 1
+                delay = min(0.05 * 2**failures, 5.0)
+                _log.warning("backlog.complete_failed", error=str(exc), retry_in=delay)
+                await self._sched.clock.sleep(delay)
+                continue
+            failures = 0
+            if outcomes:
+                self._on_finished([o.job_id for o in outcomes])
+
+    # -- leases ---------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        """Extend the leases of running jobs; now and then purge old finished rows."""
+        options, clock = self._options, self._sched.clock
+        next_purge = clock.now()
+        while True:
+            await clock.sleep(options.heartbeat_interval)
+            try:
+                ids = list(self._running)
+                if ids:
+                    await self._backlog.heartbeat(
+                        ids, owner=self._owner, lease_seconds=options.lease, now=clock.wall()
+                    )
+                if self._purge and clock.now() >= next_purge:
+                    next_purge = clock.now() + _PURGE_EVERY
+                    purged = await self._backlog.purge(clock.wall() - options.retention)
+                    if purged:
+                        _log.info("backlog.purged", jobs=purged)
+            except BacklogError as exc:
+                _log.warning("backlog.heartbeat_failed", lane=self.lane.name, error=str(exc))
+
+    def running_job_ids(self) -> list[str]:
+        return list(self._running)

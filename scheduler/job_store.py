@@ -1,0 +1,226 @@
+"""Submitting durable jobs and finding them again.
+
+The scheduler's ``submit``, ``job``, ``jobs`` and ``requeue`` land here. A
+submit validates everything before a row is written (JSON args, a known
+durable lane, the lane's ``max_queued``), then stores the job through the
+backlog's group commit and returns a :class:`Job` once the row is durable.
+
+Waiting for a job's end needs no polling inside one process (the runner
+that completes it wakes the waiters); across processes it polls the backlog
+with backoff from 10 ms to 1 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ._lane_state import LaneState
+from ._validate import check_number
+from .backlog import Backlog, JobRecord, NewJob
+from .clock import Clock
+from .errors import ConfigError, Overloaded, UnknownJob
+from .jobs import Job, JobState
+from .tasks import Task, encode_args
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+
+__all__ = ["JobStore"]
+
+#: how long a durable lane's cached queued count is trusted (seconds)
+_COUNT_TTL = 1.0
+
+
+class JobStore:
+    """Durable submissions and look-ups on one open backlog."""
+
+    def __init__(self, sched: Scheduler, backlog: Backlog, wake: Callable[[str], None]) -> None:
+        self._sched = sched
+        self.backlog = backlog
+        self._clock: Clock = sched.clock
+        self._wake = wake
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._counted_at: dict[str, float] = {}
+        self._counting: dict[str, asyncio.Future[int]] = {}
+
+    # -- submit ---------------------------------------------------------------------
+
+    async def submit(
+        self,
+        task: Task[Any, Any],
+        lane: LaneState,
+        args: tuple[Any, ...],
+        *,
+        priority: float,
+        key: str | None,
+        run_at: float | datetime | None,
+        delay: float | None,
+        deadline: float | None,
+    ) -> Job:
+        args_json = encode_args(args)
+        check_number("priority", priority, minimum=-math.inf)
+        if key is not None and (not isinstance(key, str) or not key):
+            raise TypeError(f"key must be a non-empty str or None, got {key!r}")
+        now = self._clock.wall()
+        if run_at is not None and delay is not None:
+            raise ConfigError("give run_at= or delay=, not both")
+        if isinstance(run_at, datetime):
+            if run_at.tzinfo is None:
+                raise ConfigError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
+            due = run_at.timestamp()
+        elif run_at is not None:
+            due = check_number("run_at", run_at, minimum=0)
+        else:
+            due = now + (0.0 if delay is None else check_number("delay", delay, minimum=0))
+        deadline_at = None
+        if deadline is not None:
+            deadline_at = due + check_number("deadline", deadline, minimum=0, exclusive=True)
+        await self._check_room(lane)
+        record = (
+            await self.backlog.submit(
+                [
+                    NewJob(
+                        task=task.name,
+                        lane=lane.name,
+                        args_json=args_json,
+                        priority=float(priority),
+                        run_at=due,
+                        key=key,
+                        max_attempts=task.retry.max_attempts,
+                        deadline_at=deadline_at,
+                    )
+                ],
+                now=now,
+            )
+        )[0]
+        lane.admitted += 1
+        lane.backlog_queued += 1
+        self._wake(lane.name)
+        return self.job_from(record)
+
+    async def _check_room(self, lane: LaneState) -> None:
+        """Enforce ``max_queued`` on a durable lane, counting in the backlog at most
+        once a second (and at once when the cached count nears the bound)."""
+        bound = lane.max_queued
+        fresh = self._clock.now() - self._counted_at.get(lane.name, -math.inf) < _COUNT_TTL
+        if fresh and lane.backlog_queued < bound * 0.9:
+            return
+        count = await self._count(lane)
+        if count >= bound:
+            lane.count_shed("queue_full")
+            raise Overloaded(lane.name, lane.retry_after(), queued=count)
+
+    async def _count(self, lane: LaneState) -> int:
+        """Single-flight count of a lane's queued jobs in the backlog."""
+        pending = self._counting.get(lane.name)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._counting[lane.name] = fut
+        try:
+            count = await self.backlog.queued_count(lane.name, limit=lane.max_queued)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: the waiters above re-raise it
+            raise
+        finally:
+            self._counting.pop(lane.name, None)
+        lane.backlog_queued = count
+        self._counted_at[lane.name] = self._clock.now()
+        fut.set_result(count)
+        return count
+
+    async def refresh_counts(self, lanes: list[LaneState]) -> None:
+        for lane in lanes:
+            await self._count(lane)
+
+    # -- look-ups -------------------------------------------------------------------
+
+    def job_from(self, record: JobRecord) -> Job:
+        return Job(
+            id=record.id,
+            task=record.task,
+            lane=record.lane,
+            state=record.state,
+            attempts=record.attempts,
+            max_attempts=record.max_attempts,
+            priority=record.priority,
+            run_at=record.run_at,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            key=record.key,
+            error=record.error,
+            traceback=record.traceback,
+            _value=record.result,
+            _owner=self._sched,
+        )
+
+    async def get(self, job_id: str) -> Job:
+        if not isinstance(job_id, str):
+            raise TypeError(f"job ids are str, got {type(job_id).__name__} {job_id!r}")
+        record = await self.backlog.get(job_id)
+        if record is None:
+            raise UnknownJob(job_id)
+        return self.job_from(record)
+
+    async def wait(self, job_id: str, timeout: float | None) -> Job:
+        """The job once it is DONE or DEAD (``timeout=0``: as it is now)."""
+        if timeout is not None:
+            check_number("timeout", timeout, minimum=0)
+        clock = self._clock
+        until = None if timeout is None else clock.now() + timeout
+        poll = 0.01
+        while True:
+            job = await self.get(job_id)
+            if job.state.terminal or timeout == 0:
+                return job
+            left = None if until is None else until - clock.now()
+            if left is not None and left <= 0:
+                raise TimeoutError(
+                    f"job {job_id} is still {job.state.value} after {timeout}s (it keeps going)"
+                )
+            await self._wait_local(job_id, poll if left is None else min(poll, left))
+            poll = min(poll * 2, 1.0)
+
+    async def _wait_local(self, job_id: str, seconds: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(job_id, set())
+        waiters.add(fut)
+        handle = self._clock.call_at(self._clock.now() + seconds, lambda: _resolve(fut))
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            waiters.discard(fut)
+            if not waiters:
+                self._waiters.pop(job_id, None)
+
+    def finished(self, job_ids: list[str]) -> None:
+        """Outcomes for these jobs are stored: wake whoever waits on them here."""
+        for job_id in job_ids:
+            for fut in self._waiters.get(job_id, ()):
+                _resolve(fut)
+
+    async def list(
+        self, state: JobState | None, lane: str | None, limit: int, offset: int
+    ) -> list[Job]:
+        records = await self.backlog.list_jobs(state, lane, limit=limit, offset=offset)
+        return [self.job_from(r) for r in records]
+
+    async def requeue(self, job_id: str | None, all_dead: bool, lane: str | None) -> int:
+        count = await self.backlog.requeue(
+            job_id, all_dead=all_dead, lane=lane, now=self._clock.wall()
+        )
+        if count:
+            for name in self._sched._lanes:
+                self._wake(name)
+        return count
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -1,0 +1,137 @@
+"""Registered tasks: coroutine functions that durable jobs name.
+
+A durable job stores its task's *name*, not the function, so every process
+sharing a backlog must agree on names. By default a task is called
+``module.qualname``, with ``__main__`` resolved through the module's
+``__spec__`` so ``python -m app``, ``--app app:sched`` and an importing test
+all say ``app.summarize``. ``@sched.task(name=...)`` sets it explicitly.
+
+Arguments and results are JSON only (no pickle anywhere): :func:`encode_args`
+rejects anything else with a ``TypeError`` at submit time, before a row is
+written.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from .errors import ConfigError
+from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .jobs import Job
+    from .scheduler import Scheduler
+
+__all__ = ["Task", "encode_args", "encode_result", "task_name"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: the default for durable tasks: 5 attempts, capped exponential backoff, full jitter
+DEFAULT_RETRY = RetryPolicy()
+
+
+def task_name(fn: Callable[..., object]) -> str:
+    """``module.qualname`` of ``fn``, with ``__main__`` resolved to the real module name."""
+    module = getattr(fn, "__module__", None) or "unknown"
+    if module == "__main__":
+        main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        if spec is not None and getattr(spec, "name", None):
+            module = spec.name.removesuffix(".__main__")
+    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if not qualname:
+        raise ConfigError(f"cannot name task {fn!r}: give it one with @sched.task(name=...)")
+    return f"{module}.{qualname}"
+
+
+def encode_args(args: tuple[Any, ...]) -> str:
+    """JSON text of positional args; ``TypeError`` naming the culprit otherwise."""
+    try:
+        return json.dumps(list(args), allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        for i, arg in enumerate(args):
+            try:
+                json.dumps(arg, allow_nan=False)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"argument {i} ({type(arg).__name__}) is not JSON-serializable: durable "
+                    "job arguments must be JSON (str, int, float, bool, None, list, dict)"
+                ) from None
+        raise TypeError(f"job arguments are not JSON-serializable: {exc}") from None
+
+
+def encode_result(result: object) -> str:
+    """JSON text of a job's result; ``TypeError`` if it is not JSON."""
+    try:
+        return json.dumps(result, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"the job returned {type(result).__name__}, which is not JSON-serializable "
+            f"(durable results are stored as JSON): {exc}"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Task(Generic[P, R]):
+    """A coroutine function registered with a scheduler under a stable name.
+
+    Calling the task runs the function directly; :meth:`submit` stores a
+    durable job for it in the backlog; :meth:`call` runs it in memory under
+    its lane's ceiling.
+    """
+
+    fn: Callable[P, Awaitable[R]]
+    name: str
+    lane: str
+    retry: RetryPolicy
+    upstream: str | None
+    timeout: float | None
+    scheduler: Scheduler
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
+        return self.fn(*args, **kwargs)
+
+    async def submit(
+        self,
+        *args: Any,
+        priority: float = 0,
+        key: str | None = None,
+        run_at: float | None = None,
+        delay: float | None = None,
+        deadline: float | None = None,
+    ) -> Job:
+        """Store a durable job running this task with ``args``; see :meth:`Scheduler.submit`."""
+        return await self.scheduler.submit(
+            self, *args, priority=priority, key=key, run_at=run_at, delay=delay, deadline=deadline
+        )
+
+    async def call(self, *args: Any, priority: float = 0, deadline: float | None = None) -> R:
+        """Run the task now, in memory, in its lane (no backlog row)."""
+        return await self.scheduler.call(
+            self.fn,
+            *args,
+            lane=self.lane,
+            priority=priority,
+            deadline=deadline,
+            timeout=self.timeout,
+            upstream=self.upstream,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} lane={self.lane!r}>"
+
+
+def check_task_function(fn: object) -> None:
+    if not callable(fn):
+        raise TypeError(f"@sched.task needs a coroutine function, got {type(fn).__name__}")
+    if not inspect.iscoroutinefunction(fn):
+        raise TypeError(
+            f"@sched.task needs a coroutine function (async def); "
+            f"{getattr(fn, '__qualname__', fn)!r} is not one"
+        )

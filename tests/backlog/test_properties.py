@@ -1,0 +1,140 @@
+"""Property tests: claim order against a sorted model; every backend against the memory one."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scheduler import JobState
+from scheduler.backlog import Backlog, JobRecord, MemoryBacklog, Outcome, SQLiteBacklog
+from tests.backlog.helpers import new_job
+
+PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def run_with(kind: str, body: Callable[[Backlog], Awaitable[Any]]) -> Any:
+    """Run ``body`` on a fresh, open backlog of ``kind`` in its own event loop."""
+
+    async def main(directory: str) -> Any:
+        backlog: Backlog = (
+            MemoryBacklog() if kind == "memory" else SQLiteBacklog(Path(directory) / "b.db")
+        )
+        await backlog.open()
+        try:
+            return await body(backlog)
+        finally:
+            await backlog.close()
+
+    with tempfile.TemporaryDirectory() as directory:
+        return asyncio.run(main(directory))
+
+
+@PROPERTY
+@given(
+    specs=st.lists(
+        st.tuples(st.sampled_from([-1.0, 0.0, 2.5, 3.0]), st.sampled_from([0.0, 1.0, 5.0, 9.0])),
+        max_size=30,
+    ),
+    now=st.sampled_from([0.0, 1.0, 5.0, 9.0]),
+    batches=st.lists(st.integers(1, 7), min_size=1, max_size=8),
+)
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_claim_order_matches_a_sorted_model(
+    kind: str, specs: list[tuple[float, float]], now: float, batches: list[int]
+) -> None:
+    async def body(backlog: Backlog) -> list[int]:
+        for i, (priority, run_at) in enumerate(specs):  # one submit each: insertion order = i
+            await backlog.submit([new_job(i, priority=priority, run_at=run_at)], now=0)
+        got: list[int] = []
+        for limit in batches:
+            claimed = await backlog.claim("batch", limit, owner="w", lease_seconds=60, now=now)
+            assert len(claimed) <= limit
+            got += [r.args[0] for r in claimed]
+        return got
+
+    due = sorted((p, r, i) for i, (p, r) in enumerate(specs) if r <= now)
+    assert run_with(kind, body) == [i for _, _, i in due][: sum(batches)]
+
+
+OWNERS = st.sampled_from(["a", "b"])
+SUBMIT = st.tuples(
+    st.just("submit"),
+    st.integers(1, 4),
+    st.sampled_from([0.0, 1.0]),
+    st.sampled_from([0.0, 3.0]),
+    st.sampled_from([None, "k1", "k2"]),
+)
+CLAIM = st.tuples(st.just("claim"), st.integers(0, 4), OWNERS, st.sampled_from([2.0, 5.0]))
+COMPLETE = st.tuples(st.just("complete"), OWNERS, st.sampled_from(["done", "retry", "dead"]))
+ADVANCE = st.tuples(st.just("advance"), st.sampled_from([1.0, 3.0]))
+# Repeated branches weight the draw toward the operations that move jobs along.
+OPS = st.one_of(
+    SUBMIT, CLAIM, CLAIM, CLAIM, COMPLETE, COMPLETE, ADVANCE, ADVANCE,
+    st.tuples(st.just("heartbeat"), OWNERS),
+    st.tuples(st.just("release"), OWNERS),
+    st.tuples(st.just("requeue")),
+    st.tuples(st.just("purge")),
+)  # fmt: skip
+
+
+async def replay(backlog: Backlog, ops: list[tuple[Any, ...]]) -> list[Any]:
+    """Apply ``ops``; return every answer with ids replaced by the job's label (its first arg)."""
+    now, label = 0.0, 0
+    trace: list[Any] = []
+
+    def norm(r: JobRecord) -> tuple[Any, ...]:
+        return tuple(v for k, v in dataclasses.asdict(r).items() if k != "id")
+
+    async def held(owner: str) -> list[str]:
+        running = await backlog.list_jobs(JobState.RUNNING, limit=1000)
+        return [r.id for r in running if r.lease_owner == owner][:2]
+
+    for op in ops:
+        match op:
+            case ("submit", n, priority, delay, key):
+                jobs = [new_job(label + i, priority=priority, run_at=now + delay, key=key,
+                                max_attempts=2) for i in range(n)]  # fmt: skip
+                label += n
+                trace.append([norm(r) for r in await backlog.submit(jobs, now=now)])
+            case ("claim", limit, owner, lease):
+                got = await backlog.claim("batch", limit, owner=owner, lease_seconds=lease, now=now)
+                trace.append([norm(r) for r in got])
+            case ("complete", owner, kind):
+                outcomes = [
+                    Outcome(i, owner, kind, result_json='"r"' if kind == "done" else None,
+                            error=None if kind == "done" else "e", run_at=now + 1)
+                    for i in await held(owner)
+                ]  # fmt: skip
+                trace.append(await backlog.complete(outcomes, now=now))
+            case ("heartbeat", owner):
+                ids = await held(owner)
+                trace.append(await backlog.heartbeat(ids, owner=owner, lease_seconds=4, now=now))
+            case ("release", owner):
+                trace.append(await backlog.release(await held(owner), owner=owner, now=now))
+            case ("advance", dt):
+                now += dt
+            case ("requeue",):
+                trace.append(await backlog.requeue(all_dead=True, now=now))
+            case ("purge",):
+                trace.append(await backlog.purge(finished_before=now))
+        trace.append(await backlog.queued_count("batch"))
+    trace.append([norm(r) for r in await backlog.list_jobs(limit=1000)])
+    trace.append(await backlog.counts())
+    return trace
+
+
+@PROPERTY
+@given(ops=st.lists(OPS, min_size=5, max_size=30))
+def test_sqlite_behaves_exactly_like_memory(ops: list[tuple[Any, ...]]) -> None:
+    async def body(backlog: Backlog) -> list[Any]:
+        return await replay(backlog, [("submit", 4, 0.0, 0.0, None), *ops])
+
+    assert run_with("sqlite", body) == run_with("memory", body)

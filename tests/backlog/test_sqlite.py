@@ -1,0 +1,256 @@
+"""What only the SQLite backlog promises: the file, WAL, group commit, locks, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from scheduler import BacklogError, JobState
+from scheduler.backlog import BacklogFull, BacklogLocked, Outcome, SQLiteBacklog
+from scheduler.backlog._sqlite_schema import SCHEMA_VERSION, translate_error
+from tests.backlog.helpers import new_job
+
+OWNER = "w1"
+
+
+@pytest.fixture
+async def sqlite_backlog(db_path: Path) -> AsyncIterator[SQLiteBacklog]:
+    async with SQLiteBacklog(db_path) as backlog:
+        yield backlog
+
+
+@contextlib.contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection to the backlog file, in autocommit mode."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+async def test_file_is_wal_versioned_and_indexed(
+    sqlite_backlog: SQLiteBacklog, db_path: Path
+) -> None:
+    with raw(db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 1
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert {"jobs_claim", "jobs_key", "jobs_state_updated"} <= names
+        query = (
+            "EXPLAIN QUERY PLAN SELECT seq FROM jobs WHERE lane = ? AND state = ?"
+            " AND run_at <= ? ORDER BY priority, run_at, seq LIMIT 5"
+        )
+        plan = " ".join(str(r) for r in conn.execute(query, ("batch", "queued", 0.0)))
+        assert "jobs_claim" in plan
+        assert "TEMP B-TREE" not in plan
+
+
+async def test_reopening_the_file_keeps_everything(db_path: Path) -> None:
+    async with SQLiteBacklog(db_path) as backlog:
+        jobs = await backlog.submit([new_job(i, key=f"k{i}") for i in range(3)], now=0)
+        await backlog.claim("batch", 2, owner=OWNER, lease_seconds=30, now=1)
+        await backlog.complete([Outcome.done(jobs[0].id, OWNER, '"r"')], now=2)
+        before = await backlog.list_jobs()
+    async with SQLiteBacklog(db_path, synchronous="FULL") as again:
+        assert (await again._read("PRAGMA synchronous"))[0][0] == 2  # FULL
+        assert await again.list_jobs() == before
+        [same] = await again.submit([new_job(key="k2")], now=3)
+        assert same.id == jobs[2].id
+        claimed = await again.claim("batch", 5, owner="w2", lease_seconds=5, now=31)
+        assert [r.id for r in claimed] == [jobs[1].id, jobs[2].id]
+
+
+async def test_a_newer_schema_is_refused(db_path: Path) -> None:
+    async with SQLiteBacklog(db_path):
+        pass
+    with raw(db_path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(BacklogError, match="newer"):
+        await SQLiteBacklog(db_path).open()
+
+
+async def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"this is not a database, just some text " * 100)
+    with pytest.raises(BacklogError, match=r"notes\.db") as info:
+        await SQLiteBacklog(path).open()
+    assert not isinstance(info.value, BacklogLocked | BacklogFull)
+    assert path.read_bytes().startswith(b"this is not")
+    with pytest.raises(BacklogError, match="missing"):
+        await SQLiteBacklog(tmp_path / "missing" / "dir" / "x.db").open()
+
+
+async def test_submit_returns_after_commit(sqlite_backlog: SQLiteBacklog, db_path: Path) -> None:
+    [job] = await sqlite_backlog.submit([new_job("x")], now=0)
+    with raw(db_path) as conn:  # another connection sees it at once
+        assert conn.execute("SELECT args FROM jobs WHERE id = ?", (job.id,)).fetchone() == (
+            '["x"]',
+        )
+
+
+async def test_group_commit_coalesces_concurrent_submits(sqlite_backlog: SQLiteBacklog) -> None:
+    commits = sqlite_backlog.stats()["commits"]
+    results = await asyncio.gather(
+        *(sqlite_backlog.submit([new_job(i, key=f"k{i % 150}")], now=i) for i in range(200))
+    )
+    stats = sqlite_backlog.stats()
+    assert stats["commits"] - commits <= 3
+    assert stats["submit_flushes"] <= 3
+    ids = [r[0].id for r in results]
+    assert len(set(ids)) == 150
+    assert ids[150:] == ids[:50]
+    assert (await sqlite_backlog.counts())["batch"] == {"queued": 150}
+    assert [r[0].created_at for r in results[:150]] == list(range(150))  # each submit's own now
+
+
+async def test_group_commit_respects_batch_max(db_path: Path) -> None:
+    async with SQLiteBacklog(db_path, batch_max=10) as backlog:
+        await asyncio.gather(*(backlog.submit([new_job(i)], now=0) for i in range(50)))
+        assert backlog.stats()["submit_flushes"] == 5
+        assert await backlog.queued_count("batch") == 50
+
+
+async def test_close_writes_pending_submits(db_path: Path) -> None:
+    backlog = SQLiteBacklog(db_path)
+    await backlog.open()
+    tasks = [asyncio.create_task(backlog.submit([new_job(i)], now=0)) for i in range(20)]
+    await asyncio.sleep(0)
+    await backlog.close()
+    assert all(len(t.result()) == 1 for t in tasks)
+    with pytest.raises(BacklogError, match="not open"):
+        await backlog.submit([new_job()], now=0)
+    with raw(db_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 20
+
+
+async def test_lock_beyond_busy_timeout_raises_and_loses_nothing(db_path: Path) -> None:
+    async with SQLiteBacklog(db_path, busy_timeout=0.01) as backlog:
+        [kept] = await backlog.submit([new_job("kept")], now=0)
+        with raw(db_path) as locker:
+            locker.execute("BEGIN EXCLUSIVE")
+            with pytest.raises(BacklogLocked, match="locked"):
+                await backlog.submit([new_job("later")], now=1)
+            with pytest.raises(BacklogLocked):
+                await backlog.claim("batch", 1, owner=OWNER, lease_seconds=5, now=1)
+            locker.execute("ROLLBACK")
+        [later] = await backlog.submit([new_job("later")], now=2)
+        assert [j.args for j in await backlog.list_jobs()] == [["kept"], ["later"]]
+        assert (await backlog.get(kept.id)) == kept
+        assert later.state is JobState.QUEUED
+
+
+async def test_disk_full_raises_backlog_full(sqlite_backlog: SQLiteBacklog) -> None:
+    db = sqlite_backlog._db
+    assert db is not None
+    pages = (await db.execute_fetchall("PRAGMA page_count"))[0][0]  # type: ignore[index]
+    await db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(BacklogFull, match="full"):
+        await sqlite_backlog.submit([new_job("x" * 100_000)], now=0)
+    await db.execute("PRAGMA max_page_count = 1073741823")
+    assert len(await sqlite_backlog.submit([new_job("fits")], now=0)) == 1
+
+
+async def test_two_backlogs_on_one_file_never_claim_the_same_job(db_path: Path) -> None:
+    async with SQLiteBacklog(db_path) as a, SQLiteBacklog(db_path) as b:
+        await a.submit([new_job(i, priority=i % 7) for i in range(400)], now=0)
+        claimed: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+
+        async def drain(name: str, backlog: SQLiteBacklog, batch: int) -> None:
+            while jobs := await backlog.claim("batch", batch, owner=name, lease_seconds=60, now=1):
+                claimed[name] += [j.id for j in jobs]
+                await backlog.complete([Outcome.done(j.id, name) for j in jobs], now=1)
+                await asyncio.sleep(0.0005)  # let the other connection at the lock
+
+        await asyncio.gather(drain("a", a, 7), drain("b", b, 5), drain("c", a, 3))
+        every = claimed["a"] + claimed["b"] + claimed["c"]
+        assert len(every) == len(set(every)) == 400
+        # (how the 400 split between a and b is up to SQLite's lock, which is not fair)
+        assert (await b.counts())["batch"] == {"done": 400}
+
+
+async def test_claim_without_returning_behaves_the_same(
+    sqlite_backlog: SQLiteBacklog, db_path: Path
+) -> None:
+    sqlite_backlog.use_returning = False  # the SQLite < 3.35 path
+    jobs = await sqlite_backlog.submit([new_job(i, priority=-i) for i in range(4)], now=0)
+    with raw(db_path) as conn:
+        conn.execute("UPDATE jobs SET args = 'oops' WHERE id = ?", (jobs[2].id,))
+    got = await sqlite_backlog.claim("batch", 2, owner=OWNER, lease_seconds=5, now=1)
+    assert [(r.id, r.state, r.attempts, r.lease_until) for r in got] == [
+        (jobs[3].id, JobState.RUNNING, 1, 6), (jobs[1].id, JobState.RUNNING, 1, 6),
+    ]  # fmt: skip
+    assert [await sqlite_backlog.get(r.id) for r in got] == got
+    assert (await sqlite_backlog.get(jobs[2].id)).state is JobState.DEAD  # type: ignore[union-attr]
+
+
+async def test_a_cancelled_call_leaves_the_connection_usable(sqlite_backlog: SQLiteBacklog) -> None:
+    await sqlite_backlog.submit([new_job(i) for i in range(10)], now=0)
+    task = asyncio.create_task(
+        sqlite_backlog.claim("batch", 3, owner=OWNER, lease_seconds=5, now=1)
+    )
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # the shielded transaction still ran to its end (its 3 jobs are leased, to be
+    # reclaimed when the lease passes) and the connection is free for the next one
+    got = await sqlite_backlog.claim("batch", 10, owner=OWNER, lease_seconds=5, now=1)
+    assert len(got) == 7
+    assert len(await sqlite_backlog.list_jobs(JobState.RUNNING)) == 10
+    assert len(await sqlite_backlog.claim("batch", 10, owner="w2", lease_seconds=5, now=6)) == 10
+
+
+def test_sqlite_errors_map_to_backlog_errors() -> None:
+    def err(code: int, text: str) -> sqlite3.Error:
+        exc = sqlite3.OperationalError(text)
+        exc.sqlite_errorcode = code
+        return exc
+
+    assert isinstance(translate_error(err(5, "database is locked"), "f.db", 1), BacklogLocked)
+    assert isinstance(translate_error(err(13, "database or disk is full"), "f.db", 1), BacklogFull)
+    notadb = translate_error(err(26, "file is not a database"), "f.db", 1)
+    assert type(notadb) is BacklogError
+    assert "f.db" in str(notadb)
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        SQLiteBacklog("x.db", synchronous="OFF")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batch_max"):
+        SQLiteBacklog("x.db", batch_max=0)
+
+
+_SUBMITTER = """
+import asyncio, sys
+from scheduler.backlog import NewJob, SQLiteBacklog
+
+async def main() -> None:
+    async with SQLiteBacklog(sys.argv[1]) as backlog:
+        for i in range(0, 10**9, 10):
+            batch = [backlog.submit([NewJob("t", "batch", f"[{i + k}]")], now=0) for k in range(10)]
+            for [record] in await asyncio.gather(*batch):
+                print(record.id, flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_kill_9_loses_no_acknowledged_submit(db_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _SUBMITTER, str(db_path), stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    acknowledged = [(await proc.stdout.readline()).decode().strip() for _ in range(300)]
+    proc.kill()  # SIGKILL: no cleanup, no close, mid-transaction as likely as not
+    await proc.wait()
+    async with SQLiteBacklog(db_path) as backlog:
+        for job_id in acknowledged:
+            assert await backlog.get(job_id) is not None
+        assert await backlog.queued_count("batch") >= 300
