@@ -3,6 +3,7 @@
 Everything public is re-exported here; the modules behind it are private.
 """
 
+from .backlog import BacklogFull, BacklogLocked
 from .breaker import BreakerConfig, BreakerState, BreakerStats, CircuitBreaker
 from .clock import Clock, FakeClock, SystemClock
 from .durable import BacklogOptions
@@ -26,7 +27,7 @@ from .errors import (
 from .health import GateStats, HealthGate
 from .jobs import Job, JobContext, JobState, current_job
 from .lanes import Lane
-from .metrics import LaneStats, LatencySummary, SchedulerStats
+from .metrics import LaneStats, LatencySummary, SchedulerStats, UpstreamStats
 from .retry import RetryBudget, RetryBudgetStats, RetryPolicy
 from .scheduler import DEFAULT_LANES, Scheduler
 from .tasks import Task
@@ -34,6 +35,8 @@ from .tasks import Task
 __all__ = [
     "DEFAULT_LANES",
     "BacklogError",
+    "BacklogFull",
+    "BacklogLocked",
     "BacklogOptions",
     "BreakerConfig",
     "BreakerState",
@@ -69,6 +72,7 @@ __all__ = [
     "UnknownJob",
     "UnknownLane",
     "UnknownTask",
+    "UpstreamStats",
     "UpstreamUnavailable",
     "current_job",
 ]

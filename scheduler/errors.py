@@ -17,6 +17,10 @@ Callers catch by what they can do about it::
     │   ├── JobTimeout (TimeoutError) the job ran past its ``timeout``
     │   └── JobCancelled              cancelled by the scheduler (shutdown, cancel())
     └── BacklogError                  the persistent backlog could not do its part
+        ├── BacklogLocked             another process held the write lock too long
+        └── BacklogFull               the disk is full; nothing was stored
+
+(``BacklogLocked`` and ``BacklogFull`` live in ``scheduler.backlog.base``.)
 
 Errors raised *by a job itself* through ``call()`` propagate unchanged, so a
 caller handles its own ``httpx.HTTPStatusError`` as if it had made the call.

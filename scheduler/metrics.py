@@ -15,7 +15,13 @@ from types import MappingProxyType
 
 from ddsketch import DDSketch
 
-__all__ = ["LaneStats", "LatencyHistogram", "LatencySummary", "SchedulerStats"]
+__all__ = [
+    "LaneStats",
+    "LatencyHistogram",
+    "LatencySummary",
+    "SchedulerStats",
+    "UpstreamStats",
+]
 
 #: relative accuracy of every reported quantile
 RELATIVE_ACCURACY = 0.01
@@ -106,6 +112,27 @@ class LaneStats:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamStats:
+    """A snapshot of one upstream's health as Floodgate sees it.
+
+    ``failures`` counts failed requests by class: ``rate_limited`` (429),
+    ``server_error`` (5xx), ``timeout``, ``transport``, ``client_error``
+    (other 4xx, the caller's fault), ``other``.
+    """
+
+    name: str
+    breaker: str  # "closed" | "open" | "half_open"
+    requests: int
+    successes: int
+    failures: Mapping[str, int] = field(default_factory=lambda: _frozen({}))
+    error_rate: float | None = None  # failed share of recent requests
+    latency_p95: float | None = None  # seconds, recent requests
+    paused_for: float | None = None  # seconds left of a Retry-After pause
+    concurrency_limit: int | None = None  # adaptive limit for gated work
+    rate_limit_remaining: Mapping[str, float] = field(default_factory=lambda: _frozen({}))
+
+
+@dataclass(frozen=True, slots=True)
 class SchedulerStats:
     """A snapshot of the whole scheduler: every lane, the shared ceiling, the gate."""
 
@@ -115,6 +142,7 @@ class SchedulerStats:
     state: str
     gate_open: bool = True
     gate_reason: str | None = None
+    upstreams: Mapping[str, UpstreamStats] = field(default_factory=lambda: MappingProxyType({}))
 
     def __getitem__(self, lane: str) -> LaneStats:
         return self.lanes[lane]
