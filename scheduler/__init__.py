@@ -31,6 +31,8 @@ from .metrics import LaneStats, LatencySummary, SchedulerStats, UpstreamStats
 from .retry import RetryBudget, RetryBudgetStats, RetryPolicy
 from .scheduler import DEFAULT_LANES, Scheduler
 from .tasks import Task
+from .upstream import RetryableError, httpx_event_hooks
+from .upstream_health import Upstream
 
 __all__ = [
     "DEFAULT_LANES",
@@ -62,6 +64,7 @@ __all__ = [
     "RetryBudget",
     "RetryBudgetStats",
     "RetryPolicy",
+    "RetryableError",
     "Scheduler",
     "SchedulerClosed",
     "SchedulerError",
@@ -72,7 +75,9 @@ __all__ = [
     "UnknownJob",
     "UnknownLane",
     "UnknownTask",
+    "Upstream",
     "UpstreamStats",
     "UpstreamUnavailable",
     "current_job",
+    "httpx_event_hooks",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 from .clock import Clock, TimerHandle
 from .jobs import JobContext, JobState
 from .lanes import Lane, PriorityQueue
+from .limits import AIMDLimit
 from .metrics import LaneStats, LatencyHistogram, _frozen
 
 __all__ = ["LaneState", "Ticket"]
@@ -125,6 +126,11 @@ class LaneState:
         self.run_hist = LatencyHistogram()
         self.ewma_run: float | None = None
         self.backlog_queued = 0  # durable lanes: jobs waiting in the backlog (cached)
+        self.fallbacks = 0  # jobs served by their fallback
+        # gated lanes: the upstreams their work calls, and an adaptive limit
+        self.upstreams: set[str] = set()
+        self.limiter = AIMDLimit(lane.max_concurrency) if lane.gated else None
+        self.gate_blocked = False
 
     def count_shed(self, reason: str) -> None:
         self.shed[reason] = self.shed.get(reason, 0) + 1
@@ -167,4 +173,6 @@ class LaneState:
             run=self.run_hist.summary(),
             gated=self.gated,
             durable=self.config.durable,
+            fallbacks=self.fallbacks,
+            limit=None if self.limiter is None else self.limiter.limit,
         )

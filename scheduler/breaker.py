@@ -239,6 +239,15 @@ class CircuitBreaker:
         self._rejected += 1
         return False
 
+    def would_allow(self) -> bool:
+        """Whether :meth:`allow` would say yes now, without taking a trial slot."""
+        self._poll()
+        if self._state is BreakerState.CLOSED:
+            return True
+        return (
+            self._state is BreakerState.HALF_OPEN and self._trials < self._config.half_open_trials
+        )
+
     def record_success(self) -> None:
         """A call succeeded."""
         now = self._poll()

@@ -31,9 +31,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._lane_state import LaneState, Ticket
 from .backlog import Backlog, JobRecord, Outcome
+from .backlog.base import WaitsForWork
 from .errors import BacklogError, JobCancelled
 from .logs import get_logger
 from .tasks import encode_result
+from .upstream import classify
+from .upstream_health import UpstreamHealth
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -44,6 +47,8 @@ _log = get_logger()
 
 #: seconds between purges of finished rows past their retention
 _PURGE_EVERY = 300.0
+#: seconds a retry waits at least when its upstream's retry budget is spent
+_BUDGET_WAIT = 5.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,24 +98,8 @@ def new_owner_id() -> str:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Whether a failed attempt may be tried again.
-
-    A caller-side HTTP error (4xx other than 408/429) will fail the same way
-    again; everything else (5xx, 429, timeouts, transport errors, the job's
-    own exceptions) is retried per the task's policy.
-    """
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
-    if isinstance(status, int) and 400 <= status < 500:
-        return status in (408, 429)
-    return True
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    value = getattr(exc, "retry_after", None)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
+    """Whether a failed attempt may be tried again: everything but a caller-side 4xx."""
+    return classify(exc, now=0.0).retryable
 
 
 class DurableRunner:
@@ -202,6 +191,10 @@ class DurableRunner:
                     owner=self._owner,
                     lease_seconds=options.lease,
                     now=sched.clock.wall(),
+                    # the lane's ceiling across processes: the backlog counts the other
+                    # processes' leases, our seats count ours (a finished job still holds
+                    # its lease in the backlog until its outcome is written)
+                    max_running=lane.max_concurrency - (lane.running - len(tickets)),
                 )
             except BacklogError as exc:
                 for ticket in tickets:
@@ -217,7 +210,25 @@ class DurableRunner:
             for record, ticket in zip(records, tickets, strict=False):
                 self._start_job(record, ticket)
             if not records:
-                await self._sleep(options.poll_interval)
+                await self._idle(options.poll_interval)
+
+    async def _idle(self, seconds: float) -> None:
+        """:meth:`_sleep`, also woken by the backlog's news of work (PostgreSQL NOTIFY)."""
+        backlog = self._backlog
+        if not isinstance(backlog, WaitsForWork):
+            await self._sleep(seconds)
+            return
+        notified = asyncio.ensure_future(backlog.wait_for_work(self.lane.name, seconds))
+
+        def woken(task: asyncio.Future[None]) -> None:
+            if not task.cancelled() and task.exception() is None:
+                self.wake()
+
+        notified.add_done_callback(woken)
+        try:
+            await self._sleep(seconds)
+        finally:
+            notified.cancel()
 
     def _start_job(self, record: JobRecord, ticket: Ticket) -> None:
         job_id = record.id
@@ -264,15 +275,30 @@ class DurableRunner:
                 )
             )
             return
-        ticket.upstream = task.upstream
+        args = tuple(record.args)
+        health = None
+        if task.upstream is not None:
+            health = sched.gate.upstream(task.upstream)
+            if not health.breaker.allow():
+                # the upstream went down between claim and start: not an attempt
+                sched._release_unstarted(ticket)
+                self._defer(record.id)
+                return
+            health.take_batch_budget(task.cost_of(args))
+            if record.attempts == 1:
+                health.retry_budget.record_request()
+            ticket.upstream = task.upstream
         try:
-            result = await sched._run(ticket, task.fn, tuple(record.args), task.timeout)
+            result = await sched._run(ticket, task.fn, args, task.timeout)
         except JobCancelled:
-            self._to_release.append(record.id)  # shutdown: another worker runs it
-            self._flush_wanted.set()
+            self._defer(record.id)  # shutdown: another worker runs it
             return
         except Exception as exc:
-            self._finish(self._failure(record, task.retry, exc))
+            outcome = self._failure(record, task.retry, exc, health)
+            if outcome.kind == "dead" and task.fallback is not None and is_retryable(exc):
+                await self._run_fallback(record, task.fallback, args)
+                return
+            self._finish(outcome)
             return
         try:
             outcome = Outcome.done(
@@ -282,11 +308,43 @@ class DurableRunner:
             outcome = Outcome.dead(record.id, self._owner, error=str(exc), attempt=record.attempts)
         self._finish(outcome)
 
-    def _failure(self, record: JobRecord, policy: Any, exc: Exception) -> Outcome:
+    def _defer(self, job_id: str) -> None:
+        """Give the job back unrun (its attempt is returned)."""
+        self._to_release.append(job_id)
+        self._flush_wanted.set()
+
+    async def _run_fallback(
+        self, record: JobRecord, fallback: Callable[..., Any], args: tuple[Any, ...]
+    ) -> None:
+        """Retries spent: the fallback's answer becomes the job's result."""
+        self.lane.fallbacks += 1
+        _log.info("job.fallback", job_id=record.id, task=record.task)
+        try:
+            result = await fallback(*args)
+            outcome = Outcome.done(
+                record.id, self._owner, encode_result(result), attempt=record.attempts
+            )
+        except Exception as exc:
+            outcome = Outcome.dead(
+                record.id,
+                self._owner,
+                error=f"fallback failed: {type(exc).__name__}: {exc}",
+                traceback="".join(traceback.format_exception(exc)),
+                attempt=record.attempts,
+            )
+        self._finish(outcome)
+
+    def _failure(
+        self, record: JobRecord, policy: Any, exc: Exception, health: UpstreamHealth | None
+    ) -> Outcome:
         error = f"{type(exc).__name__}: {exc}"
         trace = "".join(traceback.format_exception(exc))
-        if is_retryable(exc) and record.attempts < record.max_attempts:
-            delay = policy.delay(record.attempts, retry_after=_retry_after(exc))
+        verdict = classify(exc, now=self._sched.clock.wall())
+        if verdict.retryable and record.attempts < record.max_attempts:
+            delay = policy.delay(record.attempts, retry_after=verdict.retry_after)
+            if health is not None and not health.retry_budget.try_acquire_retry():
+                # the upstream's retry budget is spent: wait longer, never hammer it
+                delay = max(delay, _BUDGET_WAIT)
             run_at = self._sched.clock.wall() + delay
             _log.info("job.retry", job_id=record.id, attempt=record.attempts, delay=delay)
             return Outcome.retry(

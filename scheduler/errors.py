@@ -10,17 +10,19 @@ Callers catch by what they can do about it::
     │   ├── Overloaded                the lane is full: retry after ``retry_after`` s
     │   ├── DeadlineExceeded          the job could not *start* before its deadline
     │   ├── SchedulerClosed           not started, shutting down, or lane not run here
-    │   └── UpstreamUnavailable       the upstream's breaker is open
+    │   └── UpstreamUnavailable       the upstream's breaker is open (or throttled)
     ├── UnknownJob (KeyError)         no job with that id in the backlog (or purged)
     ├── JobError                      the job was admitted and then did not succeed
     │   ├── JobFailed                 a durable job ended DEAD (carries its last error)
     │   ├── JobTimeout (TimeoutError) the job ran past its ``timeout``
     │   └── JobCancelled              cancelled by the scheduler (shutdown, cancel())
+    ├── RetryableError                raised *by a job*: "upstream busy, retry after"
     └── BacklogError                  the persistent backlog could not do its part
         ├── BacklogLocked             another process held the write lock too long
         └── BacklogFull               the disk is full; nothing was stored
 
-(``BacklogLocked`` and ``BacklogFull`` live in ``scheduler.backlog.base``.)
+(``BacklogLocked`` and ``BacklogFull`` live in ``scheduler.backlog.base``,
+``RetryableError`` in ``scheduler.upstream``.)
 
 Errors raised *by a job itself* through ``call()`` propagate unchanged, so a
 caller handles its own ``httpx.HTTPStatusError`` as if it had made the call.

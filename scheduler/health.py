@@ -1,18 +1,37 @@
-"""What gated lanes wait on.
+"""What gated lanes wait on: the operator's switch and every upstream's health.
 
-``HealthGate`` is the switch in front of every gated lane: jobs there start
-only while the gate is open. In this release the gate holds the operator's
-manual switch (``pause(reason)`` / ``resume()``); the scheduler listens to it
-and starts waiting work the moment it reopens. Every change is logged
-(``gate.paused`` / ``gate.resumed``) and counted with its reason.
+Gated (batch) work starts only while *every* signal permits::
+
+    operator      gate.pause(reason) / gate.resume()
+    breaker       the upstream's circuit breaker is closed (or has a trial slot)
+    Retry-After   a 429/503 with Retry-After holds the whole upstream that long
+    headroom      x-ratelimit-remaining-* above the interactive reserve;
+                  client-side RPM/TPM buckets above the reserve
+    probe         the optional active health probe answers
+    error rate    recent failure share below Upstream.max_error_rate
+    latency       recent p95 below Upstream.max_latency_p95
+    pressure      no interactive lane has a queue (checked by the scheduler)
+
+Health is kept per upstream name (:class:`~scheduler.upstream_health.UpstreamHealth`).
+Every change of what blocks an upstream is logged (``gate.closed`` /
+``gate.opened``) and counted by reason; listeners (the scheduler) are told
+so they start waiting work the moment the gate reopens, including when time
+alone reopens it (a pause or a cool-down ending).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import httpx
+
+from .clock import Clock, SystemClock, TimerHandle
+from .errors import ConfigError
 from .logs import get_logger
+from .upstream import Classified
+from .upstream_health import Upstream, UpstreamHealth
 
 __all__ = ["GateStats", "HealthGate"]
 
@@ -21,30 +40,54 @@ _log = get_logger()
 
 @dataclass(frozen=True, slots=True)
 class GateStats:
-    """A snapshot of the gate: open or not, why, and how often it changed."""
+    """A snapshot of the gate: open or not, why, and how often it closed, by reason."""
 
     open: bool
     reason: str | None
     pauses: int
     resumes: int
+    closed_by: Mapping[str, int]
+    blocked: Mapping[str, str]  # upstream -> what blocks it now
 
 
 class HealthGate:
-    """The switch in front of gated lanes; open unless paused."""
+    """The switch in front of gated lanes (see the module docstring).
 
-    def __init__(self) -> None:
+    Args:
+        upstreams: per-upstream settings; names not listed get ``Upstream(name)``.
+        clock: the clock (the scheduler gives its own when this is left ``None``).
+    """
+
+    def __init__(self, upstreams: Sequence[Upstream] = (), *, clock: Clock | None = None) -> None:
+        self._configs: dict[str, Upstream] = {}
+        for config in upstreams:
+            if not isinstance(config, Upstream):
+                raise TypeError(f"upstreams must be Upstream objects, got {type(config).__name__}")
+            if config.name in self._configs:
+                raise ConfigError(f"upstream {config.name!r} is configured twice")
+            self._configs[config.name] = config
+        self._clock = clock
+        self._health: dict[str, UpstreamHealth] = {}
         self._paused_reason: str | None = None
         self._listeners: list[Callable[[], None]] = []
         self._pauses = 0
         self._resumes = 0
+        self._closed_by: dict[str, int] = {}
+        self._blocked: dict[str, str] = {}
+        self._timer: TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._probes: list[asyncio.Task[None]] = []
+
+    # -- the operator's switch ------------------------------------------------------
 
     @property
     def is_open(self) -> bool:
+        """False while the operator has paused the gate."""
         return self._paused_reason is None
 
     @property
     def reason(self) -> str | None:
-        """Why the gate is closed, or ``None`` while it is open."""
+        """Why the operator paused the gate, or ``None``."""
         return self._paused_reason
 
     def pause(self, reason: str = "paused by operator") -> None:
@@ -55,6 +98,7 @@ class HealthGate:
         self._paused_reason = reason
         if was_open:
             self._pauses += 1
+            self._closed_by["paused"] = self._closed_by.get("paused", 0) + 1
             _log.info("gate.paused", reason=reason)
             self._notify()
 
@@ -67,6 +111,83 @@ class HealthGate:
         _log.info("gate.resumed")
         self._notify()
 
+    # -- upstream health --------------------------------------------------------------
+
+    def bind_clock(self, clock: Clock) -> None:
+        """Use the scheduler's clock unless one was given (called by the scheduler)."""
+        if self._clock is None:
+            self._clock = clock
+
+    @property
+    def clock(self) -> Clock:
+        if self._clock is None:
+            self._clock = SystemClock()
+        return self._clock
+
+    def upstream(self, name: str) -> UpstreamHealth:
+        """The health record of ``name`` (created with its settings on first use)."""
+        health = self._health.get(name)
+        if health is None:
+            config = self._configs.get(name) or Upstream(name)
+            health = self._health[name] = UpstreamHealth(config, self.clock)
+        return health
+
+    @property
+    def upstreams(self) -> Mapping[str, UpstreamHealth]:
+        return dict(self._health)
+
+    def blocked(self, upstreams: Iterable[str]) -> str | None:
+        """What keeps gated work for ``upstreams`` from starting, or ``None``."""
+        if self._paused_reason is not None:
+            return "paused"
+        for name in upstreams:
+            reason = self.upstream(name).blocked()
+            self._track(name, reason)
+            if reason is not None:
+                return f"{name}: {reason}"
+        return None
+
+    def _track(self, name: str, reason: str | None) -> None:
+        """Log and count every change of what blocks an upstream; time a re-check."""
+        before = self._blocked.get(name)
+        if reason != before:
+            if reason is None:
+                del self._blocked[name]
+                _log.info("gate.opened", upstream=name, was=before)
+            else:
+                self._blocked[name] = reason
+                self._closed_by[reason] = self._closed_by.get(reason, 0) + 1
+                _log.info("gate.closed", upstream=name, reason=reason)
+        if reason is not None:
+            self._recheck_in(self.upstream(name).next_change())
+
+    def _recheck_in(self, seconds: float) -> None:
+        clock = self.clock
+        at = clock.now() + seconds
+        if self._timer is not None and self._timer_at <= at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = clock.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, float("inf")
+        self._notify()
+
+    def record(self, upstream: str, outcome: Classified, latency: float) -> None:
+        """Feed one finished request's outcome to ``upstream``'s health."""
+        health = self.upstream(upstream)
+        was = health.blocked()
+        health.record(outcome, latency)
+        if was is not None and health.blocked() is None:
+            self._notify()
+
+    def observe_headers(self, upstream: str, headers: Mapping[str, str], *, status: int) -> None:
+        """Rate-limit headers of any response from ``upstream`` (the httpx hook)."""
+        health = self.upstream(upstream)
+        health.observe_headers(headers)
+
     def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener()`` after every change; returns an unsubscribe function."""
         self._listeners.append(listener)
@@ -77,13 +198,52 @@ class HealthGate:
 
         return unsubscribe
 
-    def stats(self) -> GateStats:
-        return GateStats(self.is_open, self._paused_reason, self._pauses, self._resumes)
-
     def _notify(self) -> None:
         for listener in list(self._listeners):
             listener()
 
+    # -- active probes ---------------------------------------------------------------
+
+    def start_probes(self) -> None:
+        """Start a background GET loop for every upstream with a ``probe_url``."""
+        for config in self._configs.values():
+            if config.probe_url is not None:
+                self._probes.append(asyncio.create_task(self._probe(config)))
+
+    async def stop_probes(self) -> None:
+        probes, self._probes = self._probes, []
+        for task in probes:
+            task.cancel()
+        await asyncio.gather(*probes, return_exceptions=True)
+
+    async def _probe(self, config: Upstream) -> None:
+        assert config.probe_url is not None
+        health = self.upstream(config.name)
+        async with httpx.AsyncClient(timeout=config.probe_timeout) as client:
+            while True:
+                try:
+                    response = await client.get(config.probe_url)
+                    ok = response.status_code < 500 and response.status_code != 429
+                except httpx.HTTPError:
+                    ok = False
+                if ok != health.probe_ok:
+                    health.probe_ok = ok
+                    _log.info("upstream.probe", upstream=config.name, ok=ok)
+                    self._notify()
+                await self.clock.sleep(config.probe_interval)
+
+    # -- introspection ---------------------------------------------------------------
+
+    def stats(self) -> GateStats:
+        return GateStats(
+            open=self.is_open and not self._blocked,
+            reason=self._paused_reason or next(iter(self._blocked.values()), None),
+            pauses=self._pauses,
+            resumes=self._resumes,
+            closed_by=dict(self._closed_by),
+            blocked=dict(self._blocked),
+        )
+
     def __repr__(self) -> str:
         state = "open" if self.is_open else f"paused: {self._paused_reason}"
-        return f"HealthGate({state})"
+        return f"HealthGate({state}, upstreams={sorted(self._health)})"

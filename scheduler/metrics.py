@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
 from ddsketch import DDSketch
 
@@ -83,7 +84,10 @@ class LatencyHistogram:
         )
 
 
-def _frozen(mapping: Mapping[str, int]) -> Mapping[str, int]:
+V = TypeVar("V")
+
+
+def _frozen(mapping: Mapping[str, V]) -> Mapping[str, V]:
     return MappingProxyType(dict(mapping))
 
 
@@ -105,6 +109,8 @@ class LaneStats:
     run: LatencySummary = LatencySummary(0, None, None, None, None, None)
     gated: bool = False
     durable: bool = False
+    fallbacks: int = 0  # jobs served by their fallback instead of the primary
+    limit: int | None = None  # gated lanes: the adaptive concurrency limit now
 
     @property
     def shed_total(self) -> int:

@@ -44,8 +44,10 @@ from .errors import (
     JobTimeout,
     Overloaded,
     SchedulerClosed,
+    SubmitError,
     UnknownLane,
     UnknownTask,
+    UpstreamUnavailable,
 )
 from .health import HealthGate
 from .job_store import JobStore
@@ -55,6 +57,8 @@ from .logs import debug_enabled, get_logger
 from .metrics import SchedulerStats
 from .retry import RetryPolicy
 from .tasks import DEFAULT_RETRY, Task, check_task_function, task_name
+from .upstream import FailureKind, classify
+from .upstream_health import Upstream
 
 __all__ = ["DEFAULT_LANES", "Scheduler"]
 
@@ -92,6 +96,8 @@ class Scheduler:
             scheduler stops, before they are cancelled.
         backlog_options: leases, polling, batching and retention of durable
             lanes (:class:`BacklogOptions`).
+        upstreams: per-upstream health settings (:class:`Upstream`); a shortcut
+            for ``gate=HealthGate(upstreams)``.
     """
 
     def __init__(
@@ -104,6 +110,7 @@ class Scheduler:
         clock: Clock | None = None,
         shutdown_grace: float = 30.0,
         backlog_options: BacklogOptions | None = None,
+        upstreams: Sequence[Upstream] | None = None,
     ) -> None:
         if not isinstance(backlog, str) or not backlog:
             raise ConfigError(f"backlog must be a non-empty str (path or DSN), got {backlog!r}")
@@ -130,8 +137,11 @@ class Scheduler:
 
         self.backlog = backlog
         self.lanes: tuple[Lane, ...] = lanes
-        self.gate = gate if gate is not None else HealthGate()
+        if gate is not None and upstreams is not None:
+            raise ConfigError("give upstreams= or gate=HealthGate(upstreams), not both")
+        self.gate = gate if gate is not None else HealthGate(upstreams or ())
         self.clock: Clock = clock if clock is not None else SystemClock()
+        self.gate.bind_clock(self.clock)
         self.max_concurrency = max_concurrency
         self.shutdown_grace = float(shutdown_grace)
         self.backlog_options = backlog_options if backlog_options is not None else BacklogOptions()
@@ -140,6 +150,8 @@ class Scheduler:
             lane.name: LaneState(lane, self.clock, urgency=i) for i, lane in enumerate(lanes)
         }
         self._ordered = tuple(self._lanes.values())
+        self._gated = tuple(ln for ln in self._ordered if ln.gated)
+        self._ungated = tuple(ln for ln in self._ordered if not ln.gated)
         self._shared_capacity = (
             None if max_concurrency is None else max_concurrency - sum(ln.reserved for ln in lanes)
         )
@@ -191,6 +203,7 @@ class Scheduler:
         if any(lane.config.durable for lane in self._ordered):
             await self._open_backlog()
         self._unsubscribe_gate = self.gate.subscribe(self._on_gate_change)
+        self.gate.start_probes()
         self._state = _State.RUNNING
         _log.info("scheduler.started", lanes=[ln.name for ln in self._ordered if ln.run_here])
 
@@ -246,6 +259,7 @@ class Scheduler:
                 # Cancelled jobs unwind in their own tasks; wait for the last seat.
                 await self._wait_idle()
             await self._close_backlog()
+            await self.gate.stop_probes()
             if self._unsubscribe_gate is not None:
                 self._unsubscribe_gate()
                 self._unsubscribe_gate = None
@@ -300,6 +314,9 @@ class Scheduler:
         deadline: float | None = None,
         timeout: float | None = None,
         upstream: str | None = None,
+        retry: RetryPolicy | None = None,
+        fallback: Callable[..., Awaitable[T]] | None = None,
+        cost: float = 0,
     ) -> T:
         """Run ``fn(*args)`` in ``lane`` under its ceiling and return its result.
 
@@ -309,7 +326,15 @@ class Scheduler:
                 with :class:`DeadlineExceeded` (at admission, or from the queue).
             timeout: seconds the job may *run* before it is cancelled and
                 :class:`JobTimeout` is raised.
-            upstream: the upstream this call talks to (health is kept per name).
+            upstream: the upstream this call talks to (health is kept per name):
+                while its breaker is open the call fails at once with
+                :class:`UpstreamUnavailable` without touching it.
+            retry: retry retryable failures (429, 5xx, timeouts, transport
+                errors) with this policy, only while the retry can still start
+                within ``deadline`` and the upstream's retry budget allows.
+            fallback: run ``fallback(*args)`` instead when the upstream is
+                unavailable or the retries are spent; ``stats()`` counts it.
+            cost: what the call draws from the upstream's token-rate limit.
 
         Raises:
             Overloaded: the lane's queue is full (``retry_after`` says when to retry).
@@ -330,11 +355,104 @@ class Scheduler:
             check_number("timeout", timeout, minimum=0, exclusive=True)
         if self._state is not _State.RUNNING or not state.run_here:
             raise SchedulerClosed(self._closed_reason(state))
-
+        if upstream is not None or retry is not None or fallback is not None:
+            return await self._call_with_policies(
+                state, fn, args, priority, deadline, timeout, upstream, retry, fallback, cost
+            )
         ticket = self._admit(state, priority, deadline, upstream)
         if ticket.future is not None:
             await self._wait_for_seat(ticket)
         return await self._run(ticket, fn, args, timeout)
+
+    async def _call_with_policies(
+        self,
+        lane: LaneState,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        priority: float,
+        deadline: float | None,
+        timeout: float | None,
+        upstream: str | None,
+        retry: RetryPolicy | None,
+        fallback: Callable[..., Awaitable[T]] | None,
+        cost: float,
+    ) -> T:
+        """``call()`` with an upstream's health, retries and a fallback in play."""
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        if fallback is not None and not callable(fallback):
+            raise TypeError(f"fallback must be a coroutine function, got {fallback!r}")
+        check_number("cost", cost, minimum=0)
+        clock = self.clock
+        started = clock.now()
+        health = None
+        if upstream is not None:
+            health = self.gate.upstream(upstream)
+            if lane.gated:
+                lane.upstreams.add(upstream)
+        attempt = 1
+        while True:
+            left = None if deadline is None else deadline - (clock.now() - started)
+            try:
+                if health is not None:
+                    if not lane.gated:  # gated lanes wait on the gate instead
+                        health.admit_interactive(cost)
+                    if attempt == 1:
+                        health.retry_budget.record_request()
+                ticket = self._admit(lane, priority, left, upstream)
+                if ticket.future is not None:
+                    await self._wait_for_seat(ticket)
+                if health is not None and not health.breaker.allow():
+                    self._release_unstarted(ticket)
+                    raise UpstreamUnavailable(upstream or "", health.breaker.retry_after())
+                return await self._run(ticket, fn, args, timeout)
+            except UpstreamUnavailable:
+                if fallback is None:
+                    raise
+                return await self._run_fallback(lane, fallback, args, priority, left, timeout)
+            except (SubmitError, JobCancelled):
+                raise
+            except Exception as exc:
+                verdict = classify(exc, now=clock.wall())
+                delay = None
+                if retry is not None and verdict.retryable and attempt < retry.max_attempts:
+                    delay = retry.delay(attempt, retry_after=verdict.retry_after)
+                    remaining = None if deadline is None else deadline - (clock.now() - started)
+                    too_late = remaining is not None and delay >= remaining
+                    if too_late or (
+                        health is not None and not health.retry_budget.try_acquire_retry()
+                    ):
+                        delay = None
+                if delay is None:
+                    if fallback is None or (verdict.kind is FailureKind.CLIENT_ERROR):
+                        raise
+                    return await self._run_fallback(lane, fallback, args, priority, left, timeout)
+                if debug_enabled():
+                    _log.debug("job.retry", lane=lane.name, attempt=attempt, delay=delay)
+                await clock.sleep(delay)
+                attempt += 1
+
+    async def _run_fallback(
+        self,
+        lane: LaneState,
+        fallback: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        priority: float,
+        deadline: float | None,
+        timeout: float | None,
+    ) -> T:
+        lane.fallbacks += 1
+        _log.info("job.fallback", lane=lane.name, fallback=getattr(fallback, "__qualname__", "?"))
+        ticket = self._admit(lane, priority, deadline, None)
+        if ticket.future is not None:
+            await self._wait_for_seat(ticket)
+        return await self._run(ticket, fallback, args, timeout)
+
+    def _release_unstarted(self, ticket: Ticket) -> None:
+        """Give back a seat whose job will not run after all."""
+        ticket.state = JobState.CANCELLED
+        ticket.lane.cancelled += 1
+        self._release(ticket.lane, ticket)
 
     def _closed_reason(self, lane: LaneState) -> str:
         if self._state is _State.NEW:
@@ -398,6 +516,10 @@ class Scheduler:
                 self._finish_unstarted(ticket, JobState.CANCELLED, None)
             reason = ticket.cancel_reason
             if reason is not None and ticket.task is not None and ticket.task.uncancel() == 0:
+                if reason == "shutdown":  # it never started
+                    raise SchedulerClosed(
+                        "the scheduler shut down before the job started"
+                    ) from None
                 raise JobCancelled(ticket.id, reason) from None
             raise
         finally:
@@ -433,8 +555,19 @@ class Scheduler:
         fut = ticket.future
         if error is not None and fut is not None and not fut.done():
             fut.set_exception(error)
+        lane = ticket.lane
+        if self._gated and not lane.gated and not lane.queue:
+            self._lift_pressure()
         if self._idle_waiter is not None and self._is_idle():
             self._resolve_idle(True)
+
+    def _lift_pressure(self) -> None:
+        """No interactive queue any more: gated lanes may start work again."""
+        for gated in self._gated:
+            if gated.queue:
+                self._dispatch(gated)
+        for runner in self._runners.values():
+            runner.wake()
 
     async def _run(
         self,
@@ -459,6 +592,7 @@ class Scheduler:
         if log:
             _log.debug("job.started", lane=lane.name, job_id=ticket.id)
         outcome = JobState.FAILED
+        error: BaseException | None = None
         try:
             awaitable = fn(*args)
             if not hasattr(awaitable, "__await__"):
@@ -477,8 +611,12 @@ class Scheduler:
                 if reason == "timeout":
                     assert timeout is not None
                     outcome = JobState.FAILED
-                    raise JobTimeout(ticket.id, timeout) from None
+                    error = JobTimeout(ticket.id, timeout)
+                    raise error from None
                 raise JobCancelled(ticket.id, reason) from None
+            raise
+        except BaseException as exc:
+            error = exc
             raise
         finally:
             if handle is not None:
@@ -491,10 +629,31 @@ class Scheduler:
                 lane.failed += 1
             else:
                 lane.cancelled += 1
-            lane.record_run(clock.now() - started)
+            run_time = clock.now() - started
+            lane.record_run(run_time)
             if log:
                 _log.debug("job.finished", lane=lane.name, job_id=ticket.id, state=outcome.value)
+            if ticket.upstream is not None or lane.limiter is not None:
+                self._observe(ticket, outcome, error, run_time)
             self._release(lane, ticket)
+
+    def _observe(
+        self, ticket: Ticket, outcome: JobState, error: BaseException | None, run_time: float
+    ) -> None:
+        """Feed a finished job's outcome to its upstream's health and its lane's limit."""
+        if outcome is JobState.CANCELLED:
+            if ticket.upstream is not None:
+                self.gate.upstream(ticket.upstream).cancelled()
+            return
+        verdict = classify(error, now=self.clock.wall())
+        if ticket.upstream is not None:
+            self.gate.record(ticket.upstream, verdict, run_time)
+        limiter = ticket.lane.limiter
+        if limiter is not None:
+            if verdict.ok:
+                limiter.on_success(run_time)
+            elif verdict.upstream_fault:
+                limiter.on_overload()
 
     # ------------------------------------------------------------------ durable jobs
 
@@ -508,6 +667,8 @@ class Scheduler:
         retry: RetryPolicy | None = None,
         upstream: str | None = None,
         timeout: float | None = None,
+        fallback: Callable[..., Awaitable[Any]] | None = None,
+        cost: float | Callable[..., float] = 0,
     ) -> Any:
         """Register a coroutine function as a task (use as ``@sched.task(...)``).
 
@@ -517,6 +678,10 @@ class Scheduler:
             retry: how failed attempts are retried (default ``RetryPolicy()``).
             upstream: the upstream it calls (health is kept per name).
             timeout: seconds one attempt may run.
+            fallback: runs with the same args when the retries are spent; its
+                result is the job's result (``stats()`` counts fallbacks).
+            cost: tokens one job draws from the upstream's token-rate limit,
+                or a function of the job's args that says so.
         """
 
         def register(fn: Callable[P, Awaitable[T]]) -> Task[P, T]:
@@ -541,8 +706,12 @@ class Scheduler:
                 upstream=upstream,
                 timeout=timeout,
                 scheduler=self,
+                fallback=fallback,
+                cost=cost,
             )
             self._tasks[task_name_] = task
+            if upstream is not None and self._lanes[lane].gated:
+                self._lanes[lane].upstreams.add(upstream)
             return task
 
         return register if fn is None else register(fn)
@@ -655,10 +824,25 @@ class Scheduler:
     def _can_take(self, lane: LaneState) -> bool:
         if lane.running >= lane.max_concurrency:
             return False
-        if lane.gated and not self.gate.is_open:
+        if lane.gated and not self._gate_permits(lane):
             return False
         shared = self._shared_capacity
         return shared is None or lane.running < lane.reserved or self._shared_used < shared
+
+    def _gate_permits(self, lane: LaneState) -> bool:
+        """Every signal in front of a gated lane: health, pressure, adaptive limit."""
+        reason = self.gate.blocked(lane.upstreams)
+        if reason is not None:
+            lane.gate_blocked = True
+            return False
+        limiter = lane.limiter
+        if lane.gate_blocked:
+            lane.gate_blocked = False
+            if limiter is not None:
+                limiter.reset()  # reopened after a closure: ramp up gently
+        if any(other.queue for other in self._ungated):
+            return False  # interactive pressure: batch yields while live work waits
+        return limiter is None or lane.running < limiter.limit
 
     def _take_seat(self, lane: LaneState, ticket: Ticket) -> None:
         if self._shared_capacity is not None and lane.running >= lane.reserved:
@@ -679,8 +863,10 @@ class Scheduler:
             if lane.running >= lane.reserved:
                 self._shared_used -= 1
             self._dispatch_all()
+        if self._gated and not lane.gated and not lane.queue:
+            self._lift_pressure()
         if self._runners:
-            if self._shared_capacity is None:
+            if self._shared_capacity is None and not self._gated:
                 self._wake_runner(lane.name)
             else:
                 for runner in self._runners.values():
@@ -736,9 +922,17 @@ class Scheduler:
             running=self._running,
             max_concurrency=self.max_concurrency,
             state=self._state.value,
-            gate_open=self.gate.is_open,
-            gate_reason=self.gate.reason,
+            gate_open=self.gate.is_open and not self.gate.stats().blocked,
+            gate_reason=self.gate.stats().reason,
+            upstreams={
+                name: health.stats(self._limit_for(name))
+                for name, health in self.gate.upstreams.items()
+            },
         )
+
+    def _limit_for(self, upstream: str) -> int | None:
+        limits = [ln.limiter.limit for ln in self._gated if ln.limiter and upstream in ln.upstreams]
+        return min(limits) if limits else None
 
     def __repr__(self) -> str:
         lanes = ", ".join(lane.name for lane in self._ordered)

@@ -93,6 +93,14 @@ class Task(Generic[P, R]):
     upstream: str | None
     timeout: float | None
     scheduler: Scheduler
+    fallback: Callable[..., Awaitable[Any]] | None = None
+    cost: float | Callable[..., float] = 0
+
+    def cost_of(self, args: tuple[Any, ...]) -> float:
+        """Tokens one job with ``args`` draws from its upstream's token-rate limit."""
+        if callable(self.cost):
+            return float(self.cost(*args))
+        return float(self.cost)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
         return self.fn(*args, **kwargs)

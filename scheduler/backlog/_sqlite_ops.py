@@ -17,7 +17,7 @@ import aiosqlite
 from ..errors import BacklogError
 from ..jobs import JobState
 from . import _sqlite_schema as sql
-from .base import LEASE_LOST_FMT, JobRecord, NewJob
+from .base import LEASE_LOST_FMT, JobRecord, NewJob, claim_room
 
 __all__ = ["Submit", "claim", "insert", "migrate", "rows"]
 
@@ -107,13 +107,20 @@ async def claim(
     now: float,
     *,
     returning: bool,
+    max_running: int | None = None,
 ) -> list[JobRecord]:
     """Lease up to ``limit`` jobs of ``lane``; see :meth:`Backlog.claim`.
 
     Expired leases with no attempts left go DEAD first. A corrupt row among
     the claimed goes DEAD alone and the claim is topped up with the next jobs.
+    With ``max_running``, other owners' live leases of the lane are counted
+    first (the caller's ``BEGIN IMMEDIATE`` holds the write lock, so the count
+    stays true).
     """
     await db.execute(sql.KILL_LOST, (_DEAD, LEASE_LOST_FMT, now, lane, _R, now))
+    if max_running is not None:
+        live = rows(await db.execute_fetchall(sql.LIVE_LEASES, (lane, _R, now, owner)))[0][0]
+        limit = claim_room(limit, max_running, int(live))
     found: list[tuple[int, JobRecord]] = []
     while len(found) < limit:
         n = limit - len(found)

@@ -125,6 +125,12 @@ REQUEUE = """
 PURGE = """
     DELETE FROM jobs WHERE seq IN (
         SELECT seq FROM jobs WHERE state = ? AND updated_at < ? LIMIT ?)"""
+# The lane's jobs running under a live lease of another owner (a fleet-wide ceiling's count).
+# Params: lane, running, now, owner.
+LIVE_LEASES = (
+    "SELECT COUNT(*) FROM jobs WHERE lane = ? AND state = ? AND lease_until > ?"
+    " AND lease_owner <> ?"
+)
 QUEUED_COUNT = "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE lane = ? AND state = ? LIMIT ?)"
 COUNTS = "SELECT lane, state, COUNT(*) FROM jobs GROUP BY lane, state"
 

@@ -22,6 +22,14 @@ checks them against each backend):
   lease has passed, the next ``claim`` on the lane may take the job over
   (another attempt), or, if its attempts are spent, moves it to ``DEAD``
   ("lease expired"), so a job that kills its worker cannot loop forever.
+- **Lane ceilings across processes.** ``claim(..., max_running=n)`` takes at
+  most ``n`` minus the lane's jobs ``RUNNING`` under a live lease
+  (``lease_until > now``) of any *other* owner, counted and claimed
+  atomically. The caller's own leases are left out because the caller knows
+  better which of its jobs still run (one whose outcome is not written yet
+  still holds its lease in the backlog): a caller running ``r`` jobs of the
+  lane passes ``n = ceiling - r``, and every process doing so keeps the whole
+  fleet at or under ``ceiling`` running jobs of that lane.
   A lease is *held* while the job is ``RUNNING`` with ``lease_owner == owner``
   (an expired lease nobody took over yet is still held); ``heartbeat``,
   ``complete`` and ``release`` from anyone else are ignored, not errors.
@@ -32,6 +40,15 @@ checks them against each backend):
   call: ``claim`` moves such a job to ``DEAD`` with ``error="corrupt row: ..."``
   and goes on; ``get``/``list_jobs`` return it with ``error`` set.
 - **Bounded reads.** Nothing loads the whole backlog: reads are ``LIMIT``-ed.
+- **Errors.** Every failure is a :class:`~scheduler.errors.BacklogError`; a lost
+  or refused database connection is :class:`BacklogUnavailable` (retry later:
+  the backend reconnects on its own).
+
+Optional: a backend that can be told about new work (PostgreSQL ``LISTEN``)
+also has ``async def wait_for_work(self, lane: str, timeout: float) -> None``
+(see :class:`WaitsForWork`): it returns as soon as work may have become due
+in ``lane`` (a submit, requeue, release or due retry in any process), or after
+``timeout`` seconds at the latest. Callers still poll: a wake-up is a hint.
 """
 
 from __future__ import annotations
@@ -53,10 +70,12 @@ __all__ = [
     "Backlog",
     "BacklogFull",
     "BacklogLocked",
+    "BacklogUnavailable",
     "JobRecord",
     "NewJob",
     "Outcome",
     "OutcomeKind",
+    "WaitsForWork",
 ]
 
 #: The states a durable job can be in.
@@ -70,6 +89,15 @@ class BacklogLocked(BacklogError):
 
     Nothing from the failed call was stored; everything stored earlier is safe.
     Retry later, or raise ``busy_timeout``.
+    """
+
+
+class BacklogUnavailable(BacklogError):
+    """The backlog's database could not be reached, or the connection was lost mid-call.
+
+    A write that failed this way may or may not have been applied (its commit
+    could have been lost in flight, as with any database); retry with backoff:
+    the backend reconnects by itself.
     """
 
 
@@ -240,9 +268,23 @@ class Backlog(Protocol):
         ...
 
     async def claim(
-        self, lane: str, limit: int, *, owner: str, lease_seconds: float, now: float
+        self,
+        lane: str,
+        limit: int,
+        *,
+        owner: str,
+        lease_seconds: float,
+        now: float,
+        max_running: int | None = None,
     ) -> list[JobRecord]:
-        """Lease up to ``limit`` due jobs of ``lane`` to ``owner``, in claim order."""
+        """Lease up to ``limit`` due jobs of ``lane`` to ``owner``, in claim order.
+
+        With ``max_running``, take at most ``max_running`` minus the lane's jobs
+        ``RUNNING`` under a live lease (``lease_until > now``) of any owner but
+        ``owner``, counted and claimed atomically: the room left under the lane's
+        fleet-wide ceiling once the caller's own running jobs are subtracted
+        from ``max_running`` by the caller.
+        """
         ...
 
     async def heartbeat(
@@ -299,6 +341,22 @@ class Backlog(Protocol):
     async def queued_count(self, lane: str, *, limit: int | None = None) -> int:
         """QUEUED jobs in ``lane`` (scheduled retries included), counting at most ``limit``."""
         ...
+
+
+@runtime_checkable
+class WaitsForWork(Protocol):
+    """A backlog that can wake idle claimers when work arrives (optional)."""
+
+    async def wait_for_work(self, lane: str, timeout: float) -> None:
+        """Return when work may have become due in ``lane``, or after ``timeout`` s."""
+        ...
+
+
+def claim_room(limit: int, max_running: int | None, running: int) -> int:
+    """How many jobs a claim may take: ``limit``, capped by a lane ceiling's free room."""
+    if max_running is None:
+        return max(0, limit)
+    return max(0, min(limit, max_running - running))
 
 
 def check_requeue_args(job_id: str | None, all_dead: bool) -> None:

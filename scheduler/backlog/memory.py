@@ -28,6 +28,7 @@ from .base import (
     NewJob,
     Outcome,
     check_requeue_args,
+    claim_room,
     decode_args,
     decode_json,
     lease_lost_error,
@@ -173,13 +174,31 @@ class MemoryBacklog(AsyncContext):
         return out
 
     async def claim(
-        self, lane: str, limit: int, *, owner: str, lease_seconds: float, now: float
+        self,
+        lane: str,
+        limit: int,
+        *,
+        owner: str,
+        lease_seconds: float,
+        now: float,
+        max_running: int | None = None,
     ) -> list[JobRecord]:
         self._check()
         if limit <= 0:
             return []
+        expired = self._expired(lane, now)
+        if max_running is not None:
+            rows = (self._rows[i] for i in self._running[lane])
+            live = sum(
+                1
+                for r in rows
+                if r.lease_owner != owner and r.lease_until is not None and r.lease_until > now
+            )
+            limit = claim_room(limit, max_running, live)
+            if limit <= 0:
+                return []
         due = self._pop_due(lane, limit, now)
-        chosen = sorted(due + self._expired(lane, now), key=lambda r: r.order)[:limit]
+        chosen = sorted(due + expired, key=lambda r: r.order)[:limit]
         taken = {row.id for row in chosen}
         for row in due:
             if row.id not in taken:

@@ -24,7 +24,11 @@ task writes everything queued (up to ``batch_max`` rows) in one transaction
 and resolves the futures, so each ``submit`` returns once its own rows are
 committed, and N concurrent submitters cost far fewer than N commits.
 ``claim`` is one ``UPDATE ... WHERE seq IN (SELECT ... LIMIT ?) RETURNING``
-(select-then-update on SQLite < 3.35); ``complete``/``heartbeat``/``release``
+(select-then-update on SQLite < 3.35); with ``max_running`` it first counts
+other owners' live leases of the lane in the same ``BEGIN IMMEDIATE``
+transaction, which holds the write lock, so claimers in other processes
+cannot interleave.
+``complete``/``heartbeat``/``release``
 are one ``executemany`` transaction each.
 
 Errors: a lock held past ``busy_timeout`` raises ``BacklogLocked``, a full
@@ -222,10 +226,17 @@ class SQLiteBacklog(AsyncContext):
     # -- claim and outcomes -----------------------------------------------------------
 
     async def claim(
-        self, lane: str, limit: int, *, owner: str, lease_seconds: float, now: float
+        self,
+        lane: str,
+        limit: int,
+        *,
+        owner: str,
+        lease_seconds: float,
+        now: float,
+        max_running: int | None = None,
     ) -> list[JobRecord]:
         self._check_open()
-        if limit <= 0:
+        if limit <= 0 or (max_running is not None and max_running <= 0):
             return []
         records = await self._transaction(
             partial(
@@ -236,6 +247,7 @@ class SQLiteBacklog(AsyncContext):
                 lease_until=now + lease_seconds,
                 now=now,
                 returning=self.use_returning,
+                max_running=max_running,
             )
         )
         self._stats["claimed"] += len(records)

@@ -1,0 +1,312 @@
+"""The health gate in front of batch work, breakers for interactive work, fallbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+import pytest
+
+from scheduler import (
+    BreakerConfig,
+    FakeClock,
+    Lane,
+    RetryPolicy,
+    Scheduler,
+    UpstreamUnavailable,
+)
+from scheduler.upstream_health import Upstream
+from tests.helpers import Gate, settle
+
+
+def status_error(status: int, **headers: str) -> httpx.HTTPStatusError:
+    request = httpx.Request("POST", "http://127.0.0.1/v1/complete")
+    response = httpx.Response(status, headers=headers, request=request)
+    return httpx.HTTPStatusError(f"HTTP {status}", request=request, response=response)
+
+
+def make(clock: FakeClock, *upstreams: Upstream, batch: int = 4) -> Scheduler:
+    return Scheduler(
+        ":memory:",
+        lanes=[Lane("interactive", 4, 50), Lane("batch", batch, 500, gated=True)],
+        clock=clock,
+        upstreams=list(upstreams),
+        shutdown_grace=0,
+    )
+
+
+async def test_one_retry_after_pauses_every_gated_job_for_that_upstream_to_the_second(
+    clock: FakeClock,
+) -> None:
+    sched = make(clock)
+    started: list[float] = []
+
+    async def first() -> None:
+        started.append(clock.now())
+        raise status_error(429, **{"retry-after": "30"})
+
+    async def later(tag: int) -> int:
+        started.append(clock.now())
+        return tag
+
+    async with sched:
+        with pytest.raises(httpx.HTTPStatusError):
+            await sched.call(first, lane="batch", upstream="llm")
+        waiting = [
+            asyncio.create_task(sched.call(later, i, lane="batch", upstream="llm"))
+            for i in range(5)
+        ]
+        await clock.advance_and_settle(29.9)
+        assert started == [0.0], "nothing for that upstream starts during the pause"
+        assert sched.stats().upstreams["llm"].paused_for == pytest.approx(0.1)
+        assert sched.stats().gate_reason == "retry_after"
+        await clock.advance_and_settle(0.1)
+        assert await asyncio.gather(*waiting) == [0, 1, 2, 3, 4]
+    assert started[1] == pytest.approx(30.0)
+    # other upstreams were never held
+    assert sched.gate.stats().closed_by["retry_after"] == 1
+
+
+async def test_other_upstreams_are_not_held_by_one_upstreams_pause(clock: FakeClock) -> None:
+    sched = Scheduler(
+        ":memory:",
+        lanes=[Lane("a", 2, 10, gated=True), Lane("b", 2, 10, gated=True)],
+        clock=clock,
+        shutdown_grace=0,
+    )
+
+    async def limited() -> None:
+        raise status_error(503, **{"retry-after": "60"})
+
+    async def fine() -> str:
+        return "ok"
+
+    async with sched:
+        with pytest.raises(httpx.HTTPStatusError):
+            await sched.call(limited, lane="a", upstream="one")
+        assert await sched.call(fine, lane="b", upstream="two") == "ok"
+
+
+async def test_open_breaker_fails_interactive_calls_at_once_without_touching_the_upstream(
+    clock: FakeClock,
+) -> None:
+    sched = make(clock, Upstream("llm", breaker=BreakerConfig(consecutive_failures=3)))
+    calls = 0
+
+    async def down() -> None:
+        nonlocal calls
+        calls += 1
+        raise status_error(503)
+
+    async def cached(_: str) -> str:
+        return "a degraded local answer"
+
+    async def ask(_: str) -> str:
+        nonlocal calls
+        calls += 1
+        return "fresh"
+
+    async with sched:
+        for _ in range(3):
+            with pytest.raises(httpx.HTTPStatusError):
+                await sched.call(down, upstream="llm")
+        assert sched.stats().upstreams["llm"].breaker == "open"
+        with pytest.raises(UpstreamUnavailable) as info:
+            await sched.call(ask, "q", upstream="llm")
+        assert info.value.retry_after == pytest.approx(30.0)
+        assert calls == 3
+        assert await sched.call(ask, "q", upstream="llm", fallback=cached) == (
+            "a degraded local answer"
+        )
+        assert calls == 3
+        assert sched.stats()["interactive"].fallbacks == 1
+        # after the cool-down, trials go through and close it again
+        await clock.advance_and_settle(30.0)
+        for _ in range(3):
+            assert await sched.call(ask, "q", upstream="llm") == "fresh"
+        assert sched.stats().upstreams["llm"].breaker == "closed"
+
+
+async def test_batch_yields_while_interactive_work_queues(clock: FakeClock) -> None:
+    inter, batch = Gate(), Gate()
+    sched = Scheduler(
+        ":memory:",
+        lanes=[Lane("interactive", 1, 10), Lane("batch", 4, 100, gated=True)],
+        clock=clock,
+        shutdown_grace=0,
+    )
+    async with sched:
+        first = asyncio.create_task(sched.call(inter.job("i1")))
+        queued = asyncio.create_task(sched.call(inter.job("i2")))
+        await settle()
+        jobs = [asyncio.create_task(sched.call(batch.job(i), lane="batch")) for i in range(3)]
+        await settle()
+        assert batch.started == [], "batch waits while interactive has a queue"
+        inter.release_one()
+        await settle()
+        assert inter.started == ["i1", "i2"]
+        assert batch.started != [], "the interactive queue is empty again: batch goes"
+        inter.release()
+        batch.release()
+        await asyncio.gather(first, queued, *jobs)
+
+
+async def test_rate_limit_headroom_keeps_a_reserve_for_interactive(clock: FakeClock) -> None:
+    sched = make(clock, Upstream("llm", interactive_reserve=0.2))
+    ran: list[str] = []
+
+    async def job(tag: str) -> None:
+        ran.append(tag)
+
+    async with sched:
+        sched.gate.observe_headers(
+            "llm",
+            {
+                "x-ratelimit-remaining-requests": "15",
+                "x-ratelimit-limit-requests": "100",
+                "x-ratelimit-reset-requests": "20s",
+            },
+            status=200,
+        )
+        batch = asyncio.create_task(sched.call(job, "batch", lane="batch", upstream="llm"))
+        await settle()
+        assert ran == []
+        await sched.call(job, "interactive", upstream="llm")
+        assert ran == ["interactive"]
+        await clock.advance_and_settle(20.0)
+        await batch
+    assert ran == ["interactive", "batch"]
+    assert sched.gate.stats().closed_by["rate_limit"] == 1
+
+
+async def test_adaptive_limit_ramps_up_and_cuts_back_on_overload(clock: FakeClock) -> None:
+    sched = make(clock, batch=16)
+    failing = False
+
+    async def work() -> None:
+        await clock.sleep(0.1)
+        if failing:
+            raise status_error(503)
+
+    async def run(n: int) -> None:
+        tasks = [
+            asyncio.create_task(sched.call(work, lane="batch", upstream="llm")) for _ in range(n)
+        ]
+        while not all(t.done() for t in tasks):
+            await clock.advance_and_settle(0.1)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async with sched:
+        assert sched.stats()["batch"].limit == 1  # starts small
+        await run(64)
+        grown = sched.stats()["batch"].limit
+        assert grown is not None
+        assert grown > 8
+        failing = True
+        await run(4)
+        cut = sched.stats()["batch"].limit
+        assert cut is not None
+        assert cut < grown
+
+
+async def test_retries_within_the_deadline_and_the_budget(clock: FakeClock) -> None:
+    sched = make(clock)
+    attempts = 0
+
+    async def flaky() -> str:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise httpx.ConnectError("reset")
+        return "ok"
+
+    async with sched:
+        task = asyncio.create_task(
+            sched.call(
+                flaky,
+                upstream="llm",
+                deadline=10.0,
+                retry=RetryPolicy(max_attempts=5, base=1.0, jitter="none"),
+            )
+        )
+        await clock.advance_and_settle(1.0)
+        await clock.advance_and_settle(2.0)
+        assert await task == "ok"
+        assert attempts == 3
+        # a retry that could not start within the deadline is not attempted
+        attempts = -10
+        with pytest.raises(httpx.ConnectError):
+            await sched.call(
+                flaky,
+                upstream="llm",
+                deadline=0.5,
+                retry=RetryPolicy(max_attempts=5, base=1.0, jitter="none"),
+            )
+        assert attempts == -9
+
+
+async def test_client_errors_are_not_retried_and_do_not_trip_the_breaker(
+    clock: FakeClock,
+) -> None:
+    sched = make(clock, Upstream("llm", breaker=BreakerConfig(consecutive_failures=2)))
+    calls = 0
+
+    async def bad_request() -> None:
+        nonlocal calls
+        calls += 1
+        raise status_error(400)
+
+    async with sched:
+        for _ in range(5):
+            with pytest.raises(httpx.HTTPStatusError):
+                await sched.call(bad_request, upstream="llm", retry=RetryPolicy(jitter="none"))
+    assert calls == 5
+    stats = sched.stats().upstreams["llm"]
+    assert stats.breaker == "closed"
+    assert stats.failures == {"client_error": 5}
+
+
+async def test_a_malformed_retry_after_never_crashes_the_dispatcher(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="floodgate")
+    sched = make(clock)
+
+    async def weird() -> None:
+        raise status_error(429, **{"retry-after": "tomorrow-ish"})
+
+    async def fine() -> str:
+        return "ok"
+
+    async with sched:
+        with pytest.raises(httpx.HTTPStatusError):
+            await sched.call(weird, lane="batch", upstream="llm")
+        assert await sched.call(fine, lane="batch", upstream="llm") == "ok"
+    assert any(r.msg["event"] == "upstream.bad_header" for r in caplog.records)  # type: ignore[index]
+
+
+async def test_every_gate_change_is_logged_with_its_reason(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="floodgate")
+    sched = make(clock)
+
+    async def limited() -> None:
+        raise status_error(429, **{"retry-after": "5"})
+
+    async def fine() -> None:
+        return None
+
+    async with sched:
+        with pytest.raises(httpx.HTTPStatusError):
+            await sched.call(limited, lane="batch", upstream="llm")
+        task = asyncio.create_task(sched.call(fine, lane="batch", upstream="llm"))
+        await clock.advance_and_settle(5.0)
+        await task
+    events = [
+        (r.msg["event"], r.msg.get("reason"))  # type: ignore[union-attr]
+        for r in caplog.records
+        if isinstance(r.msg, dict) and str(r.msg["event"]).startswith("gate.")
+    ]
+    assert events == [("gate.closed", "retry_after"), ("gate.opened", None)]
