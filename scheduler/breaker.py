@@ -8,7 +8,7 @@ The breaker is a three-state switch fed with call outcomes::
       │     or N in a row)             │    allow() / state read)   │
       │                                └── any trial fails ─────────┤
       │                                    (cooldown doubles)       │
-      └──────────── all ``half_open_trials`` trials succeed ────────┘
+      └──────── enough of the ``half_open_trials`` trials succeed ──┘
 
 - **closed**: every call goes. Outcomes land in a sliding window of
   ``window`` seconds, kept as ``buckets`` time buckets (bounded memory: an
@@ -18,10 +18,13 @@ The breaker is a three-state switch fed with call outcomes::
   ``consecutive_failures`` failures in a row whatever the volume.
 - **open**: nothing goes for ``cooldown`` seconds, or longer if the failure
   carried a ``Retry-After`` (never beyond ``max_cooldown``).
-- **half_open**: exactly ``half_open_trials`` calls are let through. When they
-  all succeed the breaker closes, with a fresh window and the cooldown back
-  at its base; one failure opens it again for twice the previous cooldown
-  (up to ``max_cooldown``).
+- **half_open**: exactly ``half_open_trials`` calls are let through. The
+  breaker forgives a minority of failed trials, as many as ``failure_ratio``
+  allows (with the defaults, 1 of 3), so an upstream that is degraded but
+  answering can close it. When enough trials succeed it closes, with a fresh
+  window and the cooldown back at its base; one failure more than forgiven,
+  or any failure carrying a ``Retry-After``, opens it again for twice the
+  previous cooldown (up to ``max_cooldown``).
 
 Protocol for callers: when :meth:`CircuitBreaker.allow` returns ``True``,
 report the call with exactly one of :meth:`~CircuitBreaker.record_success`,
@@ -75,7 +78,7 @@ class BreakerConfig:
         consecutive_failures: trip after this many failures in a row, any volume.
         cooldown: seconds the breaker stays open after the first trip.
         max_cooldown: upper bound on any open period (doubling, ``Retry-After``).
-        half_open_trials: trial calls let through, all of which must succeed to close.
+        half_open_trials: trial calls let through; a minority may fail (see above).
     """
 
     failure_ratio: float = 0.5
@@ -171,6 +174,7 @@ class CircuitBreaker:
         "_opened",
         "_rejected",
         "_state",
+        "_trial_failures",
         "_trial_successes",
         "_trials",
         "_window",
@@ -213,6 +217,7 @@ class CircuitBreaker:
         self._rejected = 0
         self._trials = 0
         self._trial_successes = 0
+        self._trial_failures = 0
 
     @property
     def config(self) -> BreakerConfig:
@@ -239,6 +244,14 @@ class CircuitBreaker:
         self._rejected += 1
         return False
 
+    def end_cooldown(self) -> None:
+        """An active probe says the upstream answers again: end the open period now
+        (the breaker goes half-open and lets its trials through)."""
+        now = self._clock.now()
+        if self._state is BreakerState.OPEN and self._open_until > now:
+            self._open_until = now
+            self._poll()
+
     def would_allow(self) -> bool:
         """Whether :meth:`allow` would say yes now, without taking a trial slot."""
         self._poll()
@@ -256,7 +269,7 @@ class CircuitBreaker:
             self._consecutive = 0
         elif self._state is BreakerState.HALF_OPEN:
             self._trial_successes += 1
-            if self._trial_successes >= self._config.half_open_trials:
+            if self._trial_successes >= self._config.half_open_trials - self._tolerated():
                 self._close()
 
     def record_failure(self, retry_after: float | None = None) -> None:
@@ -283,10 +296,19 @@ class CircuitBreaker:
             if total >= self._config.min_volume and failures >= self._config.failure_ratio * total:
                 self._open(now, hold, reason="failure ratio")
         elif self._state is BreakerState.HALF_OPEN:
-            self._cooldown = min(self._cooldown * 2.0, self._config.max_cooldown)
-            self._open(now, hold, reason="trial failed")
+            self._trial_failures += 1
+            if hold is not None or self._trial_failures > self._tolerated():
+                self._cooldown = min(self._cooldown * 2.0, self._config.max_cooldown)
+                self._open(now, hold, reason="trial failed")
         elif hold is not None and now + hold > self._open_until:
             self._open_until = now + hold
+
+    def _tolerated(self) -> int:
+        """Trial failures a half-open breaker forgives: the share ``failure_ratio``
+        allows, below a majority (so a degraded upstream answering most calls
+        can close it, while a down one cannot)."""
+        trials = self._config.half_open_trials
+        return min(int(trials * self._config.failure_ratio), (trials - 1) // 2)
 
     def release(self) -> None:
         """A call admitted by :meth:`allow` ended with no verdict on the upstream.
@@ -328,6 +350,7 @@ class CircuitBreaker:
         if self._state is BreakerState.OPEN and now >= self._open_until:
             self._trials = 0
             self._trial_successes = 0
+            self._trial_failures = 0
             self._transition(BreakerState.HALF_OPEN)
         return now
 

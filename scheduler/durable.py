@@ -25,7 +25,7 @@ import os
 import socket
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -115,6 +115,7 @@ class DurableRunner:
         on_finished: Callable[[list[str]], None],
         *,
         purge: bool = False,
+        count_queued: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._sched = sched
         self.lane = lane
@@ -123,6 +124,7 @@ class DurableRunner:
         self._options = options
         self._on_finished = on_finished
         self._purge = purge
+        self._count_queued_fn = count_queued
         self._stopping = False
         self._wakeup: asyncio.Future[None] | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -205,6 +207,7 @@ class DurableRunner:
                 await self._sleep(delay)
                 continue
             failures = 0
+            lane.backlog_queued = max(0, lane.backlog_queued - len(records))
             for ticket in tickets[len(records) :]:
                 sched._release(lane, ticket)
             for record, ticket in zip(records, tickets, strict=False):
@@ -393,6 +396,8 @@ class DurableRunner:
                 await self._sched.clock.sleep(delay)
                 continue
             failures = 0
+            # retried and released jobs wait in the backlog again
+            self.lane.backlog_queued += len(releases) + sum(o.kind == "retry" for o in outcomes)
             if outcomes:
                 self._on_finished([o.job_id for o in outcomes])
 
@@ -410,6 +415,7 @@ class DurableRunner:
                     await self._backlog.heartbeat(
                         ids, owner=self._owner, lease_seconds=options.lease, now=clock.wall()
                     )
+                await self._count_queued()
                 if self._purge and clock.now() >= next_purge:
                     next_purge = clock.now() + _PURGE_EVERY
                     purged = await self._backlog.purge(clock.wall() - options.retention)
@@ -417,6 +423,11 @@ class DurableRunner:
                         _log.info("backlog.purged", jobs=purged)
             except BacklogError as exc:
                 _log.warning("backlog.heartbeat_failed", lane=self.lane.name, error=str(exc))
+
+    async def _count_queued(self) -> None:
+        """Correct the lane's cached queued count (other processes submit too)."""
+        if self._count_queued_fn is not None:
+            await self._count_queued_fn()
 
     def running_job_ids(self) -> list[str]:
         return list(self._running)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from .breaker import BreakerState
 from .clock import Clock, SystemClock, TimerHandle
 from .errors import ConfigError
 from .logs import get_logger
@@ -226,6 +227,9 @@ class HealthGate:
                     ok = response.status_code < 500 and response.status_code != 429
                 except httpx.HTTPError:
                     ok = False
+                if ok and health.breaker.state is BreakerState.OPEN:
+                    health.breaker.end_cooldown()  # it answers again: try it now
+                    self._notify()
                 if ok != health.probe_ok:
                     health.probe_ok = ok
                     _log.info("upstream.probe", upstream=config.name, ok=ok)

@@ -109,12 +109,12 @@ class JobStore:
         fresh = self._clock.now() - self._counted_at.get(lane.name, -math.inf) < _COUNT_TTL
         if fresh and lane.backlog_queued < bound * 0.9:
             return
-        count = await self._count(lane)
+        count = await self.count(lane)
         if count >= bound:
             lane.count_shed("queue_full")
             raise Overloaded(lane.name, lane.retry_after(), queued=count)
 
-    async def _count(self, lane: LaneState) -> int:
+    async def count(self, lane: LaneState) -> int:
         """Single-flight count of a lane's queued jobs in the backlog."""
         pending = self._counting.get(lane.name)
         if pending is not None:
@@ -136,7 +136,7 @@ class JobStore:
 
     async def refresh_counts(self, lanes: list[LaneState]) -> None:
         for lane in lanes:
-            await self._count(lane)
+            await self.count(lane)
 
     # -- look-ups -------------------------------------------------------------------
 

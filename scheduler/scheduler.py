@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
@@ -35,6 +36,7 @@ from typing import Any, ParamSpec, TypeVar
 from ._lane_state import LaneState, Ticket
 from ._validate import check_number
 from .backlog import make_backlog
+from .breaker import BreakerState
 from .clock import Clock, SystemClock
 from .durable import BacklogOptions, DurableRunner, new_owner_id
 from .errors import (
@@ -58,7 +60,7 @@ from .metrics import SchedulerStats
 from .retry import RetryPolicy
 from .tasks import DEFAULT_RETRY, Task, check_task_function, task_name
 from .upstream import FailureKind, classify
-from .upstream_health import Upstream
+from .upstream_health import Upstream, UpstreamHealth
 
 __all__ = ["DEFAULT_LANES", "Scheduler"]
 
@@ -162,6 +164,7 @@ class Scheduler:
         self._running = 0
         self._state = _State.NEW
         self._idle_waiter: asyncio.Future[bool] | None = None
+        self._grace_cut = False
         self._unsubscribe_gate: Callable[[], None] | None = None
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._store: JobStore | None = None
@@ -217,7 +220,14 @@ class Scheduler:
         self._store = store
         self._runners = {
             lane.name: DurableRunner(
-                self, lane, backlog, self.owner, opts, store.finished, purge=(i == 0)
+                self,
+                lane,
+                backlog,
+                self.owner,
+                opts,
+                store.finished,
+                purge=(i == 0),
+                count_queued=functools.partial(store.count, lane),
             )
             for i, lane in enumerate(
                 ln for ln in self._ordered if ln.config.durable and ln.run_here
@@ -245,7 +255,7 @@ class Scheduler:
         for runner in self._runners.values():
             runner.stop_claiming()
         try:
-            if self.shutdown_grace > 0 and not self._is_idle():
+            if self.shutdown_grace > 0 and not self._grace_cut and not self._is_idle():
                 handle = self.clock.call_at(
                     self.clock.now() + self.shutdown_grace, lambda: self._resolve_idle(False)
                 )
@@ -258,8 +268,10 @@ class Scheduler:
             while self._running:
                 # Cancelled jobs unwind in their own tasks; wait for the last seat.
                 await self._wait_idle()
-            await self._close_backlog()
+            # the last outcomes and lease releases are written even if we are cancelled
+            await asyncio.shield(self._close_backlog())
             await self.gate.stop_probes()
+            self._grace_cut = False
             if self._unsubscribe_gate is not None:
                 self._unsubscribe_gate()
                 self._unsubscribe_gate = None
@@ -274,6 +286,16 @@ class Scheduler:
         store, self._store = self._store, None
         if store is not None:
             await store.backlog.close()
+
+    def end_grace(self) -> None:
+        """Cut the shutdown grace short (a worker's second signal).
+
+        During the grace: running jobs are cancelled now (durable ones have
+        their leases released). Before the stop began: it will take no grace.
+        """
+        self._grace_cut = True
+        if self._state is _State.DRAINING:
+            self._resolve_idle(False)
 
     def _hard_stop(self) -> None:
         """Grace is over: drop what still waits, cancel what still runs."""
@@ -402,7 +424,7 @@ class Scheduler:
                 ticket = self._admit(lane, priority, left, upstream)
                 if ticket.future is not None:
                     await self._wait_for_seat(ticket)
-                if health is not None and not health.breaker.allow():
+                if health is not None and not self._breaker_admits(health, lane):
                     self._release_unstarted(ticket)
                     raise UpstreamUnavailable(upstream or "", health.breaker.retry_after())
                 return await self._run(ticket, fn, args, timeout)
@@ -431,6 +453,13 @@ class Scheduler:
                     _log.debug("job.retry", lane=lane.name, attempt=attempt, delay=delay)
                 await clock.sleep(delay)
                 attempt += 1
+
+    @staticmethod
+    def _breaker_admits(health: UpstreamHealth, lane: LaneState) -> bool:
+        """Gated work takes a half-open trial slot; live work only needs it not open."""
+        if lane.gated:
+            return health.breaker.allow()
+        return health.breaker.state is not BreakerState.OPEN
 
     async def _run_fallback(
         self,

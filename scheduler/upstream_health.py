@@ -66,7 +66,7 @@ class Upstream:
     max_latency_p95: float | None = None
     rpm: float | None = None
     tpm: float | None = None
-    interactive_reserve: float = 0.2
+    interactive_reserve: float = 0.1
     retry_ratio: float = 0.2
     throttle_k: float | None = 2.0
     probe_url: str | None = None
@@ -204,26 +204,30 @@ class UpstreamHealth:
             waits.append(breaker_wait)
         if now < self._paused_until:
             waits.append(self._paused_until - now)
-        reset = self._reset_in(now)
-        if reset is not None:
-            waits.append(reset)
+        headroom = self._headroom_wait(now)
+        if headroom > 0:
+            waits.append(headroom)
         return max(0.001, min(waits))
 
     def _headroom_exhausted(self, now: float) -> bool:
-        info = self._limits
-        if info.remaining_requests is None or info.limit_requests is None:
-            return False
-        reset = self._reset_in(now)
-        if reset is None or reset <= 0:
-            return False
-        return info.remaining_requests <= self.config.interactive_reserve * info.limit_requests
+        return self._headroom_wait(now) > 0
 
-    def _reset_in(self, now: float) -> float | None:
-        reset = self._limits.reset_requests
-        if reset is None:
-            return None
-        left = self._limits_at + reset - now
-        return left if left > 0 else None
+    def _headroom_wait(self, now: float) -> float:
+        """Seconds until the request budget the headers reported rises above the
+        interactive reserve, assuming it refills linearly until its reset."""
+        info = self._limits
+        remaining, limit, reset = info.remaining_requests, info.limit_requests, info.reset_requests
+        if remaining is None or limit is None or not reset or limit <= 0:
+            return 0.0
+        elapsed = now - self._limits_at
+        if elapsed >= reset:
+            return 0.0
+        reserve = self.config.interactive_reserve * limit
+        rate = (limit - remaining) / reset  # refill per second
+        estimate = remaining + rate * elapsed
+        if estimate > reserve:
+            return 0.0
+        return (reserve - estimate) / rate + 1e-3 if rate > 0 else reset - elapsed
 
     def _window(self, now: float) -> tuple[int, int, float | None]:
         horizon = now - self.config.window
@@ -234,8 +238,13 @@ class UpstreamHealth:
         return failed, len(recent), p95
 
     def admit_interactive(self, cost: float = 0.0) -> None:
-        """Raise :class:`UpstreamUnavailable` if an interactive call should not go now."""
-        if not self.breaker.would_allow():
+        """Raise :class:`UpstreamUnavailable` if an interactive call should not go now.
+
+        Only an *open* breaker refuses live calls: while it is half-open they go
+        (few, bounded by their lane) and count as trials; batch work waits for
+        the trial slots instead.
+        """
+        if self.breaker.state is BreakerState.OPEN:
             raise UpstreamUnavailable(self.name, self.breaker.retry_after())
         closed = self.breaker.state is BreakerState.CLOSED  # half-open trials are not throttled
         if closed and self._throttle is not None and self._throttle.should_reject():

@@ -236,9 +236,9 @@ def test_all_trials_succeeding_closes() -> None:
     r.half_open()
     for _ in range(3):
         assert r.breaker.allow()
-    r.succeed(2)
+    r.succeed(1)
     assert r.breaker.state is HALF_OPEN
-    r.succeed()
+    r.succeed()  # 2 of 3: the third may still fail, one failure is forgiven
     assert r.breaker.state is CLOSED
     assert r.changes == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED)]
     stats = r.breaker.stats()
@@ -249,13 +249,36 @@ def test_all_trials_succeeding_closes() -> None:
 def test_closing_starts_a_fresh_window() -> None:
     r = Recorder()
     r.half_open()
-    r.succeed(3)
+    r.succeed(2)
     r.fail(19)  # the 20 failures that tripped it are forgotten
     assert r.breaker.state is CLOSED
 
 
+def test_a_degraded_upstream_can_close_the_breaker_a_down_one_cannot() -> None:
+    r = Recorder(half_open_trials=3)
+    r.half_open()
+    r.fail()  # one trial of three fails: forgiven
+    assert r.breaker.state is HALF_OPEN
+    r.succeed(2)
+    assert r.breaker.state is CLOSED
+    r.fail(20)
+    r.clock.advance(r.breaker.retry_after() or 0.0)
+    assert r.breaker.state is HALF_OPEN
+    r.fail()
+    r.fail()  # a majority failed: open again
+    assert r.breaker.state is OPEN
+
+
+def test_a_trial_failure_with_retry_after_reopens_at_once() -> None:
+    r = Recorder(half_open_trials=3)
+    r.half_open()
+    r.breaker.record_failure(retry_after=45.0)
+    assert r.breaker.state is OPEN
+    assert r.breaker.retry_after() == pytest.approx(60.0)
+
+
 def test_trial_failure_reopens_with_doubled_cooldown() -> None:
-    r = Recorder(cooldown=30, max_cooldown=200)
+    r = Recorder(cooldown=30, max_cooldown=200, half_open_trials=1)
     r.half_open()
     assert r.breaker.allow()
     r.fail()

@@ -1,1 +1,8 @@
-"""The standalone Floodgate process: command line, signals, logging set-up."""
+"""The standalone Floodgate process: the ``floodgate`` command line, signals,
+logging set-up and the admin server (the library in ``scheduler`` does none of these).
+
+- ``cli.py``: argparse entry point; ``commands/``: one module per sub-command
+- ``run.py``: the worker's life (drain, graceful stop, second signal)
+- ``signals.py``, ``logging_setup.py``, ``admin_server.py``: process concerns
+- ``app_loader.py`` (``--app module:attr``), ``backlog_access.py``, ``progress.py``
+"""

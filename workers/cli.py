@@ -1,25 +1,43 @@
-"""The ``floodgate`` command line.
+"""The ``floodgate`` command line (also ``python -m workers``).
 
-The worker, status, jobs and drill sub-commands arrive with their issues; this
-release answers ``--version`` and ``--help``.
+::
+
+    floodgate worker  --app myapp:sched [--backlog PATH] [--lanes batch] [--admin 127.0.0.1:8765]
+    floodgate status  [--backlog PATH | --app myapp:sched]
+    floodgate jobs    list [--state dead] | show ID | requeue ID|--all-dead
+    floodgate submit  TASK --args '[...]' --app myapp:sched
+    floodgate pause   [--reason R] | resume      (a running worker, through its admin API)
+    floodgate drain   --until-empty --app myapp:sched
+
+Each sub-command lives in ``workers/commands/``. Errors the user can fix are
+printed as one line (exit 2: the command line or the app is wrong; exit 1:
+something failed at run time), without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-__all__ = ["main"]
+from .commands import COMMANDS
+from .errors import CommandError
+
+__all__ = ["build_parser", "main"]
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="floodgate",
         description="Floodgate: a job scheduler with bounded lanes for fragile upstreams.",
-        epilog="Try the quickstart: python examples/quickstart.py",
+        epilog="Run 'floodgate COMMAND --help' for a command's options. "
+        "Try the quickstart: python examples/quickstart.py",
     )
     parser.add_argument("--version", action="version", version=_version())
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(subparsers)
     return parser
 
 
@@ -32,7 +50,24 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``floodgate`` console script; returns the exit code."""
-    parser = _build_parser()
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["drill"]:  # the drill parses its own options, --help included
+        from workers.drill import run_drill
+
+        return run_drill(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 0
+    try:
+        code: int = handler(args)
+    except CommandError as exc:
+        if exc.detail:
+            sys.stderr.write(exc.detail.rstrip() + "\n")
+        print(f"floodgate {args.command}: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return code

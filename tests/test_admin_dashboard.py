@@ -1,0 +1,280 @@
+"""The dashboard in headless Chromium: it loads without script errors, shows what
+``/api/status`` reports, hides changes without a token, and a screenshot is saved.
+
+Needs Debian's ``chromium`` (``apt-get install -y chromium``): skipped without it,
+unless ``CI`` is set, where a missing browser fails the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from scheduler import JobState, Scheduler, SchedulerError
+from scheduler.asgi import admin_app
+
+from .admin_fixtures import TOKEN, busy_scheduler
+from .cdp import Browser
+from .http_helpers import serve
+from .worker_helpers import wait_until
+
+pytestmark = pytest.mark.slow
+
+FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-extensions", "--enable-logging=stderr", "--v=0", "--hide-scrollbars",
+)  # fmt: skip
+
+
+@pytest.fixture
+def chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail("CI is set but chromium is missing: apt-get install -y chromium")
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    return path
+
+
+async def browse(chromium: str, tmp: Path, url: str, *action: str, budget: int) -> tuple[str, str]:
+    """Run headless Chromium once; its stdout (``--dump-dom``) and stderr (console)."""
+    profile = tmp / f"profile-{random.getrandbits(32):x}"
+    proc = await asyncio.create_subprocess_exec(
+        chromium, *FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget}",
+        "--window-size=1280,1000", *action, url,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(60):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+    return out.decode(), err.decode(errors="replace")
+
+
+class LaneCells(HTMLParser):
+    """``{lane: {field: (data-value, text)}}`` from the lanes table, and element flags."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lanes: dict[str, dict[str, tuple[str | None, str]]] = {}
+        self.hidden: dict[str, bool] = {}
+        self.body: dict[str, str | None] = {}
+        self._lane: str | None = None
+        self._open: list[tuple[str, str, str | None, list[str]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "body":
+            self.body = a
+        if a.get("id"):
+            self.hidden[a["id"]] = "hidden" in a
+        if tag == "tr" and a.get("data-lane"):
+            self._lane = a["data-lane"]
+            self.lanes[self._lane] = {}
+        field = a.get("data-field")
+        if field and self._lane is not None:
+            self._open.append((tag, field, a.get("data-value"), []))
+
+    def handle_data(self, data: str) -> None:
+        for _, _, _, parts in self._open:
+            parts.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._open and self._open[-1][0] == tag:
+            _, field, value, parts = self._open.pop()
+            assert self._lane is not None
+            self.lanes[self._lane][field] = (value, "".join(parts).strip())
+        if tag == "tr":
+            self._lane = None
+
+
+def errors_box(dom: str) -> str:
+    match = re.search(r'<pre id="errors"[^>]*>(.*?)</pre>', dom, re.S)
+    assert match, "the page has its #errors box"
+    return match.group(1)
+
+
+def console_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+async def check_page(chromium: str, tmp: Path, url: str, status: dict[str, Any]) -> LaneCells:
+    dom, stderr = await browse(chromium, tmp, url, "--dump-dom", budget=3000)
+    assert console_lines(stderr) == [], "no console messages (errors or otherwise)"
+    assert errors_box(dom) == "", "no script errors"
+    page = LaneCells()
+    page.feed(dom)
+    assert int(page.body.get("data-polls") or 0) >= 1, "the page polled /api/status"
+    assert list(page.lanes) == [lane["name"] for lane in status["lanes"]]
+    for lane in status["lanes"]:
+        cells = page.lanes[lane["name"]]
+        for field in ("queued", "running", "completed", "failed", "shed_total"):
+            assert cells[field][0] == str(lane[field]), (lane["name"], field)
+        assert cells["max_concurrency"][1] == str(lane["max_concurrency"])
+        for field, summary, q in (("wait_p95", "wait", "p95"), ("run_p99", "run", "p99")):
+            shown = cells[field][0]
+            expected = lane[summary][q]
+            assert (float(shown) if shown else None) == pytest.approx(expected), field
+    assert cells["backlog"][1] == "3 / 0 / 2"  # batch: queued / running / dead
+    assert page.lanes["interactive"]["shed_total"][1] == "1"
+    assert "gate closed: maintenance" in dom
+    assert dom.count('<tr data-job="') == 2, "the dead jobs are listed"
+    return page
+
+
+async def test_dashboard_shows_the_status_and_hides_changes_without_a_token(
+    chromium: str, tmp_path: Path
+) -> None:
+    async with busy_scheduler(tmp_path / "d.db") as sched:
+        async with serve(admin_app(sched, token=TOKEN)) as url:
+            async with httpx.AsyncClient() as client:
+                status = (await client.get(f"{url}/api/status")).json()
+            page = await check_page(chromium, tmp_path, url + "/", status)
+            assert page.hidden["actions"] is False
+            assert page.hidden["readonly"] is True
+        async with serve(admin_app(sched)) as url:
+            page = await check_page(chromium, tmp_path, url + "/", status)
+            assert page.hidden["actions"] is True
+            assert page.hidden["readonly"] is False
+
+
+async def load(sched: Scheduler, stop: asyncio.Event) -> None:
+    """Interactive calls of 5-60 ms to an upstream "llm" that fails now and then
+    (429s and 503s), some shed, until ``stop``."""
+    rng = random.Random(7)
+    request = httpx.Request("POST", "http://llm.invalid/v1/chat")
+
+    async def upstream_call() -> None:
+        await asyncio.sleep(rng.uniform(0.005, 0.06))
+        roll = rng.random()
+        if roll < 0.12:
+            status = 429 if roll < 0.04 else 503
+            response = httpx.Response(status, request=request)
+            raise httpx.HTTPStatusError(f"{status}", request=request, response=response)
+
+    async def one() -> None:
+        with contextlib.suppress(SchedulerError, httpx.HTTPStatusError):
+            await sched.call(upstream_call, upstream="llm")
+
+    tasks: set[asyncio.Task[None]] = set()
+    for _ in range(10_000):  # bounded; stops far sooner
+        if stop.is_set():
+            break
+        task = asyncio.create_task(one())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        await asyncio.sleep(rng.uniform(0.002, 0.012))
+    await asyncio.gather(*tasks)
+
+
+async def test_dashboard_screenshot_under_load(chromium: str, tmp_path: Path) -> None:
+    shot = tmp_path / "dashboard.png"
+    async with busy_scheduler(tmp_path / "d.db") as sched:
+        stop = asyncio.Event()
+        traffic = asyncio.create_task(load(sched, stop))
+        try:
+            async with serve(admin_app(sched, token=TOKEN)) as url:
+                _, stderr = await browse(
+                    chromium, tmp_path, url + "/", f"--screenshot={shot}", budget=40_000
+                )
+        finally:
+            stop.set()
+            await traffic
+    assert console_lines(stderr) == []
+    data = shot.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(data) > 20_000
+    if os.environ.get("FLOODGATE_SCREENSHOT_TO"):  # e.g. docs/dashboard.png, by hand
+        shutil.copy(shot, os.environ["FLOODGATE_SCREENSHOT_TO"])
+
+
+async def page_until(browser: Browser, page: str, expression: str, timeout: float = 15.0) -> None:
+    """Poll a JavaScript condition in the page (every 10 ms, bounded)."""
+    async with asyncio.timeout(timeout):
+        # the condition lives in another process (the browser): no Event to await
+        while not await browser.evaluate(page, expression):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def dead_count(sched: Scheduler) -> int:
+    return len(await sched.jobs(JobState.DEAD))
+
+
+CLICK = "document.getElementById({!r}).click()"
+TYPE = (
+    "(() => {{ const box = document.getElementById({!r}); box.value = {!r};"
+    " box.dispatchEvent(new Event('change')); }})()"
+)
+
+
+async def test_dashboard_buttons_pause_resume_and_requeue(chromium: str, tmp_path: Path) -> None:
+    async with (
+        busy_scheduler(tmp_path / "d.db") as sched,
+        serve(admin_app(sched, token=TOKEN)) as url,
+    ):
+        browser = await Browser.launch(chromium, tmp_path / "cdp-profile")
+        try:
+            page = await browser.open(url + "/")
+            await page_until(
+                browser, page, "document.querySelectorAll('#dead tbody tr').length == 2"
+            )
+
+            await browser.evaluate(page, CLICK.format("resume"))  # no token yet: asks for it
+            notice = "document.getElementById('notice').textContent"
+            await page_until(browser, page, f"{notice} === 'enter the admin token first'")
+            assert sched.gate.reason == "maintenance"
+
+            await browser.evaluate(page, TYPE.format("token", "wrong"))
+            await browser.evaluate(page, CLICK.format("resume"))
+            await page_until(browser, page, f"{notice}.startsWith('refused')")
+            assert not sched.gate.is_open
+
+            await browser.evaluate(page, TYPE.format("token", TOKEN))
+            await browser.evaluate(page, CLICK.format("resume"))
+            await wait_until(lambda: sched.gate.is_open)
+            await browser.evaluate(page, TYPE.format("reason", "from the dashboard"))
+            await browser.evaluate(page, CLICK.format("pause"))
+            await wait_until(lambda: sched.gate.reason == "from the dashboard")
+            gate = "document.getElementById('gate').textContent"
+            await page_until(browser, page, f"{gate} === 'gate closed: from the dashboard'")
+
+            await browser.evaluate(page, "document.querySelector('#dead tbody button').click()")
+            for _ in range(1500):  # bounded: ~15 s
+                if await dead_count(sched) == 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert await dead_count(sched) == 1
+            await page_until(
+                browser, page, "document.querySelectorAll('#dead tbody tr').length == 1"
+            )
+            await browser.evaluate(page, CLICK.format("requeue-all"))
+            for _ in range(1500):
+                if await dead_count(sched) == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert await dead_count(sched) == 0
+        finally:
+            await browser.close()
+    problems = browser.console_problems()
+    refused = [
+        p for p in problems if "401 (Unauthorized)" in p["params"].get("entry", {}).get("text", "")
+    ]
+    assert len(refused) == 1, "the browser logs the one refused request (the wrong token)"
+    assert [p for p in problems if p not in refused] == [], "no script errors or console calls"

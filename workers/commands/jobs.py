@@ -1,0 +1,158 @@
+"""``floodgate jobs list|show|requeue``: look at and repair durable jobs in the backlog file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+from scheduler import JobState
+from scheduler.backlog import JobRecord
+
+from ..backlog_access import add_backlog_args, display, open_backlog, resolve_backlog
+from ..errors import CommandError
+
+__all__ = ["format_job", "format_jobs", "register"]
+
+_DURABLE = [s.value for s in (JobState.QUEUED, JobState.RUNNING, JobState.DONE, JobState.DEAD)]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "jobs",
+        help="list, show and requeue durable jobs",
+        description="Read or repair jobs in the backlog (no running worker "
+        "needed; a running worker picks requeued jobs up at its next poll).",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    parser.set_defaults(handler=lambda args: _help(parser))
+
+    lister = actions.add_parser("list", help="jobs, oldest first")
+    lister.add_argument("--state", choices=_DURABLE, help="only jobs in this state")
+    lister.add_argument("--lane", help="only jobs of this lane")
+    lister.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    lister.add_argument("--offset", type=int, default=0, help="skip this many first")
+    add_backlog_args(lister)
+    lister.set_defaults(handler=_list)
+
+    shower = actions.add_parser("show", help="one job: args, result, error and traceback")
+    shower.add_argument("job_id", metavar="ID")
+    add_backlog_args(shower)
+    shower.set_defaults(handler=_show)
+
+    requeuer = actions.add_parser("requeue", help="put a dead job (or all) back in the queue")
+    which = requeuer.add_mutually_exclusive_group(required=True)
+    which.add_argument("job_id", metavar="ID", nargs="?", help="the dead job to requeue")
+    which.add_argument("--all-dead", action="store_true", help="every dead job")
+    requeuer.add_argument("--lane", help="with --all-dead: only this lane's")
+    add_backlog_args(requeuer)
+    requeuer.set_defaults(handler=_requeue)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 10_000 or args.offset < 0:
+        raise CommandError("--limit must be 1..10000 and --offset >= 0", exit_code=2)
+    path, _ = resolve_backlog(args)
+    state = JobState(args.state) if args.state else None
+
+    async def read() -> list[JobRecord]:
+        async with open_backlog(path) as backlog:
+            return await backlog.list_jobs(state, args.lane, limit=args.limit, offset=args.offset)
+
+    print(format_jobs(asyncio.run(read())))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    path, _ = resolve_backlog(args)
+
+    async def read() -> JobRecord | None:
+        async with open_backlog(path) as backlog:
+            return await backlog.get(args.job_id)
+
+    record = asyncio.run(read())
+    if record is None:
+        raise CommandError(
+            f"no job {args.job_id!r} in {display(path)} (never submitted, or purged)"
+        )
+    print(format_job(record))
+    return 0
+
+
+def _requeue(args: argparse.Namespace) -> int:
+    if args.lane and not args.all_dead:
+        raise CommandError("--lane goes with --all-dead", exit_code=2)
+    path, _ = resolve_backlog(args)
+
+    async def requeue() -> int:
+        async with open_backlog(path) as backlog:
+            if args.all_dead:
+                return await backlog.requeue(all_dead=True, lane=args.lane, now=time.time())
+            record = await backlog.get(args.job_id)
+            if record is None:
+                raise CommandError(f"no job {args.job_id!r} in {display(path)}")
+            if record.state is not JobState.DEAD:
+                raise CommandError(
+                    f"job {args.job_id} is {record.state.value}; only dead jobs are requeued"
+                )
+            return await backlog.requeue(args.job_id, now=time.time())
+
+    count = asyncio.run(requeue())
+    print(f"requeued {count} job{'s' if count != 1 else ''}")
+    return 0
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def format_jobs(records: list[JobRecord]) -> str:
+    """One line per job: id, task, lane, state, attempts, last update, first line of error."""
+    if not records:
+        return "(no jobs)"
+    header = (
+        f"{'id':<32}  {'task':<24} {'lane':<12} {'state':<8} {'tries':>5}  {'updated':<19}  error"
+    )
+    rows = [header, "-" * len(header)]
+    for r in records:
+        error = (r.error or "").splitlines()[0][:60] if r.error else ""
+        tries = f"{r.attempts}/{r.max_attempts}"
+        rows.append(
+            f"{r.id:<32}  {r.task[:24]:<24} {r.lane[:12]:<12} {r.state.value:<8} {tries:>5}  "
+            f"{_when(r.updated_at):<19}  {error}".rstrip()
+        )
+    return "\n".join(rows)
+
+
+def format_job(r: JobRecord) -> str:
+    """Every field of one job, traceback last."""
+    fields = [
+        ("id", r.id),
+        ("task", r.task),
+        ("lane", r.lane),
+        ("state", r.state.value),
+        ("attempts", f"{r.attempts} of {r.max_attempts}"),
+        ("priority", f"{r.priority:g}"),
+        ("key", r.key or "-"),
+        ("created", _when(r.created_at)),
+        ("updated", _when(r.updated_at)),
+        ("run at", _when(r.run_at)),
+        ("deadline", _when(r.deadline_at)),
+        ("lease", f"{r.lease_owner} until {_when(r.lease_until)}" if r.lease_owner else "-"),
+        ("args", json.dumps(r.args)),
+        ("result", json.dumps(r.result) if r.state is JobState.DONE else "-"),
+        ("error", r.error or "-"),
+    ]
+    lines = [f"{name + ':':<10} {value}" for name, value in fields]
+    if r.traceback:
+        lines += ["traceback:", r.traceback.rstrip()]
+    return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""``floodgate status``: lanes and backlog counts, read straight from the backlog file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from scheduler import Scheduler
+
+from ..backlog_access import add_backlog_args, display, open_backlog, resolve_backlog
+
+__all__ = ["format_status", "register", "run"]
+
+_STATES = ("queued", "running", "done", "dead")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        help="lanes and backlog counts (no running worker needed)",
+        description="Read the backlog (no running worker needed) and print jobs per lane "
+        "and state. "
+        "With --app the lanes' ceilings and flags come from your Scheduler.",
+    )
+    add_backlog_args(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    path, sched = resolve_backlog(args)
+    counts = asyncio.run(_counts(path))
+    print(format_status(path, counts, sched))
+    return 0
+
+
+async def _counts(path: str) -> dict[str, dict[str, int]]:
+    async with open_backlog(path) as backlog:
+        return await backlog.counts()
+
+
+def format_status(
+    path: str, counts: Mapping[str, Mapping[str, int]], sched: Scheduler | None = None
+) -> str:
+    """The table ``floodgate status`` prints."""
+    configs = {lane.name: lane for lane in sched.lanes} if sched is not None else {}
+    names = [n for n, lane in configs.items() if lane.durable or n in counts]
+    names += sorted(set(counts) - set(names))
+    header = f"{'lane':<14}" + "".join(f"{s:>10}" for s in _STATES) + f"{'ceiling':>9}  flags"
+    rows = [f"backlog {display(path)}", header, "-" * len(header)]
+    for name in names:
+        lane = configs.get(name)
+        ceiling = str(lane.max_concurrency) if lane is not None else "-"
+        flags = ""
+        if lane is not None:
+            flags = ", ".join(
+                flag for flag, on in (("durable", lane.durable), ("gated", lane.gated)) if on
+            )
+        cells = "".join(f"{counts.get(name, {}).get(s, 0):>10}" for s in _STATES)
+        rows.append(f"{name:<14}{cells}{ceiling:>9}  {flags}".rstrip())
+    if not names:
+        rows.append("(no jobs)")
+    totals = {s: sum(c.get(s, 0) for c in counts.values()) for s in _STATES}
+    rows.append("total " + ", ".join(f"{s} {n}" for s, n in totals.items()))
+    return "\n".join(rows)

@@ -1,0 +1,80 @@
+"""The facts a drill report starts with: the machine, the script, the code under test."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from .config import Profile
+from .floodgate_client import BATCH_RETRY, upstream_settings
+
+__all__ = ["run_facts"]
+
+
+def run_facts(p: Profile, wall_seconds: float) -> list[list[str]]:
+    """The run's setting, one ``[key, value]`` per row."""
+    up = p.upstream
+    phases = ", ".join(f"{ph.name} {ph.seconds:g}s ({ph.mode})" for ph in p.phases)
+    affinity = getattr(os, "sched_getaffinity", None)
+    cpus = len(affinity(0)) if affinity is not None else os.cpu_count()
+    return [
+        ["reproduce", f"`python -m workers.drill --profile {p.name}`"],
+        ["date (UTC)", datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")],
+        [
+            "machine",
+            f"{platform.python_implementation()} {platform.python_version()}, "
+            f"{cpus} CPUs, {platform.platform()}",
+        ],
+        ["phases", phases],
+        [
+            "upstream",
+            f"127.0.0.1, cap {up.max_in_flight} in flight, {up.service_time * 1000:g} ms "
+            f"answers, {up.rate_limit:g} req/s (bucket {up.burst:g}); degraded "
+            f"{up.degraded_service_time * 1000:g} ms + {up.degraded_error_rate:.0%} 500/503; "
+            f"capacity {up.capacity:g} req/s",
+        ],
+        [
+            "load",
+            f"{p.batch_jobs:,} batch jobs from {p.burst_at:g}s over {p.burst_over:g}s; "
+            f"interactive {p.interactive_rate:g}/s, deadline {p.interactive_deadline:g}s "
+            "end to end "
+            f"(start within {p.interactive_deadline / 2:g}s, run within "
+            f"{p.interactive_deadline / 2:g}s)",
+        ],
+        [
+            "floodgate",
+            f"interactive {p.interactive_seats} seats, batch {p.batch_seats} seats "
+            f"(durable, gated; up to {BATCH_RETRY.max_attempts} attempts, backoff "
+            f"{BATCH_RETRY.base:g}-{BATCH_RETRY.cap:g}s), shared ceiling {up.max_in_flight}; "
+            + upstream_settings(p, base_url="http://127.0.0.1")[1],
+        ],
+        ["floodgate version", _version()],
+        ["wall clock", f"{wall_seconds:.1f}s for both runs"],
+    ]
+
+
+def _version() -> str:
+    """The installed version, and the git commit (flagged if scheduler/ has local changes)."""
+    try:
+        version = metadata.version("floodgate")
+    except metadata.PackageNotFoundError:
+        version = "not installed"
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=5, check=True
+        )
+        return done.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "scheduler")
+    except (OSError, subprocess.SubprocessError):
+        return version
+    local = " + uncommitted changes in scheduler/" if dirty else ""
+    return f"{version}, commit {commit}{local}"
