@@ -1,12 +1,13 @@
 """Floodgate's benchmarks.
 
-Run them all from the repository root (about a minute on two cores)::
+Run them all from the repository root (about four minutes on two cores)::
 
     python -m benchmarks            # every benchmark, full size
     python -m benchmarks --quick    # a short smoke run
     python -m benchmarks --only head_of_line
 
-or one alone: ``python -m benchmarks.overhead``, ``python -m benchmarks.head_of_line``.
+or one alone: ``python -m benchmarks.overhead``, ``python -m benchmarks.head_of_line``,
+``python -m benchmarks.durable``.
 Each writes ``benchmarks/results/<name>.md``: absolute figures for Floodgate and
 its baseline, their ratio, the target, PASS/FAIL and the machine. The exit status
 is 1 when a benchmark misses its target.
@@ -14,4 +15,9 @@ is 1 when a benchmark misses its target.
 - ``overhead``: no-op jobs through ``Scheduler.call`` vs a bare ``asyncio.Semaphore(16)``.
 - ``head_of_line``: interactive start latency behind a 5,000-job batch backlog,
   Floodgate's lanes vs one FIFO ``asyncio.Queue`` with 16 workers.
+- ``durable``: durable submit and drain throughput on SQLite vs huey and
+  persist-queue on the same disk, and a worker's RSS with 1,000,000 queued jobs.
+- ``postgres``: drain throughput of the PostgreSQL backlog with 1, 2 and 4 worker
+  processes vs procrastinate on the same server (about 3.5 minutes; needs
+  ``FLOODGATE_TEST_POSTGRES_DSN``, skipped without it).
 """

@@ -6,13 +6,15 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from . import __doc__ as package_doc
-from . import head_of_line, overhead
+from . import durable, head_of_line, overhead, postgres
 from ._common import Options, Outcome, add_common_arguments, options_from, progress, verdict
 
 #: every benchmark, in the order a full run goes through them
 BENCHMARKS: dict[str, Callable[[Options], Outcome]] = {
     overhead.NAME: overhead.run,
     head_of_line.NAME: head_of_line.run,
+    durable.NAME: durable.run,
+    postgres.NAME: postgres.run,
 }
 
 

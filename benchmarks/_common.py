@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import datetime
 import gc
+import hashlib
 import math
 import os
 import platform
@@ -104,12 +105,16 @@ def progress(message: str) -> None:
 
 
 class Stopwatch:
-    """Wall-clock seconds (``time.perf_counter``) of one ``with`` block."""
+    """Wall-clock seconds (``time.perf_counter``) of one ``with`` block, and the CPU
+    seconds it used: this thread's (``time.thread_time``) and the whole process's
+    (``time.process_time``, every thread)."""
 
-    __slots__ = ("seconds",)
+    __slots__ = ("process_cpu", "seconds", "thread_cpu")
 
     def __init__(self) -> None:
         self.seconds = math.nan
+        self.thread_cpu = math.nan
+        self.process_cpu = math.nan
 
 
 @contextlib.contextmanager
@@ -118,11 +123,15 @@ def stopwatch() -> Iterator[Stopwatch]:
     is not collected on this one's clock."""
     watch = Stopwatch()
     gc.collect()
+    thread_start = time.thread_time()
+    process_start = time.process_time()
     start = time.perf_counter()
     try:
         yield watch
     finally:
         watch.seconds = time.perf_counter() - start
+        watch.thread_cpu = time.thread_time() - thread_start
+        watch.process_cpu = time.process_time() - process_start
 
 
 # ---------------------------------------------------------------- statistics
@@ -221,8 +230,17 @@ def _machine_facts() -> list[list[str]]:
         ["nproc (usable CPUs)", str(usable)],
         ["cpu", _cpu_model()],
         ["platform", platform.platform()],
+        ["load average at the end (1, 5, 15 min; this run included)", _load_average()],
         ["floodgate commit", _git_commit()],
     ]
+
+
+def _load_average() -> str:
+    """Other work on the machine skews every timing: say how busy it was."""
+    try:
+        return ", ".join(f"{load:.2f}" for load in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def _cpu_model() -> str:
@@ -252,4 +270,20 @@ def _git_commit() -> str:
         dirty = git("status", "--porcelain", "--", "scheduler")
     except (OSError, subprocess.SubprocessError):
         return "unknown (not a git checkout)"
-    return f"{commit} + uncommitted or untracked files in scheduler/" if dirty else commit
+    if not dirty:
+        return commit
+    return (
+        f"{commit} + uncommitted or untracked files in scheduler/ "
+        f"(their sha256: {_sources_digest(root / 'scheduler')})"
+    )
+
+
+def _sources_digest(directory: Path) -> str:
+    """A short digest of every ``*.py`` under ``directory``: names the exact code measured
+    when it is not a commit."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.rglob("*.py")):
+        digest.update(str(path.relative_to(directory)).encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]

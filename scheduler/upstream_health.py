@@ -34,6 +34,8 @@ __all__ = ["Upstream", "UpstreamHealth"]
 
 #: most recent outcomes kept for the error-rate and latency windows
 _SAMPLES = 1024
+#: seconds the error-rate / latency verdict is reused before it is recomputed
+_WINDOW_TTL = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,7 @@ class UpstreamHealth:
         self.successes = 0
         self.failures: dict[str, int] = {}
         self.rejected_locally = 0
+        self._window_cache: tuple[float, tuple[int, int, float | None]] | None = None
 
     # -- feeding ----------------------------------------------------------------------
 
@@ -230,6 +233,16 @@ class UpstreamHealth:
         return (reserve - estimate) / rate + 1e-3 if rate > 0 else reset - elapsed
 
     def _window(self, now: float) -> tuple[int, int, float | None]:
+        """(failed, total, p95 latency) over the recent window; recomputed at most
+        every ``_WINDOW_TTL`` seconds, since the gate asks on every dispatch."""
+        cached = self._window_cache
+        if cached is not None and now - cached[0] < _WINDOW_TTL:
+            return cached[1]
+        result = self._compute_window(now)
+        self._window_cache = (now, result)
+        return result
+
+    def _compute_window(self, now: float) -> tuple[int, int, float | None]:
         horizon = now - self.config.window
         recent = [(failed, latency) for at, failed, latency in self._samples if at >= horizon]
         failed = sum(1 for f, _ in recent if f)
