@@ -48,7 +48,7 @@ _log = get_logger()
 #: seconds between purges of finished rows past their retention
 _PURGE_EVERY = 300.0
 #: seconds a retry waits at least when its upstream's retry budget is spent
-_BUDGET_WAIT = 5.0
+_BUDGET_WAIT = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -106,7 +106,9 @@ class UpstreamHealth:
         self.config = config
         self.name = config.name
         self._clock = clock
-        self.breaker = CircuitBreaker(config.breaker, clock=clock, name=config.name)
+        self.breaker = CircuitBreaker(
+            config.breaker, clock=clock, name=config.name, on_change=self._on_breaker_change
+        )
         self.retry_budget = RetryBudget(clock=clock, ratio=config.retry_ratio)
         self._throttle = (
             AdaptiveThrottle(clock, k=config.throttle_k) if config.throttle_k is not None else None
@@ -149,6 +151,12 @@ class UpstreamHealth:
             FailureKind.SERVER_ERROR,
         ):
             self.pause(outcome.retry_after)
+
+    def _on_breaker_change(self, old: BreakerState, new: BreakerState) -> None:
+        if new is BreakerState.CLOSED:
+            # the trials proved it healthy: the outage's failures no longer count
+            self._samples.clear()
+            self._window_cache = None
 
     def cancelled(self) -> None:
         """A request admitted by the breaker ended without a verdict."""
