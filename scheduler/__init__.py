@@ -3,7 +3,7 @@
 Everything public is re-exported here; the modules behind it are private.
 """
 
-from .backlog import BacklogFull, BacklogLocked
+from .backlog import BacklogFull, BacklogLocked, BacklogUnavailable
 from .breaker import BreakerConfig, BreakerState, BreakerStats, CircuitBreaker
 from .clock import Clock, FakeClock, SystemClock
 from .durable import BacklogOptions
@@ -40,6 +40,7 @@ __all__ = [
     "BacklogFull",
     "BacklogLocked",
     "BacklogOptions",
+    "BacklogUnavailable",
     "BreakerConfig",
     "BreakerState",
     "BreakerStats",

@@ -19,9 +19,11 @@ Callers catch by what they can do about it::
     ├── RetryableError                raised *by a job*: "upstream busy, retry after"
     └── BacklogError                  the persistent backlog could not do its part
         ├── BacklogLocked             another process held the write lock too long
-        └── BacklogFull               the disk is full; nothing was stored
+        ├── BacklogFull               the disk is full; nothing was stored
+        └── BacklogUnavailable        the database connection is lost (PostgreSQL)
 
-(``BacklogLocked`` and ``BacklogFull`` live in ``scheduler.backlog.base``,
+(``BacklogLocked``, ``BacklogFull`` and ``BacklogUnavailable`` live in
+``scheduler.backlog.base``,
 ``RetryableError`` in ``scheduler.upstream``.)
 
 Errors raised *by a job itself* through ``call()`` propagate unchanged, so a

@@ -37,9 +37,7 @@ async def test_an_outage_stops_batch_calls_and_recovery_drains_everything(
         ":memory:",
         lanes=[Lane("interactive", 4), Lane("batch", 8, durable=True, gated=True)],
         clock=clock,
-        upstreams=[
-            Upstream("llm", breaker=BreakerConfig(consecutive_failures=5, cooldown=10))
-        ],
+        upstreams=[Upstream("llm", breaker=BreakerConfig(consecutive_failures=5, cooldown=10))],
         backlog_options=BacklogOptions(poll_interval=0.5),
         shutdown_grace=0,
     )

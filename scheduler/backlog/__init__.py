@@ -2,6 +2,9 @@
 
 - :class:`SQLiteBacklog`: one SQLite file in WAL mode (the default).
 - :class:`MemoryBacklog`: plain Python, for ``":memory:"`` and tests.
+- ``PostgresBacklog`` (:mod:`scheduler.backlog.postgres`): PostgreSQL shared by
+  many machines; needs ``pip install 'floodgate[postgres]'`` (asyncpg), so it is
+  imported only when a DSN asks for it.
 
 :func:`make_backlog` picks one from the ``backlog=`` string a Scheduler gets.
 """
@@ -11,7 +14,17 @@ from __future__ import annotations
 from typing import Literal
 
 from ..errors import ConfigError
-from .base import Backlog, BacklogFull, BacklogLocked, JobRecord, NewJob, Outcome, OutcomeKind
+from .base import (
+    Backlog,
+    BacklogFull,
+    BacklogLocked,
+    BacklogUnavailable,
+    JobRecord,
+    NewJob,
+    Outcome,
+    OutcomeKind,
+    WaitsForWork,
+)
 from .memory import MemoryBacklog
 from .sqlite import SQLiteBacklog
 
@@ -19,12 +32,14 @@ __all__ = [
     "Backlog",
     "BacklogFull",
     "BacklogLocked",
+    "BacklogUnavailable",
     "JobRecord",
     "MemoryBacklog",
     "NewJob",
     "Outcome",
     "OutcomeKind",
     "SQLiteBacklog",
+    "WaitsForWork",
     "make_backlog",
 ]
 
@@ -36,15 +51,28 @@ def make_backlog(
     busy_timeout: float = 5.0,
     batch_max: int = 512,
 ) -> Backlog:
-    """The backlog for a ``Scheduler(backlog=...)`` string: ``":memory:"`` or a SQLite path.
+    """The backlog for a ``Scheduler(backlog=...)`` string.
 
-    The keyword options go to :class:`SQLiteBacklog` (the memory backlog needs
-    none). PostgreSQL DSNs are not supported yet and raise ``ConfigError``.
+    ``":memory:"``: :class:`MemoryBacklog`. ``"postgresql://..."`` or
+    ``"postgres://..."``: ``PostgresBacklog`` (``batch_max`` applies; the SQLite
+    options do not). Anything else is a SQLite path for :class:`SQLiteBacklog`,
+    which takes all the keyword options.
+
+    Raises:
+        ConfigError: a DSN was given but asyncpg is not installed.
     """
     if target == ":memory:":
         return MemoryBacklog()
     if target.startswith(("postgres://", "postgresql://")):
-        raise ConfigError("the PostgreSQL backlog is not implemented yet")
+        try:
+            import asyncpg  # type: ignore[import-untyped]  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(
+                "a PostgreSQL backlog needs asyncpg: pip install 'floodgate[postgres]'"
+            ) from exc
+        from .postgres import PostgresBacklog
+
+        return PostgresBacklog(target, batch_max=batch_max)
     return SQLiteBacklog(
         target, synchronous=synchronous, busy_timeout=busy_timeout, batch_max=batch_max
     )

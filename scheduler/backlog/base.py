@@ -22,6 +22,9 @@ checks them against each backend):
   lease has passed, the next ``claim`` on the lane may take the job over
   (another attempt), or, if its attempts are spent, moves it to ``DEAD``
   ("lease expired"), so a job that kills its worker cannot loop forever.
+  A lease is *held* while the job is ``RUNNING`` with ``lease_owner == owner``
+  (an expired lease nobody took over yet is still held); ``heartbeat``,
+  ``complete`` and ``release`` from anyone else are ignored, not errors.
 - **Lane ceilings across processes.** ``claim(..., max_running=n)`` takes at
   most ``n`` minus the lane's jobs ``RUNNING`` under a live lease
   (``lease_until > now``) of any *other* owner, counted and claimed
@@ -30,9 +33,6 @@ checks them against each backend):
   still holds its lease in the backlog): a caller running ``r`` jobs of the
   lane passes ``n = ceiling - r``, and every process doing so keeps the whole
   fleet at or under ``ceiling`` running jobs of that lane.
-  A lease is *held* while the job is ``RUNNING`` with ``lease_owner == owner``
-  (an expired lease nobody took over yet is still held); ``heartbeat``,
-  ``complete`` and ``release`` from anyone else are ignored, not errors.
 - **Idempotent submit.** A job with a ``key`` already in the backlog is not
   inserted again: ``submit`` returns the existing job, whatever its state.
 - **Durability.** ``submit`` returns only once its jobs are stored.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +15,34 @@ from hypothesis import strategies as st
 
 from scheduler import JobState
 from scheduler.backlog import Backlog, JobRecord, MemoryBacklog, Outcome, SQLiteBacklog
+from tests.backlog import pg
 from tests.backlog.helpers import new_job
 
 PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def run_with(kind: str, body: Callable[[Backlog], Awaitable[Any]]) -> Any:
-    """Run ``body`` on a fresh, open backlog of ``kind`` in its own event loop."""
+    """Run ``body`` on a fresh, open backlog of ``kind`` in its own event loop.
+
+    ``kind`` is "memory", "sqlite" or a PostgreSQL schema name (emptied first).
+    """
 
     async def main(directory: str) -> Any:
-        backlog: Backlog = (
-            MemoryBacklog() if kind == "memory" else SQLiteBacklog(Path(directory) / "b.db")
-        )
+        backlog: Backlog
+        if kind == "memory":
+            backlog = MemoryBacklog()
+        elif kind == "sqlite":
+            backlog = SQLiteBacklog(Path(directory) / "b.db")
+        else:
+            from scheduler.backlog.postgres import PostgresBacklog
+
+            backlog = PostgresBacklog(pg.dsn_or_skip(), schema=kind, listen=False)
         await backlog.open()
+        if kind not in ("memory", "sqlite"):
+            await pg.execute(
+                pg.with_settings(pg.dsn_or_skip(), search_path=kind),
+                "TRUNCATE floodgate_jobs RESTART IDENTITY",
+            )
         try:
             return await body(backlog)
         finally:
@@ -37,17 +52,32 @@ def run_with(kind: str, body: Callable[[Backlog], Awaitable[Any]]) -> Any:
         return asyncio.run(main(directory))
 
 
-@PROPERTY
-@given(
-    specs=st.lists(
-        st.tuples(st.sampled_from([-1.0, 0.0, 2.5, 3.0]), st.sampled_from([0.0, 1.0, 5.0, 9.0])),
-        max_size=30,
-    ),
-    now=st.sampled_from([0.0, 1.0, 5.0, 9.0]),
-    batches=st.lists(st.integers(1, 7), min_size=1, max_size=8),
+SPECS = st.lists(
+    st.tuples(st.sampled_from([-1.0, 0.0, 2.5, 3.0]), st.sampled_from([0.0, 1.0, 5.0, 9.0])),
+    max_size=30,
 )
+NOWS = st.sampled_from([0.0, 1.0, 5.0, 9.0])
+BATCHES = st.lists(st.integers(1, 7), min_size=1, max_size=8)
+
+
+@PROPERTY
+@given(specs=SPECS, now=NOWS, batches=BATCHES)
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
 def test_claim_order_matches_a_sorted_model(
+    kind: str, specs: list[tuple[float, float]], now: float, batches: list[int]
+) -> None:
+    check_claim_order(kind, specs, now, batches)
+
+
+@settings(PROPERTY, max_examples=25)
+@given(specs=SPECS, now=NOWS, batches=BATCHES)
+def test_postgres_claim_order_matches_a_sorted_model(
+    pg_property_schema: str, specs: list[tuple[float, float]], now: float, batches: list[int]
+) -> None:
+    check_claim_order(pg_property_schema, specs, now, batches)
+
+
+def check_claim_order(
     kind: str, specs: list[tuple[float, float]], now: float, batches: list[int]
 ) -> None:
     async def body(backlog: Backlog) -> list[int]:
@@ -138,3 +168,25 @@ def test_sqlite_behaves_exactly_like_memory(ops: list[tuple[Any, ...]]) -> None:
         return await replay(backlog, [("submit", 4, 0.0, 0.0, None), *ops])
 
     assert run_with("sqlite", body) == run_with("memory", body)
+
+
+@pytest.fixture(scope="module")
+def pg_property_schema() -> Iterator[str]:
+    """One schema for every example of a PostgreSQL property test (emptied per example)."""
+    dsn = pg.dsn_or_skip()
+    schema = pg.new_schema()
+    try:
+        yield schema
+    finally:
+        asyncio.run(pg.drop_schema(dsn, schema))
+
+
+@settings(PROPERTY, max_examples=25)
+@given(ops=st.lists(OPS, min_size=5, max_size=30))
+def test_postgres_behaves_exactly_like_memory(
+    pg_property_schema: str, ops: list[tuple[Any, ...]]
+) -> None:
+    async def body(backlog: Backlog) -> list[Any]:
+        return await replay(backlog, [("submit", 4, 0.0, 0.0, None), *ops])
+
+    assert run_with(pg_property_schema, body) == run_with("memory", body)

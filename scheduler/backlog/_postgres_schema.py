@@ -1,0 +1,377 @@
+"""SQL for :mod:`scheduler.backlog.postgres`: migrations, statements, row decoding, errors.
+
+Every value reaches PostgreSQL as a bound parameter (``$n``). Tables and the
+claim function are named without a schema: they live in the first schema of
+the connection's ``search_path`` (``PostgresBacklog(schema=...)`` sets it; a
+DSN's ``?search_path=`` works too). The only text formatted into SQL is this
+module's own constants and a schema name that :func:`check_schema` accepted.
+
+The job states are stored as their :class:`~scheduler.jobs.JobState` values
+(``'queued'``, ``'running'``, ``'done'``, ``'dead'``), written literally below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import BacklogError, ConfigError
+from ..jobs import JobState
+from ._sqlite_schema import decode_row as _decode_row
+from .base import LEASE_LOST_FMT, BacklogFull, BacklogUnavailable, JobRecord
+
+_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.DONE, JobState.DEAD)
+if [s.value for s in _STATES] != ["queued", "running", "done", "dead"]:
+    raise RuntimeError("the SQL below spells the job states out; update it with JobState")
+
+#: a schema name we are willing to put into SQL text (and a search_path)
+SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+#: the claim function's printf format for a lost lease (PostgreSQL ``format()`` spells %d as %s)
+LOST_FORMAT = LEASE_LOST_FMT.replace("%d", "%s")
+
+# The version table, created (if missing) before the migrations run.
+META = """
+    CREATE TABLE IF NOT EXISTS floodgate_meta (
+        id      integer PRIMARY KEY CHECK (id = 1),
+        version integer NOT NULL
+    )"""
+META_VERSION = "SELECT version FROM floodgate_meta WHERE id = 1"
+META_SET = """
+    INSERT INTO floodgate_meta (id, version) VALUES (1, $1)
+    ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version"""
+
+# Serializes migrations of one schema across processes (released at commit).
+MIGRATE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('floodgate.migrate:' || $1::text))"
+
+# The claim, as one server-side function so that it is one round trip.
+# 1. with a ceiling: take the lane's advisory lock (claims of the lane queue up
+#    here, so the count below cannot be raced by another claimer);
+# 2. expired leases with no attempts left go DEAD ("lease expired ...");
+# 3. with a ceiling: count the lane's live leases of other owners (a fresh
+#    snapshot: PL/pgSQL takes one per statement in READ COMMITTED, after the
+#    lock was granted; the caller subtracted its own running jobs already);
+# 4. lease the next jobs in claim order, skipping rows other claimers hold.
+_CLAIM_FUNCTION = """
+CREATE OR REPLACE FUNCTION floodgate_claim(
+    p_lane text, p_limit integer, p_owner text, p_lease_until double precision,
+    p_now double precision, p_max_running integer, p_lost_format text)
+RETURNS SETOF floodgate_jobs
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    n integer := p_limit;
+    live integer;
+BEGIN
+    IF p_max_running IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(
+            hashtext('floodgate.lane:' || current_schema()), hashtext(p_lane));
+    END IF;
+    UPDATE floodgate_jobs
+       SET state = 'dead', error = format(p_lost_format, attempts, max_attempts),
+           lease_owner = NULL, lease_until = NULL, updated_at = p_now
+     WHERE seq IN (SELECT seq FROM floodgate_jobs
+                    WHERE lane = p_lane AND state = 'running' AND lease_until <= p_now
+                      AND attempts >= max_attempts
+                      FOR UPDATE SKIP LOCKED);
+    IF p_max_running IS NOT NULL THEN
+        SELECT count(*) INTO live FROM floodgate_jobs
+         WHERE lane = p_lane AND state = 'running' AND lease_until > p_now
+           AND lease_owner <> p_owner;
+        n := least(n, p_max_running - live);
+    END IF;
+    IF n <= 0 THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH due AS (
+        SELECT seq, priority, run_at FROM floodgate_jobs
+         WHERE lane = p_lane AND state = 'queued' AND run_at <= p_now
+         ORDER BY priority, run_at, seq LIMIT n
+           FOR UPDATE SKIP LOCKED
+    ), lost AS (
+        SELECT seq, priority, run_at FROM floodgate_jobs
+         WHERE lane = p_lane AND state = 'running' AND lease_until <= p_now
+           AND attempts < max_attempts
+         ORDER BY priority, run_at, seq LIMIT n
+           FOR UPDATE SKIP LOCKED
+    ), chosen AS (
+        SELECT seq FROM (SELECT * FROM due UNION ALL SELECT * FROM lost) c
+         ORDER BY priority, run_at, seq LIMIT n
+    )
+    UPDATE floodgate_jobs j
+       SET state = 'running', attempts = j.attempts + 1, lease_owner = p_owner,
+           lease_until = p_lease_until, updated_at = p_now
+      FROM chosen WHERE j.seq = chosen.seq
+    RETURNING j.*;
+END
+$fn$"""
+
+# Forward migrations; MIGRATIONS[i] takes floodgate_meta.version i to i + 1. Append only.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE floodgate_jobs (
+            seq          bigint GENERATED ALWAYS AS IDENTITY (SEQUENCE NAME floodgate_jobs_seq)
+                                PRIMARY KEY,
+            id           text             NOT NULL UNIQUE,
+            task         text             NOT NULL,
+            lane         text             NOT NULL,
+            args         text             NOT NULL,
+            priority     double precision NOT NULL,
+            state        text             NOT NULL,
+            attempts     integer          NOT NULL DEFAULT 0,
+            max_attempts integer          NOT NULL,
+            run_at       double precision NOT NULL,
+            created_at   double precision NOT NULL,
+            updated_at   double precision NOT NULL,
+            key          text,
+            lease_owner  text,
+            lease_until  double precision,
+            result       text,
+            error        text,
+            traceback    text,
+            deadline_at  double precision
+        )""",
+        "CREATE INDEX floodgate_jobs_claim ON floodgate_jobs (lane, state, priority, run_at, seq)",
+        "CREATE UNIQUE INDEX floodgate_jobs_key ON floodgate_jobs (key) WHERE key IS NOT NULL",
+        "CREATE INDEX floodgate_jobs_state_updated ON floodgate_jobs (state, updated_at)",
+        _CLAIM_FUNCTION,
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+#: the columns of a job, in the order :func:`decode` reads them (the SQLite order)
+COLUMNS = (
+    "seq, id, task, lane, args, priority, state, attempts, max_attempts, run_at, created_at,"
+    " updated_at, key, lease_owner, lease_until, result, error, traceback, deadline_at"
+)
+
+# Sends one NOTIFY per lane of ``rows`` (a CTE with ``lane`` and ``run_at``) that has a job
+# due by ``now``; the count consumes the volatile pg_notify() calls so none is planned away.
+# NOTIFY is transactional: listeners hear it once the statement has committed.
+_NOTIFY = """(SELECT count(pg_notify({channel}, l.lane)::text) FROM
+    (SELECT DISTINCT lane FROM {rows} WHERE run_at <= {now}) l)"""
+
+# Params: ids, tasks, lanes, args, priorities, max_attempts, run_ats, keys, deadlines, nows
+# (arrays, one element per job, in order), channel. Returns the ids actually inserted: a job
+# whose key is already stored is skipped (ON CONFLICT DO NOTHING) and looked up by key after.
+# ``seq`` is drawn in submission order (the FIFO tie-break), then rows go in by key, so two
+# batches sharing keys wait for each other's keys in one global order and cannot deadlock.
+SUBMIT = f"""
+    WITH input AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[],
+                             $6::int4[], $7::float8[], $8::text[], $9::float8[], $10::float8[])
+            WITH ORDINALITY AS t(id, task, lane, args, priority, max_attempts, run_at, key,
+                                 deadline_at, now, ord)
+    ), numbered AS (
+        SELECT input.*, nextval('floodgate_jobs_seq') AS seq FROM input ORDER BY ord
+    ), ins AS (
+        INSERT INTO floodgate_jobs (seq, id, task, lane, args, priority, state, attempts,
+                                    max_attempts, run_at, created_at, updated_at, key,
+                                    deadline_at)
+        OVERRIDING SYSTEM VALUE
+        SELECT seq, id, task, lane, args, priority, 'queued', 0, max_attempts, run_at, now,
+               now, key, deadline_at
+          FROM numbered ORDER BY key COLLATE "C" NULLS LAST, seq
+        ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
+        RETURNING id, lane, run_at, created_at
+    )
+    SELECT ins.id, n.sent
+      FROM ins, {_NOTIFY.format(channel="$11", rows="ins", now="created_at")} AS n(sent)"""
+
+#: SQLSTATEs after which a statement that changed nothing may simply run again
+RETRY_CODES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+
+SELECT_BY_KEYS = f"SELECT {COLUMNS} FROM floodgate_jobs WHERE key = ANY($1::text[])"
+
+# Params: lane, limit, owner, lease_until, now, max_running (or NULL), LOST_FORMAT.
+CLAIM = f"SELECT {COLUMNS} FROM floodgate_claim($1, $2, $3, $4, $5, $6, $7)"
+
+# Params: lane, owner, the lost claim's now and lease_until, channel, now. A claim whose answer
+# was lost with the connection may have committed: give back exactly the jobs it took (the
+# owner never heard of them, so never heartbeated them) and the attempt it spent.
+RELEASE_UNHEARD = f"""
+    WITH upd AS (
+        UPDATE floodgate_jobs
+           SET state = 'queued', attempts = greatest(attempts - 1, 0), lease_owner = NULL,
+               lease_until = NULL, updated_at = $6
+         WHERE lane = $1 AND state = 'running' AND lease_owner = $2 AND updated_at = $3
+           AND lease_until = $4
+        RETURNING lane, run_at
+    )
+    SELECT (SELECT count(*) FROM upd), {_NOTIFY.format(channel="$5", rows="upd", now="$6")}"""
+
+# Params: seqs, errors (arrays), now. A corrupt row the claim took goes DEAD.
+KILL_CORRUPT = """
+    UPDATE floodgate_jobs j SET state = 'dead', error = c.error, lease_owner = NULL,
+        lease_until = NULL, updated_at = $3
+      FROM unnest($1::int8[], $2::text[]) AS c(seq, error)
+     WHERE j.seq = c.seq"""
+
+# Params: lease_until, ids, owner.
+HEARTBEAT = """
+    UPDATE floodgate_jobs SET lease_until = $1
+     WHERE id = ANY($2::text[]) AND state = 'running' AND lease_owner = $3"""
+
+# Params: ids, owners, states, results, errors, tracebacks, run_ats (NULL keeps run_at),
+# attempts (NULL: any attempt) as arrays; now; channel. Of several outcomes for one job, the
+# first whose lease is still held applies (as if applied one by one, in order).
+COMPLETE = f"""
+    WITH o AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::float8[], $8::int4[])
+            WITH ORDINALITY AS t(id, owner, state, result, error, traceback, run_at, attempt,
+                                 ord)
+    ), pick AS (
+        SELECT DISTINCT ON (j.seq) j.seq, o.owner, o.state, o.result, o.error, o.traceback,
+               o.run_at, o.attempt
+          FROM o JOIN floodgate_jobs j ON j.id = o.id
+         WHERE j.state = 'running' AND j.lease_owner = o.owner
+           AND (o.attempt IS NULL OR j.attempts = o.attempt)
+         ORDER BY j.seq, o.ord
+    ), upd AS (
+        UPDATE floodgate_jobs j
+           SET state = p.state, result = p.result, error = p.error, traceback = p.traceback,
+               run_at = COALESCE(p.run_at, j.run_at), lease_owner = NULL, lease_until = NULL,
+               updated_at = $9
+          FROM pick p
+         WHERE j.seq = p.seq AND j.state = 'running' AND j.lease_owner = p.owner
+           AND (p.attempt IS NULL OR j.attempts = p.attempt)
+        RETURNING j.lane, j.state, j.run_at
+    ), due AS (
+        SELECT lane, run_at FROM upd WHERE state = 'queued'
+    )
+    SELECT (SELECT count(*) FROM upd), {_NOTIFY.format(channel="$10", rows="due", now="$9")}"""
+
+# Params: now, ids, owner, channel.
+RELEASE = f"""
+    WITH upd AS (
+        UPDATE floodgate_jobs
+           SET state = 'queued', attempts = greatest(attempts - 1, 0), lease_owner = NULL,
+               lease_until = NULL, updated_at = $1
+         WHERE id = ANY($2::text[]) AND state = 'running' AND lease_owner = $3
+        RETURNING lane, run_at
+    )
+    SELECT (SELECT count(*) FROM upd), {_NOTIFY.format(channel="$4", rows="upd", now="$1")}"""
+
+_REQUEUE = """
+    WITH upd AS (
+        UPDATE floodgate_jobs
+           SET state = 'queued', attempts = 0, run_at = $1, lease_owner = NULL,
+               lease_until = NULL, updated_at = $1
+         WHERE {where} AND (${lane}::text IS NULL OR lane = ${lane})
+        RETURNING lane, run_at
+    )
+    SELECT (SELECT count(*) FROM upd), {notify}"""
+# Params: now, job id, lane (or NULL), channel. Also revives a row whose state is unreadable.
+REQUEUE_ONE = _REQUEUE.format(
+    where="id = $2 AND state NOT IN ('queued', 'running', 'done')",
+    lane=3,
+    notify=_NOTIFY.format(channel="$4", rows="upd", now="$1"),
+)
+# Params: now, lane (or NULL), channel.
+REQUEUE_DEAD = _REQUEUE.format(
+    where="state = 'dead'", lane=2, notify=_NOTIFY.format(channel="$3", rows="upd", now="$1")
+)
+
+# Params: finished_before, chunk.
+PURGE = """
+    DELETE FROM floodgate_jobs WHERE seq IN (
+        SELECT seq FROM floodgate_jobs WHERE state = 'done' AND updated_at < $1
+         LIMIT $2 FOR UPDATE SKIP LOCKED)"""
+# Params: lane, limit (NULL: all).
+QUEUED_COUNT = """
+    SELECT count(*) FROM (
+        SELECT 1 FROM floodgate_jobs WHERE lane = $1 AND state = 'queued' LIMIT $2) q"""
+COUNTS = "SELECT lane, state, count(*) FROM floodgate_jobs GROUP BY lane, state"
+GET = f"SELECT {COLUMNS} FROM floodgate_jobs WHERE id = $1"
+
+
+def list_query(state: bool, lane: bool) -> str:
+    """``list_jobs``: params state (if ``state``), lane (if ``lane``), limit, offset."""
+    where, n = ["TRUE"], 0
+    for column, wanted in (("state", state), ("lane", lane)):
+        if wanted:
+            n += 1
+            where.append(f"{column} = ${n}")
+    return (
+        f"SELECT {COLUMNS} FROM floodgate_jobs WHERE {' AND '.join(where)}"
+        f" ORDER BY seq LIMIT ${n + 1} OFFSET ${n + 2}"
+    )
+
+
+def check_schema(schema: str) -> str:
+    """``schema`` if it is a plain lower-case identifier, else ``ConfigError``."""
+    if not isinstance(schema, str) or not SCHEMA_RE.fullmatch(schema):
+        raise ConfigError(
+            f"schema must match {SCHEMA_RE.pattern} (lower-case letters, digits, _), got {schema!r}"
+        )
+    return schema
+
+
+def create_schema(schema: str) -> str:
+    """``CREATE SCHEMA IF NOT EXISTS`` for a name :func:`check_schema` accepts."""
+    return f'CREATE SCHEMA IF NOT EXISTS "{check_schema(schema)}"'
+
+
+def channel_for(schema: str) -> str:
+    """The LISTEN/NOTIFY channel of the backlog in ``schema`` (under 64 bytes)."""
+    channel = f"floodgate:{schema}"
+    if len(channel.encode()) < 64:
+        return channel
+    return "floodgate:" + hashlib.sha256(schema.encode()).hexdigest()[:32]
+
+
+def decode(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
+    """``(seq, record, problem)`` as for SQLite; a NaN priority or run_at is corrupt too
+    (PostgreSQL's typed columns cannot hold text where a number belongs, but NaN can be
+    written behind our back, and ``submit`` refuses it)."""
+    values = list(row)
+    for i in (5, 9):  # priority, run_at
+        if isinstance(values[i], float) and math.isnan(values[i]):
+            values[i] = "NaN"  # decoded as "not a number: 'NaN'"
+    return _decode_row(values)
+
+
+def status_count(status: str) -> int:
+    """The row count of a command status such as ``"UPDATE 3"``."""
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except ValueError:
+        return 0
+
+
+# -- errors ------------------------------------------------------------------------
+
+#: SQLSTATE classes and codes meaning "the database is not reachable right now"
+_UNAVAILABLE_CLASSES = ("08",)  # connection exception
+_UNAVAILABLE_CODES = frozenset(
+    {
+        "57P01",  # admin_shutdown (pg_terminate_backend, server stopping)
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now (starting up, recovering)
+        "57P04",  # database_dropped
+        "53300",  # too_many_connections
+        "25006",  # read_only_sql_transaction (a standby, e.g. mid-failover)
+    }
+)
+_FULL_CODES = frozenset({"53100", "54000"})  # disk_full, program_limit_exceeded
+
+
+def translate_error(exc: BaseException, where: str, *, unreachable: bool) -> BacklogError:
+    """The Floodgate error for a database error, naming the backlog (never its password).
+
+    ``unreachable``: the caller saw a socket, timeout or closed-connection error
+    (asyncpg's ``InterfaceError`` family) rather than an answer from the server.
+    """
+    text = f"{type(exc).__name__}: {exc}".strip()
+    code = str(getattr(exc, "sqlstate", "") or "")
+    if unreachable:
+        return BacklogUnavailable(f"backlog {where} is unreachable ({text}); retry later")
+    if code.startswith(_UNAVAILABLE_CLASSES) or code in _UNAVAILABLE_CODES:
+        return BacklogUnavailable(f"backlog {where} lost its connection ({text}); retry later")
+    if code in _FULL_CODES:
+        return BacklogFull(f"backlog {where}: disk or database full ({text}); nothing stored")
+    return BacklogError(f"backlog {where}: {text}")

@@ -1,0 +1,667 @@
+"""PostgresBacklog: the durable backlog shared by many machines, on PostgreSQL (asyncpg).
+
+Same protocol and semantics as :class:`~scheduler.backlog.sqlite.SQLiteBacklog`
+(the contract suite in ``tests/backlog`` runs against both). Select it with a
+DSN: ``Scheduler(backlog="postgresql://user@host/db")``; install the driver
+with ``pip install 'floodgate[postgres]'``.
+
+Schema (``floodgate_meta.version`` = 1; forward migrations in
+``_postgres_schema.MIGRATIONS`` run in order at :meth:`PostgresBacklog.open`,
+under a per-schema advisory lock so processes starting together do not
+collide)::
+
+    floodgate_jobs(seq bigint identity PRIMARY KEY, id text UNIQUE, task, lane,
+                   args text (JSON array), priority float8, state text, attempts,
+                   max_attempts, run_at, created_at, updated_at (epoch s float8),
+                   key text, lease_owner, lease_until, result text (JSON), error,
+                   traceback, deadline_at)
+    floodgate_jobs_claim         (lane, state, priority, run_at, seq)
+    floodgate_jobs_key  UNIQUE   (key) WHERE key IS NOT NULL
+    floodgate_jobs_state_updated (state, updated_at)
+    floodgate_claim(...)         the claim, as one PL/pgSQL function
+    floodgate_meta(id = 1, version)
+
+``args``/``result`` are ``text``, not ``jsonb``, as in SQLite: a row that is
+not valid JSON can exist (written behind Floodgate's back) and is handled by
+the contract's corrupt-row rule instead of breaking every read.
+
+Where the tables live: the first schema of the connection's ``search_path``
+(``public`` by default). ``schema="name"`` sets the search path and creates
+the schema if needed; a DSN's ``?search_path=name`` works as well (asyncpg
+passes unknown DSN parameters to the server as settings).
+
+Round trips: ``submit`` is group-committed: concurrent submitters share one
+``INSERT ... SELECT FROM unnest(...) ON CONFLICT (key) DO NOTHING`` (a key
+already stored costs one more ``SELECT``; rows go in by key, with ``seq``
+drawn in submission order, so batches sharing keys cannot deadlock).
+``claim`` is one call of the ``floodgate_claim`` function: expired leases
+with no attempts left go DEAD, then the lane's next due jobs are leased with
+``FOR UPDATE SKIP LOCKED``, so concurrent claimers never wait for each
+other's rows. With ``max_running`` the function first takes
+``pg_advisory_xact_lock`` for the lane and counts the live leases other
+owners hold in it, so the ceiling holds across every process. ``complete``,
+``heartbeat`` and ``release`` are one statement each over arrays.
+
+Wake-ups: submits, requeues, releases and due retries send ``NOTIFY`` (on a
+channel per schema, payload = lane) in the same transaction; one extra
+connection per backlog ``LISTEN``\\ s, and :meth:`PostgresBacklog.wait_for_work`
+returns as soon as its lane is named. It is a hint: the runner still polls.
+
+Errors: a refused or lost connection (socket errors, ``pg_terminate_backend``,
+a server restart or failover) raises
+:class:`~scheduler.backlog.base.BacklogUnavailable`; the pool replaces dead
+connections on the next call and the listener reconnects with backoff. A
+claim that failed so may still have committed: the next claim of the same
+lane and owner first gives those jobs back (with their attempt), so a lost
+answer costs neither a lease timeout nor an attempt. A full disk raises
+``BacklogFull``; anything else ``BacklogError``. Messages name the DSN
+without its password. Every write runs to its end even if the awaiting
+caller is cancelled (as in SQLite).
+
+Deployment notes: each backlog holds up to ``pool_max`` connections plus one
+listening connection. Statements are prepared (asyncpg's statement cache), so
+put a pooler such as PgBouncer in session mode, not transaction mode, in front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg  # type: ignore[import-untyped]
+
+from ..errors import BacklogError, ConfigError
+from ..jobs import JobState
+from . import _postgres_schema as sql
+from ._group_commit import GroupCommitter
+from .base import (
+    AsyncContext,
+    BacklogUnavailable,
+    JobRecord,
+    NewJob,
+    Outcome,
+    check_requeue_args,
+    corrupt,
+    validate_new_job,
+)
+
+__all__ = ["PostgresBacklog"]
+
+T = TypeVar("T")
+Conn = Any  # asyncpg.Connection (asyncpg ships no type information)
+
+#: One ``submit()`` call: its jobs, their decoded args, its ``now``.
+Submit = tuple[Sequence[NewJob], list[list[Any]], float]
+
+_KIND_STATE = {"done": "done", "retry": "queued", "dead": "dead"}
+_PURGE_CHUNK = 5000  # rows deleted per purge statement
+_KEY_RETRIES = 5  # a key that conflicts, then is purged before we read it: insert again
+#: errors of the connection rather than of the statement (InternalClientError: asyncpg's
+#: protocol state after a connection was cut mid-operation)
+_UNREACHABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+_LISTEN_BACKOFF = (0.05, 5.0)  # first and longest pause between listener reconnects
+_LISTEN_PING = 15.0  # seconds between liveness checks of the listening connection
+
+
+class PostgresBacklog(AsyncContext):
+    """A :class:`~scheduler.backlog.base.Backlog` in PostgreSQL; see the module docstring.
+
+    Args:
+        dsn: ``postgresql://user:password@host:port/database[?search_path=...]``.
+        schema: where the tables live (created if missing); default: the
+            DSN's ``search_path``, else ``public``.
+        application_name: shown in ``pg_stat_activity`` (default ``floodgate``
+            unless the DSN names one).
+        pool_min, pool_max: connections kept open / at most (plus one listener).
+        batch_max: most jobs written by one group commit.
+        connect_timeout: seconds to connect, or to wait for a free pooled connection.
+        command_timeout: seconds one statement may take.
+        listen: ``LISTEN`` for new work (:meth:`wait_for_work`); ``False`` only polls.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        application_name: str | None = None,
+        pool_min: int = 1,
+        pool_max: int = 8,
+        batch_max: int = 512,
+        connect_timeout: float = 10.0,
+        command_timeout: float | None = 60.0,
+        listen: bool = True,
+    ) -> None:
+        if not isinstance(dsn, str) or not dsn.startswith(("postgres://", "postgresql://")):
+            raise ConfigError("a PostgreSQL backlog needs a postgresql:// or postgres:// DSN")
+        if not 0 <= pool_min <= pool_max or pool_max < 1 or batch_max < 1:
+            raise ConfigError("need 0 <= pool_min <= pool_max, pool_max >= 1 and batch_max >= 1")
+        if connect_timeout <= 0 or (command_timeout is not None and command_timeout <= 0):
+            raise ConfigError("connect_timeout and command_timeout must be > 0")
+        self.dsn = dsn
+        self.schema = None if schema is None else sql.check_schema(schema)
+        self.pool_min, self.pool_max = pool_min, pool_max
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.listen = listen
+        self._settings: dict[str, str] = {}
+        query = parse_qs(urlsplit(dsn).query)
+        if application_name is not None or "application_name" not in query:
+            self._settings["application_name"] = application_name or "floodgate"
+        if self.schema is not None:
+            self._settings["search_path"] = f'"{self.schema}"'
+        self._where = _redact(dsn) + ("" if schema is None else f" (schema {schema})")
+        self._pool: Any = None  # asyncpg.Pool
+        self._closing = False
+        self._channel = ""
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._committer = GroupCommitter[Submit, list[JobRecord]](
+            self._write_submits, batch_max=batch_max
+        )
+        counters = ("commits", "claimed", "applied", "ignored", "notified", "reconnects")
+        self._stats = dict.fromkeys((*counters, "unheard_released"), 0)
+        # claims whose answer was lost with the connection: (lane, owner) -> (now, lease_until)
+        self._unheard: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        # LISTEN side: lanes named by a NOTIFY nobody was waiting for, and the waiters
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = False
+        self._notified: set[str] = set()
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, create or migrate the schema, start listening. A no-op when open."""
+        if self._pool is not None:
+            return
+        try:
+            pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=self.pool_min,
+                max_size=self.pool_max,
+                server_settings=self._settings,
+                timeout=self.connect_timeout,
+                command_timeout=self.command_timeout,
+            )
+        except Exception as exc:
+            raise self._error(exc) from exc
+        try:
+            async with pool.acquire(timeout=self.connect_timeout) as conn:
+                schema = await self._migrate(conn)
+        except BaseException as exc:
+            pool.terminate()
+            if isinstance(exc, Exception) and not isinstance(exc, BacklogError):
+                raise self._error(exc) from exc
+            raise
+        self._pool, self._closing = pool, False
+        self._channel = sql.channel_for(schema)
+        if self.listen:
+            ready = asyncio.get_running_loop().create_future()
+            self._listener = asyncio.create_task(
+                self._listen_loop(ready), name="floodgate-pg-listener"
+            )
+            await asyncio.shield(ready)  # first attempt made (if it failed, we poll meanwhile)
+
+    async def _migrate(self, conn: Conn) -> str:
+        """Apply pending migrations in one transaction under the schema's advisory lock."""
+        async with conn.transaction():
+            schema = self.schema or await conn.fetchval("SELECT current_schema()")
+            if schema is None:
+                path = await conn.fetchval("SHOW search_path")
+                raise BacklogError(
+                    f"backlog {self._where}: no schema of search_path ({path}) exists; "
+                    "create it, or pass schema= to have Floodgate create it"
+                )
+            await conn.execute(sql.MIGRATE_LOCK, schema)
+            if self.schema is not None:
+                await conn.execute(sql.create_schema(self.schema))
+            await conn.execute(sql.META)
+            version = int(await conn.fetchval(sql.META_VERSION) or 0)
+            if version > sql.SCHEMA_VERSION:
+                raise BacklogError(
+                    f"backlog {self._where} has schema version {version}, newer than this "
+                    f"Floodgate knows ({sql.SCHEMA_VERSION}); upgrade Floodgate to open it"
+                )
+            for statements in sql.MIGRATIONS[version:]:
+                for statement in statements:
+                    await conn.execute(statement)
+            if version < sql.SCHEMA_VERSION:
+                await conn.execute(sql.META_SET, sql.SCHEMA_VERSION)
+        return str(schema)
+
+    async def close(self) -> None:
+        """Refuse new calls, write pending submits, wait for writes, disconnect."""
+        if self._pool is None:
+            return
+        self._closing = True
+        await self._committer.drain()
+        while self._inflight:
+            await asyncio.wait(set(self._inflight))
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+        pool, self._pool = self._pool, None
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await pool.close()
+        except Exception:
+            pool.terminate()
+        self._wake_all()
+
+    def stats(self) -> dict[str, int]:
+        """Counters: commits (write statements), submit_flushes (group commits), submitted
+        jobs, pending_submits, claimed jobs, applied/ignored outcomes, notified (wake-ups
+        heard), reconnects (of the listener), listening (1 while a connection LISTENs),
+        unheard_released (jobs a claim took whose answer was lost with the connection,
+        given back by the next claim)."""
+        c = self._committer
+        return {**self._stats, "submit_flushes": c.flushes, "submitted": c.items,
+                "pending_submits": c.pending, "listening": int(self._listening)}  # fmt: skip
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._pool is None or self._closing:
+            raise BacklogError(f"backlog {self._where} is not open")
+
+    def _error(self, exc: BaseException) -> BacklogError:
+        if isinstance(exc, BacklogError):
+            return exc
+        return sql.translate_error(exc, self._where, unreachable=isinstance(exc, _UNREACHABLE))
+
+    async def _call(self, body: Callable[[Conn], Awaitable[T]]) -> T:
+        """``body(conn)`` on a pooled connection, with errors translated."""
+        pool = self._pool
+        if pool is None:
+            raise BacklogError(f"backlog {self._where} is not open")
+        try:
+            async with pool.acquire(timeout=self.connect_timeout) as conn:
+                return await body(conn)
+        except (BacklogError, ValueError):
+            raise
+        except Exception as exc:
+            raise self._error(exc) from exc
+
+    async def _write(self, body: Callable[[Conn], Awaitable[T]]) -> T:
+        """:meth:`_call` for a write: shielded, so a cancelled caller stops waiting but the
+        statement still finishes (and :meth:`close` waits for it)."""
+        task = asyncio.ensure_future(self._call(body))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        result = await asyncio.shield(task)
+        self._stats["commits"] += 1
+        return result
+
+    async def _fetch(self, query: str, *params: Any) -> list[Any]:
+        async def body(conn: Conn) -> list[Any]:
+            return list(await conn.fetch(query, *params))
+
+        return await self._call(body)
+
+    async def _count_and_notify(self, query: str, *params: Any) -> int:
+        """A write whose statement answers ``(rows changed, notifications sent)``."""
+
+        async def body(conn: Conn) -> int:
+            row = await conn.fetchrow(query, *params)
+            return int(row[0])
+
+        return await self._write(body)
+
+    # -- submit: group commit -------------------------------------------------------
+
+    async def submit(self, jobs: Sequence[NewJob], *, now: float) -> list[JobRecord]:
+        self._check_open()
+        args = [validate_new_job(job) for job in jobs]
+        if not jobs:
+            return []
+        return await self._committer.put((jobs, args, now), len(jobs))
+
+    async def _write_submits(self, batch: list[Submit]) -> list[list[JobRecord]]:
+        """One group commit: new records for new jobs; a key already stored, or seen
+        earlier in the batch, gets its existing record instead."""
+        by_key: dict[str, JobRecord] = {}
+        plan: list[list[JobRecord | str]] = []  # a record, or the key whose record it is
+        pending: list[tuple[JobRecord, str]] = []  # (record, args_json) to insert
+        for jobs, args, when in batch:
+            now = float(when)
+            out: list[JobRecord | str] = []
+            for job, job_args in zip(jobs, args, strict=True):
+                if job.key is not None and job.key in by_key:
+                    out.append(job.key)
+                    continue
+                record = JobRecord(
+                    id=uuid.uuid4().hex,
+                    task=job.task,
+                    lane=job.lane,
+                    args=job_args,
+                    priority=float(job.priority),
+                    state=JobState.QUEUED,
+                    attempts=0,
+                    max_attempts=job.max_attempts,
+                    run_at=float(job.run_at),
+                    created_at=now,
+                    updated_at=now,
+                    key=job.key,
+                    deadline_at=job.deadline_at,
+                )
+                pending.append((record, job.args_json))
+                if job.key is None:
+                    out.append(record)
+                else:
+                    by_key[job.key] = record
+                    out.append(job.key)
+            plan.append(out)
+
+        async def insert(conn: Conn, todo: list[tuple[JobRecord, str]]) -> set[str]:
+            for attempt in range(_KEY_RETRIES):  # one statement: all or nothing, so retry
+                try:
+                    return {row[0] for row in await conn.fetch(sql.SUBMIT, *self._columns(todo))}
+                except asyncpg.PostgresError as exc:
+                    if exc.sqlstate not in sql.RETRY_CODES or attempt == _KEY_RETRIES - 1:
+                        raise
+            raise AssertionError("unreachable")
+
+        async def body(conn: Conn) -> None:
+            todo = pending
+            for _ in range(_KEY_RETRIES):
+                inserted = await insert(conn, todo)
+                conflicts = {r.key: (r, a) for r, a in todo if r.id not in inserted}
+                if not conflicts:
+                    return
+                rows = await conn.fetch(sql.SELECT_BY_KEYS, list(conflicts))
+                for row in rows:
+                    stored = sql.decode(row)[1]
+                    if stored.key is not None:
+                        by_key[stored.key] = stored
+                        conflicts.pop(stored.key, None)
+                todo = list(conflicts.values())  # purged between our insert and our read
+                if not todo:
+                    return
+            raise BacklogError(f"backlog {self._where}: keys kept conflicting, then vanishing")
+
+        await self._write(body)
+        return [[by_key[p] if isinstance(p, str) else p for p in out] for out in plan]
+
+    def _columns(self, todo: list[tuple[JobRecord, str]]) -> list[Any]:
+        """The SUBMIT statement's parameters: one array per column, then the channel."""
+        return [
+            [r.id for r, _ in todo],
+            [r.task for r, _ in todo],
+            [r.lane for r, _ in todo],
+            [a for _, a in todo],
+            [r.priority for r, _ in todo],
+            [r.max_attempts for r, _ in todo],
+            [r.run_at for r, _ in todo],
+            [r.key for r, _ in todo],
+            [r.deadline_at for r, _ in todo],
+            [r.created_at for r, _ in todo],
+            self._channel,
+        ]
+
+    # -- claim and outcomes -----------------------------------------------------------
+
+    async def claim(
+        self,
+        lane: str,
+        limit: int,
+        *,
+        owner: str,
+        lease_seconds: float,
+        now: float,
+        max_running: int | None = None,
+    ) -> list[JobRecord]:
+        self._check_open()
+        if limit <= 0 or (max_running is not None and max_running <= 0):
+            return []
+        self._notified.discard(lane)  # this claim sees whatever was announced so far
+        await self._release_unheard(lane, owner, now)
+        lease_until = now + lease_seconds
+
+        async def body(conn: Conn) -> list[tuple[int, JobRecord]]:
+            found: list[tuple[int, JobRecord]] = []
+            while len(found) < limit:
+                rows = await conn.fetch(
+                    sql.CLAIM, lane, limit - len(found), owner, lease_until, now, max_running,
+                    sql.LOST_FORMAT,
+                )  # fmt: skip
+                bad: list[tuple[int, str]] = []
+                for row in rows:
+                    seq, record, problem = sql.decode(row)
+                    if problem is None:
+                        found.append((seq, record))
+                    else:
+                        bad.append((seq, record.error or corrupt(problem)))
+                if not bad:
+                    break
+                # corrupt rows go DEAD alone; the claim is topped up with the next jobs
+                await conn.execute(sql.KILL_CORRUPT, [s for s, _ in bad], [e for _, e in bad], now)
+            return found
+
+        try:
+            found = await self._write(body)
+        except BacklogUnavailable:
+            # it may have committed: the next claim of (lane, owner) gives those jobs back
+            self._unheard.setdefault((lane, owner), []).append((now, lease_until))
+            raise
+        found.sort(key=lambda sr: (sr[1].priority, sr[1].run_at, sr[0]))
+        self._stats["claimed"] += len(found)
+        return [record for _, record in found]
+
+    async def _release_unheard(self, lane: str, owner: str, now: float) -> None:
+        """Give back what earlier claims of (lane, owner) took if their answer was lost."""
+        unheard = self._unheard.get((lane, owner))
+        while unheard:
+            when, until = unheard[0]
+            released = await self._count_and_notify(
+                sql.RELEASE_UNHEARD, lane, owner, when, until, self._channel, now
+            )
+            self._stats["unheard_released"] += released
+            unheard.pop(0)
+        self._unheard.pop((lane, owner), None)
+
+    async def heartbeat(
+        self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float
+    ) -> int:
+        self._check_open()
+        if not job_ids:
+            return 0
+
+        async def body(conn: Conn) -> int:
+            status = await conn.execute(sql.HEARTBEAT, now + lease_seconds, list(job_ids), owner)
+            return sql.status_count(status)
+
+        return await self._write(body)
+
+    async def complete(self, outcomes: Sequence[Outcome], *, now: float) -> int:
+        self._check_open()
+        if not outcomes:
+            return 0
+        done = [o.kind == "done" for o in outcomes]
+        applied = await self._count_and_notify(
+            sql.COMPLETE,
+            [o.job_id for o in outcomes],
+            [o.owner for o in outcomes],
+            [_KIND_STATE[o.kind] for o in outcomes],
+            [o.result_json if d else None for o, d in zip(outcomes, done, strict=True)],
+            [None if d else o.error for o, d in zip(outcomes, done, strict=True)],
+            [None if d else o.traceback for o, d in zip(outcomes, done, strict=True)],
+            [o.run_at if o.kind == "retry" else None for o in outcomes],
+            [o.attempt for o in outcomes],
+            now,
+            self._channel,
+        )
+        self._stats["applied"] += applied
+        self._stats["ignored"] += len(outcomes) - applied
+        return applied
+
+    async def release(self, job_ids: Sequence[str], *, owner: str, now: float) -> int:
+        self._check_open()
+        if not job_ids:
+            return 0
+        return await self._count_and_notify(sql.RELEASE, now, list(job_ids), owner, self._channel)
+
+    # -- inspection and maintenance -----------------------------------------------------
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        self._check_open()
+        rows = await self._fetch(sql.GET, job_id)
+        return sql.decode(rows[0])[1] if rows else None
+
+    async def list_jobs(
+        self,
+        state: JobState | None = None,
+        lane: str | None = None,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        self._check_open()
+        params: list[Any] = [] if state is None else [state.value]
+        if lane is not None:
+            params.append(lane)
+        query = sql.list_query(state is not None, lane is not None)
+        rows = await self._fetch(query, *params, max(0, limit), max(0, offset))
+        return [sql.decode(row)[1] for row in rows]
+
+    async def requeue(
+        self,
+        job_id: str | None = None,
+        *,
+        all_dead: bool = False,
+        lane: str | None = None,
+        now: float,
+    ) -> int:
+        self._check_open()
+        check_requeue_args(job_id, all_dead)
+        if job_id is not None:
+            return await self._count_and_notify(sql.REQUEUE_ONE, now, job_id, lane, self._channel)
+        return await self._count_and_notify(sql.REQUEUE_DEAD, now, lane, self._channel)
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        self._check_open()
+        out: dict[str, dict[str, int]] = {}
+        for lane, state, n in await self._fetch(sql.COUNTS):
+            out.setdefault(str(lane), {})[str(state)] = int(n)
+        return out
+
+    async def purge(self, finished_before: float) -> int:
+        """Delete in chunks, one short statement each, so writers are not held up."""
+        self._check_open()
+
+        async def body(conn: Conn) -> int:
+            return sql.status_count(await conn.execute(sql.PURGE, finished_before, _PURGE_CHUNK))
+
+        total = 0
+        while True:
+            n = await self._write(body)
+            total += n
+            if n < _PURGE_CHUNK:
+                return total
+
+    async def queued_count(self, lane: str, *, limit: int | None = None) -> int:
+        self._check_open()
+        cap = None if limit is None else max(0, limit)
+        return int((await self._fetch(sql.QUEUED_COUNT, lane, cap))[0][0])
+
+    # -- LISTEN/NOTIFY ------------------------------------------------------------------
+
+    async def wait_for_work(self, lane: str, timeout: float) -> None:
+        """Return once a NOTIFY names ``lane`` (in any process) or after ``timeout`` s.
+
+        A NOTIFY that arrived since this process last claimed from ``lane``
+        returns at once. Without a listening connection (lost, reconnecting,
+        or ``listen=False``) it just waits ``timeout``: callers poll anyway.
+        """
+        self._check_open()
+        if lane in self._notified:
+            self._notified.discard(lane)
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(lane, set())
+        waiters.add(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, timeout)):
+                    await waiter
+        finally:
+            waiters.discard(waiter)
+            if not waiters:
+                self._waiters.pop(lane, None)
+
+    def _on_notify(self, _conn: Conn, _pid: int, _channel: str, lane: str) -> None:
+        self._stats["notified"] += 1
+        waiters = self._waiters.get(lane)
+        if not waiters:
+            self._notified.add(lane)
+            return
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _wake_all(self) -> None:
+        """Wake every waiter (we may have missed notifications, or we are closing)."""
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _listen_loop(self, ready: asyncio.Future[None]) -> None:
+        """Keep one connection LISTENing; reconnect with backoff when it is lost.
+
+        ``ready`` resolves after the first attempt, whether it connected or not.
+        """
+        delay = _LISTEN_BACKOFF[0]
+        connected_before = False
+        while True:
+            conn = None
+            try:
+                conn = await asyncpg.connect(
+                    self.dsn, server_settings=self._settings, timeout=self.connect_timeout
+                )
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(self._channel, self._on_notify)
+                self._listening = True
+                if connected_before:
+                    self._stats["reconnects"] += 1
+                connected_before, delay = True, _LISTEN_BACKOFF[0]
+                self._wake_all()  # notifications may have been missed while not listening
+                if not ready.done():
+                    ready.set_result(None)
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_LISTEN_PING):
+                            await lost.wait()
+                    if not lost.is_set():  # a silent network can hide a dead connection
+                        await conn.fetchval("SELECT 1", timeout=self.connect_timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                pass  # unreachable for now: retry below, the runner polls meanwhile
+            finally:
+                self._listening = False
+                if not ready.done():
+                    ready.set_result(None)
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _LISTEN_BACKOFF[1])
+
+    def __repr__(self) -> str:
+        return f"<PostgresBacklog {self._where} {'open' if self._pool is not None else 'closed'}>"
+
+
+def _redact(dsn: str) -> str:
+    """The DSN without its password (and without query parameters)."""
+    parts = urlsplit(dsn)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, host = netloc.rsplit("@", 1)
+        netloc = f"{user.split(':', 1)[0]}@{host}"
+    return f"{parts.scheme}://{netloc}{parts.path}"
