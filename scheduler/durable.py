@@ -60,7 +60,8 @@ class BacklogOptions:
             dies, other workers reclaim the job this long after its last heartbeat.
         heartbeat: seconds between lease extensions (default ``lease / 3``).
         poll_interval: how often an idle lane looks for work submitted by
-            other processes (local submits wake it at once).
+            other processes (local submits wake it at once, and so does a
+            PostgreSQL ``NOTIFY``).
         claim_batch: most jobs claimed in one backlog call.
         retention: seconds a finished (``DONE``) job is kept before it is purged.
         synchronous: SQLite ``synchronous``: ``"NORMAL"`` (WAL; survives a
