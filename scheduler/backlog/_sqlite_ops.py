@@ -7,7 +7,6 @@ by another process before our insert, and two claimers never take one job.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, cast
@@ -17,7 +16,7 @@ import aiosqlite
 from ..errors import BacklogError
 from ..jobs import JobState
 from . import _sqlite_schema as sql
-from .base import LEASE_LOST_FMT, JobRecord, NewJob, claim_room
+from .base import LEASE_LOST_FMT, JobRecord, NewJob, claim_room, new_record
 
 __all__ = ["Submit", "claim", "insert", "migrate", "rows"]
 
@@ -70,21 +69,7 @@ async def insert(db: aiosqlite.Connection, batch: list[Submit]) -> list[list[Job
             if job.key is not None and job.key in known:
                 records.append(known[job.key])
                 continue
-            record = JobRecord(
-                id=uuid.uuid4().hex,
-                task=job.task,
-                lane=job.lane,
-                args=job_args,
-                priority=float(job.priority),
-                state=JobState.QUEUED,
-                attempts=0,
-                max_attempts=job.max_attempts,
-                run_at=float(job.run_at),
-                created_at=now,
-                updated_at=now,
-                key=job.key,
-                deadline_at=job.deadline_at,
-            )
+            record = new_record(job, job_args, now)
             if job.key is not None:
                 known[job.key] = record
             inserts.append(

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -231,6 +232,25 @@ def validate_new_job(job: NewJob) -> list[Any]:
     if job.max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {job.max_attempts}")
     return decode_args(job.args_json)
+
+
+def new_record(job: NewJob, args: list[Any], now: float) -> JobRecord:
+    """The record of a job about to be stored: a fresh id, ``QUEUED``, no attempts."""
+    return JobRecord(
+        id=uuid.uuid4().hex,
+        task=job.task,
+        lane=job.lane,
+        args=args,
+        priority=float(job.priority),
+        state=JobState.QUEUED,
+        attempts=0,
+        max_attempts=job.max_attempts,
+        run_at=float(job.run_at),
+        created_at=now,
+        updated_at=now,
+        key=job.key,
+        deadline_at=job.deadline_at,
+    )
 
 
 def corrupt(detail: str) -> str:

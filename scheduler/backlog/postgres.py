@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -86,6 +85,7 @@ from .base import (
     Outcome,
     check_requeue_args,
     corrupt,
+    new_record,
     validate_new_job,
 )
 
@@ -335,21 +335,7 @@ class PostgresBacklog(AsyncContext):
                 if job.key is not None and job.key in by_key:
                     out.append(job.key)
                     continue
-                record = JobRecord(
-                    id=uuid.uuid4().hex,
-                    task=job.task,
-                    lane=job.lane,
-                    args=job_args,
-                    priority=float(job.priority),
-                    state=JobState.QUEUED,
-                    attempts=0,
-                    max_attempts=job.max_attempts,
-                    run_at=float(job.run_at),
-                    created_at=now,
-                    updated_at=now,
-                    key=job.key,
-                    deadline_at=job.deadline_at,
-                )
+                record = new_record(job, job_args, now)
                 pending.append((record, job.args_json))
                 if job.key is None:
                     out.append(record)
