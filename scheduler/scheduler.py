@@ -36,7 +36,7 @@ from typing import Any, ParamSpec, TypeVar
 from ._lane_state import LaneState, Ticket
 from ._validate import check_number
 from .backlog import make_backlog
-from .breaker import BreakerState
+from .calls import call_with_policies
 from .clock import Clock, SystemClock
 from .durable import BacklogOptions, DurableRunner, new_owner_id
 from .errors import (
@@ -46,10 +46,8 @@ from .errors import (
     JobTimeout,
     Overloaded,
     SchedulerClosed,
-    SubmitError,
     UnknownLane,
     UnknownTask,
-    UpstreamUnavailable,
 )
 from .health import HealthGate
 from .job_store import JobStore
@@ -59,8 +57,8 @@ from .logs import debug_enabled, get_logger
 from .metrics import SchedulerStats
 from .retry import RetryPolicy
 from .tasks import DEFAULT_RETRY, Task, check_task_function, task_name
-from .upstream import FailureKind, classify
-from .upstream_health import Upstream, UpstreamHealth
+from .upstream import classify
+from .upstream_health import Upstream
 
 __all__ = ["DEFAULT_LANES", "Scheduler"]
 
@@ -378,104 +376,13 @@ class Scheduler:
         if self._state is not _State.RUNNING or not state.run_here:
             raise SchedulerClosed(self._closed_reason(state))
         if upstream is not None or retry is not None or fallback is not None:
-            return await self._call_with_policies(
-                state, fn, args, priority, deadline, timeout, upstream, retry, fallback, cost
+            return await call_with_policies(
+                self, state, fn, args, priority, deadline, timeout, upstream, retry, fallback, cost
             )
         ticket = self._admit(state, priority, deadline, upstream)
         if ticket.future is not None:
             await self._wait_for_seat(ticket)
         return await self._run(ticket, fn, args, timeout)
-
-    async def _call_with_policies(
-        self,
-        lane: LaneState,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        priority: float,
-        deadline: float | None,
-        timeout: float | None,
-        upstream: str | None,
-        retry: RetryPolicy | None,
-        fallback: Callable[..., Awaitable[T]] | None,
-        cost: float,
-    ) -> T:
-        """``call()`` with an upstream's health, retries and a fallback in play."""
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
-        if fallback is not None and not callable(fallback):
-            raise TypeError(f"fallback must be a coroutine function, got {fallback!r}")
-        check_number("cost", cost, minimum=0)
-        clock = self.clock
-        started = clock.now()
-        health = None
-        if upstream is not None:
-            health = self.gate.upstream(upstream)
-            if lane.gated:
-                lane.upstreams.add(upstream)
-        attempt = 1
-        while True:
-            left = None if deadline is None else deadline - (clock.now() - started)
-            try:
-                if health is not None:
-                    if not lane.gated:  # gated lanes wait on the gate instead
-                        health.admit_interactive(cost)
-                    if attempt == 1:
-                        health.retry_budget.record_request()
-                ticket = self._admit(lane, priority, left, upstream)
-                if ticket.future is not None:
-                    await self._wait_for_seat(ticket)
-                if health is not None and not self._breaker_admits(health, lane):
-                    self._release_unstarted(ticket)
-                    raise UpstreamUnavailable(upstream or "", health.breaker.retry_after())
-                return await self._run(ticket, fn, args, timeout)
-            except UpstreamUnavailable:
-                if fallback is None:
-                    raise
-                return await self._run_fallback(lane, fallback, args, priority, left, timeout)
-            except (SubmitError, JobCancelled):
-                raise
-            except Exception as exc:
-                verdict = classify(exc, now=clock.wall())
-                delay = None
-                if retry is not None and verdict.retryable and attempt < retry.max_attempts:
-                    delay = retry.delay(attempt, retry_after=verdict.retry_after)
-                    remaining = None if deadline is None else deadline - (clock.now() - started)
-                    too_late = remaining is not None and delay >= remaining
-                    if too_late or (
-                        health is not None and not health.retry_budget.try_acquire_retry()
-                    ):
-                        delay = None
-                if delay is None:
-                    if fallback is None or (verdict.kind is FailureKind.CLIENT_ERROR):
-                        raise
-                    return await self._run_fallback(lane, fallback, args, priority, left, timeout)
-                if debug_enabled():
-                    _log.debug("job.retry", lane=lane.name, attempt=attempt, delay=delay)
-                await clock.sleep(delay)
-                attempt += 1
-
-    @staticmethod
-    def _breaker_admits(health: UpstreamHealth, lane: LaneState) -> bool:
-        """Gated work takes a half-open trial slot; live work only needs it not open."""
-        if lane.gated:
-            return health.breaker.allow()
-        return health.breaker.state is not BreakerState.OPEN
-
-    async def _run_fallback(
-        self,
-        lane: LaneState,
-        fallback: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        priority: float,
-        deadline: float | None,
-        timeout: float | None,
-    ) -> T:
-        lane.fallbacks += 1
-        _log.info("job.fallback", lane=lane.name, fallback=getattr(fallback, "__qualname__", "?"))
-        ticket = self._admit(lane, priority, deadline, None)
-        if ticket.future is not None:
-            await self._wait_for_seat(ticket)
-        return await self._run(ticket, fallback, args, timeout)
 
     def _release_unstarted(self, ticket: Ticket) -> None:
         """Give back a seat whose job will not run after all."""
