@@ -55,7 +55,7 @@ def make_scheduler(backlog: str) -> Scheduler:
     async def block(i: int) -> int:
         ctx = current_job()
         _note(f"start {ctx.id} {ctx.attempt}")
-        await asyncio.sleep(60)
+        await asyncio.Event().wait()  # until the worker cancels it
         _note(f"end {ctx.id}")
         return i
 
