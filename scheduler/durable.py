@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ._lane_state import LaneState, Ticket
 from .backlog import Backlog, JobRecord, Outcome
 from .backlog.base import WaitsForWork
+from .breaker import BreakerState
 from .errors import BacklogError, JobCancelled
 from .logs import get_logger
 from .tasks import encode_result
@@ -281,6 +282,7 @@ class DurableRunner:
             return
         args = tuple(record.args)
         health = None
+        trial = False  # this attempt probes a half-open breaker
         if task.upstream is not None:
             health = sched.gate.upstream(task.upstream)
             if not health.breaker.allow():
@@ -288,6 +290,7 @@ class DurableRunner:
                 sched._release_unstarted(ticket)
                 self._defer(record.id)
                 return
+            trial = health.breaker.state is BreakerState.HALF_OPEN
             health.take_batch_budget(task.cost_of(args))
             if record.attempts == 1:
                 health.retry_budget.record_request()
@@ -298,6 +301,11 @@ class DurableRunner:
             self._defer(record.id)  # shutdown: another worker runs it
             return
         except Exception as exc:
+            if trial and classify(exc, now=clock.wall()).upstream_fault:
+                # a failed probe of a recovering upstream says nothing about the
+                # job: give the attempt back; the reopened breaker holds it
+                self._defer(record.id)
+                return
             outcome = self._failure(record, task.retry, exc, health)
             if outcome.kind == "dead" and task.fallback is not None and is_retryable(exc):
                 await self._run_fallback(record, task.fallback, args)

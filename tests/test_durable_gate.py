@@ -69,3 +69,35 @@ async def test_an_outage_stops_batch_calls_and_recovery_drains_everything(
     assert results == [0, 1, 2]
     # no job used up its attempts waiting for the outage to end
     assert calls_total - calls_while_down == 200
+
+
+async def test_failed_half_open_trials_give_the_attempt_back(clock: FakeClock) -> None:
+    sched = Scheduler(
+        ":memory:",
+        lanes=[Lane("batch", 2, durable=True, gated=True)],
+        clock=clock,
+        upstreams=[Upstream("llm", breaker=BreakerConfig(consecutive_failures=2, cooldown=5))],
+        backlog_options=BacklogOptions(poll_interval=0.5),
+        shutdown_grace=0,
+    )
+    down = True
+    trials_while_down = 0
+
+    @sched.task(upstream="llm", retry=RetryPolicy(max_attempts=2, base=1.0, jitter="none"))
+    async def work(i: int) -> int:
+        nonlocal trials_while_down
+        if down:
+            trials_while_down += 1
+            raise status_error(503)
+        return i
+
+    async with sched:
+        jobs = [await work.submit(i) for i in range(3)]
+        await drive(clock, 300)  # many half-open trials fail during the outage
+        trials = trials_while_down
+        down = False
+        await drive(clock, 120)
+        states = [(await sched.job(j.id)).state for j in jobs]
+    # two attempts each would have been spent by the trials: none went DEAD
+    assert states == [JobState.DONE] * 3
+    assert trials > 6, "the breaker kept probing with real jobs"
