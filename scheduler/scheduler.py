@@ -86,7 +86,8 @@ class Scheduler:
     Args:
         backlog: where durable work is kept: a SQLite file path (default
             ``"floodgate.db"``), ``":memory:"``, or a ``postgresql://`` DSN.
-            The in-memory core does not open it; durable ``submit()`` does.
+            Opened when the scheduler starts if any lane is durable; a plain
+            attribute until then (the worker's ``--backlog`` sets it).
         lanes: the lanes; by default ``interactive`` (16 seats, 256 queued) and
             ``batch`` (8 seats, durable, gated). Earlier lanes are more urgent.
         gate: the :class:`HealthGate` gated lanes wait on (a fresh one by default).
