@@ -131,6 +131,7 @@ class LaneState:
         self.upstreams: set[str] = set()
         self.limiter = AIMDLimit(lane.max_concurrency) if lane.gated else None
         self.gate_blocked = False
+        self.under_pressure = False  # yielding to queued interactive work
 
     def count_shed(self, reason: str) -> None:
         self.shed[reason] = self.shed.get(reason, 0) + 1

@@ -176,6 +176,14 @@ class HealthGate:
         self._timer, self._timer_at = None, float("inf")
         self._notify()
 
+    def note_pressure(self, lane: str, on: bool) -> None:
+        """A gated lane starts or stops yielding to queued interactive work
+        (counted as ``interactive_pressure``; logged at debug, it flips often)."""
+        if on:
+            key = "interactive_pressure"
+            self._closed_by[key] = self._closed_by.get(key, 0) + 1
+        _log.debug("gate.pressure", lane=lane, yielding=on)
+
     def record(self, upstream: str, outcome: Classified, latency: float) -> None:
         """Feed one finished request's outcome to ``upstream``'s health."""
         health = self.upstream(upstream)

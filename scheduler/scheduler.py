@@ -777,7 +777,11 @@ class Scheduler:
             lane.gate_blocked = False
             if limiter is not None:
                 limiter.reset()  # reopened after a closure: ramp up gently
-        if any(other.queue for other in self._ungated):
+        pressure = any(other.queue for other in self._ungated)
+        if pressure != lane.under_pressure:
+            lane.under_pressure = pressure
+            self.gate.note_pressure(lane.name, pressure)
+        if pressure:
             return False  # interactive pressure: batch yields while live work waits
         return limiter is None or lane.running < limiter.limit
 

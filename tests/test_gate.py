@@ -147,6 +147,7 @@ async def test_batch_yields_while_interactive_work_queues(clock: FakeClock) -> N
         await settle()
         assert inter.started == ["i1", "i2"]
         assert batch.started != [], "the interactive queue is empty again: batch goes"
+        assert sched.gate.stats().closed_by["interactive_pressure"] == 1
         inter.release()
         batch.release()
         await asyncio.gather(first, queued, *jobs)
