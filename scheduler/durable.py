@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._lane_state import LaneState, Ticket
 from .backlog import Backlog, JobRecord, Outcome
-from .backlog.base import WaitsForWork
+from .backlog.base import CompletesAndClaims, WaitsForWork
 from .breaker import BreakerState
 from .errors import BacklogError, JobCancelled
 from .logs import get_logger
@@ -188,19 +188,11 @@ class DurableRunner:
             if not tickets:
                 await self._sleep(None)  # a seat frees, the gate opens, or we stop
                 continue
+            outcomes = self._take_outcomes()
             try:
-                records = await self._backlog.claim(
-                    lane.name,
-                    len(tickets),
-                    owner=self._owner,
-                    lease_seconds=options.lease,
-                    now=sched.clock.wall(),
-                    # the lane's ceiling across processes: the backlog counts the other
-                    # processes' leases, our seats count ours (a finished job still holds
-                    # its lease in the backlog until its outcome is written)
-                    max_running=lane.max_concurrency - (lane.running - len(tickets)),
-                )
+                records = await self._claim(len(tickets), outcomes)
             except BacklogError as exc:
+                self._put_back(outcomes)
                 for ticket in tickets:
                     sched._release(lane, ticket)
                 failures += 1
@@ -208,7 +200,12 @@ class DurableRunner:
                 _log.warning("backlog.claim_failed", lane=lane.name, error=str(exc), retry_in=delay)
                 await self._sleep(delay)
                 continue
+            except BaseException:
+                self._put_back(outcomes)  # cancelled: rewriting one that landed is ignored
+                raise
             failures = 0
+            if outcomes:
+                self._written(outcomes, [])
             lane.backlog_queued = max(0, lane.backlog_queued - len(records))
             for ticket in tickets[len(records) :]:
                 sched._release(lane, ticket)
@@ -216,6 +213,45 @@ class DurableRunner:
                 self._start_job(record, ticket)
             if not records:
                 await self._idle(options.poll_interval)
+
+    def _take_outcomes(self) -> list[Outcome]:
+        """The queued outcomes, to be written with the next claim (one commit for
+        both), when the backlog can do that; taken off the shared list, so the
+        flush loop never writes them too."""
+        if not self._outcomes or not isinstance(self._backlog, CompletesAndClaims):
+            return []
+        outcomes, self._outcomes = self._outcomes, []
+        return outcomes
+
+    async def _claim(self, seats: int, outcomes: list[Outcome]) -> list[JobRecord]:
+        """Claim up to ``seats`` jobs, writing ``outcomes`` in the same transaction."""
+        lane, options = self.lane, self._options
+        now = self._sched.clock.wall()
+        # the lane's ceiling across processes: the backlog counts the other processes'
+        # leases, our seats count ours (a finished job still holds its lease in the
+        # backlog until its outcome is written)
+        max_running = lane.max_concurrency - (lane.running - seats)
+        if outcomes:
+            backlog = self._backlog
+            assert isinstance(backlog, CompletesAndClaims)  # _take_outcomes checked
+            _, records = await backlog.complete_and_claim(
+                outcomes,
+                lane.name,
+                seats,
+                owner=self._owner,
+                lease_seconds=options.lease,
+                now=now,
+                max_running=max_running,
+            )
+            return records
+        return await self._backlog.claim(
+            lane.name,
+            seats,
+            owner=self._owner,
+            lease_seconds=options.lease,
+            now=now,
+            max_running=max_running,
+        )
 
     async def _idle(self, seconds: float) -> None:
         """:meth:`_sleep`, also woken by the backlog's news of work (PostgreSQL NOTIFY)."""
@@ -381,6 +417,9 @@ class DurableRunner:
     async def _flush_loop(self) -> None:
         while True:
             await self._flush_wanted.wait()
+            # cleared here, not only in _flush: the claim loop may have taken the
+            # outcomes that set it, and a set event with nothing to write would spin
+            self._flush_wanted.clear()
             await self._flush()
 
     async def _flush(self) -> None:
@@ -405,10 +444,20 @@ class DurableRunner:
                 await self._sched.clock.sleep(delay)
                 continue
             failures = 0
-            # retried and released jobs wait in the backlog again
-            self.lane.backlog_queued += len(releases) + sum(o.kind == "retry" for o in outcomes)
-            if outcomes:
-                self._on_finished([o.job_id for o in outcomes])
+            self._written(outcomes, releases)
+
+    def _written(self, outcomes: list[Outcome], releases: list[str]) -> None:
+        """Bookkeeping once ``outcomes`` and ``releases`` are in the backlog."""
+        # retried and released jobs wait in the backlog again
+        self.lane.backlog_queued += len(releases) + sum(o.kind == "retry" for o in outcomes)
+        if outcomes:
+            self._on_finished([o.job_id for o in outcomes])
+
+    def _put_back(self, outcomes: list[Outcome]) -> None:
+        """Outcomes a failed claim did not write: first in line for the flush loop."""
+        if outcomes:
+            self._outcomes[:0] = outcomes
+            self._flush_wanted.set()
 
     # -- leases ---------------------------------------------------------------------
 

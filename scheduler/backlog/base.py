@@ -49,6 +49,12 @@ also has ``async def wait_for_work(self, lane: str, timeout: float) -> None``
 (see :class:`WaitsForWork`): it returns as soon as work may have become due
 in ``lane`` (a submit, requeue, release or due retry in any process), or after
 ``timeout`` seconds at the latest. Callers still poll: a wake-up is a hint.
+
+Optional: a backend that can write outcomes and claim in one transaction also
+has ``complete_and_claim`` (see :class:`CompletesAndClaims`): exactly
+``complete(outcomes, now=now)`` followed by ``claim(...)``, applied atomically
+(one commit), so a worker that drains a lane pays one commit per cycle instead
+of two. Callers fall back to the two calls when a backend lacks it.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ __all__ = [
     "BacklogFull",
     "BacklogLocked",
     "BacklogUnavailable",
+    "CompletesAndClaims",
     "JobRecord",
     "NewJob",
     "Outcome",
@@ -369,6 +376,29 @@ class WaitsForWork(Protocol):
 
     async def wait_for_work(self, lane: str, timeout: float) -> None:
         """Return when work may have become due in ``lane``, or after ``timeout`` s."""
+        ...
+
+
+@runtime_checkable
+class CompletesAndClaims(Protocol):
+    """A backlog that can write outcomes and claim in one transaction (optional)."""
+
+    async def complete_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        lane: str,
+        limit: int,
+        *,
+        owner: str,
+        lease_seconds: float,
+        now: float,
+        max_running: int | None = None,
+    ) -> tuple[int, list[JobRecord]]:
+        """``complete(outcomes, now=now)`` then ``claim(lane, limit, ...)``, atomically.
+
+        Returns how many outcomes applied and the claimed records (in claim
+        order). A failure stores neither the outcomes nor the claim.
+        """
         ...
 
 

@@ -273,6 +273,24 @@ class MemoryBacklog(AsyncContext):
                 self._move(row, JobState.DEAD, now)
         return n
 
+    async def complete_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        lane: str,
+        limit: int,
+        *,
+        owner: str,
+        lease_seconds: float,
+        now: float,
+        max_running: int | None = None,
+    ) -> tuple[int, list[JobRecord]]:
+        """``complete`` then ``claim``: atomic here, as nothing awaits in between."""
+        applied = await self.complete(outcomes, now=now)
+        records = await self.claim(
+            lane, limit, owner=owner, lease_seconds=lease_seconds, now=now, max_running=max_running
+        )
+        return applied, records
+
     async def release(self, job_ids: Sequence[str], *, owner: str, now: float) -> int:
         self._check()
         n = 0

@@ -29,7 +29,8 @@ other owners' live leases of the lane in the same ``BEGIN IMMEDIATE``
 transaction, which holds the write lock, so claimers in other processes
 cannot interleave.
 ``complete``/``heartbeat``/``release``
-are one ``executemany`` transaction each.
+are one ``executemany`` transaction each; ``complete_and_claim`` runs the
+``complete`` statement and then the claim in one transaction (one commit).
 
 Errors: a lock held past ``busy_timeout`` raises ``BacklogLocked``, a full
 disk ``BacklogFull``, a file that is not a database ``BacklogError`` naming
@@ -72,6 +73,20 @@ _PURGE_CHUNK = 5000  # rows deleted per purge transaction
 
 def _probe(path: str, busy_timeout: float) -> None:
     sqlite3.connect(path, timeout=busy_timeout).close()
+
+
+def _outcome_rows(outcomes: Sequence[Outcome], now: float) -> list[tuple[Any, ...]]:
+    """The parameters of ``sql.COMPLETE``, one tuple per outcome."""
+    rows: list[tuple[Any, ...]] = []
+    for o in outcomes:
+        done = o.kind == "done"
+        rows.append(
+            (_KIND_STATE[o.kind], o.result_json if done else None,
+             None if done else o.error, None if done else o.traceback,
+             o.run_at if o.kind == "retry" else None, now, o.job_id, _R, o.owner,
+             o.attempt, o.attempt)
+        )  # fmt: skip
+    return rows
 
 
 class SQLiteBacklog(AsyncContext):
@@ -239,19 +254,62 @@ class SQLiteBacklog(AsyncContext):
         if limit <= 0 or (max_running is not None and max_running <= 0):
             return []
         records = await self._transaction(
-            partial(
-                _ops.claim,
-                lane=lane,
-                limit=limit,
-                owner=owner,
-                lease_until=now + lease_seconds,
-                now=now,
-                returning=self.use_returning,
-                max_running=max_running,
-            )
+            partial(self._claim_ops, lane, limit, owner, now + lease_seconds, now, max_running)
         )
         self._stats["claimed"] += len(records)
         return records
+
+    def _claim_ops(
+        self,
+        lane: str,
+        limit: int,
+        owner: str,
+        lease_until: float,
+        now: float,
+        max_running: int | None,
+        db: Db,
+    ) -> Awaitable[list[JobRecord]]:
+        """The claim statements, inside the caller's transaction."""
+        return _ops.claim(
+            db, lane, limit, owner, lease_until, now,
+            returning=self.use_returning, max_running=max_running,
+        )  # fmt: skip
+
+    async def complete_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        lane: str,
+        limit: int,
+        *,
+        owner: str,
+        lease_seconds: float,
+        now: float,
+        max_running: int | None = None,
+    ) -> tuple[int, list[JobRecord]]:
+        """``complete`` then ``claim`` in one ``BEGIN IMMEDIATE`` transaction (one commit)."""
+        self._check_open()
+        params = _outcome_rows(outcomes, now)
+        wants_claim = limit > 0 and (max_running is None or max_running > 0)
+        if not params:
+            records = await self.claim(
+                lane, limit, owner=owner, lease_seconds=lease_seconds, now=now,
+                max_running=max_running,
+            )  # fmt: skip
+            return 0, records
+        if not wants_claim:
+            return await self.complete(outcomes, now=now), []
+        claim_ops = partial(
+            self._claim_ops, lane, limit, owner, now + lease_seconds, now, max_running
+        )
+
+        async def body(db: Db) -> tuple[int, list[JobRecord]]:
+            applied = (await db.executemany(sql.COMPLETE, params)).rowcount
+            return applied, await claim_ops(db)
+
+        applied, records = await self._transaction(body)
+        self._count_outcomes(len(params), applied)
+        self._stats["claimed"] += len(records)
+        return applied, records
 
     async def heartbeat(
         self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float
@@ -260,19 +318,14 @@ class SQLiteBacklog(AsyncContext):
         return await self._write_many(sql.HEARTBEAT, [(until, i, _R, owner) for i in job_ids])
 
     async def complete(self, outcomes: Sequence[Outcome], *, now: float) -> int:
-        rows = []
-        for o in outcomes:
-            done = o.kind == "done"
-            rows.append(
-                (_KIND_STATE[o.kind], o.result_json if done else None,
-                 None if done else o.error, None if done else o.traceback,
-                 o.run_at if o.kind == "retry" else None, now, o.job_id, _R, o.owner,
-                 o.attempt, o.attempt)
-            )  # fmt: skip
+        rows = _outcome_rows(outcomes, now)
         applied = await self._write_many(sql.COMPLETE, rows)
-        self._stats["applied"] += applied
-        self._stats["ignored"] += len(rows) - applied
+        self._count_outcomes(len(rows), applied)
         return applied
+
+    def _count_outcomes(self, written: int, applied: int) -> None:
+        self._stats["applied"] += applied
+        self._stats["ignored"] += written - applied
 
     async def release(self, job_ids: Sequence[str], *, owner: str, now: float) -> int:
         return await self._write_many(sql.RELEASE, [(_Q, now, i, _R, owner) for i in job_ids])
