@@ -327,7 +327,8 @@ class DurableRunner:
                 self._defer(record.id)
                 return
             trial = health.breaker.state is BreakerState.HALF_OPEN
-            health.take_batch_budget(task.cost_of(args))
+            cost = record.cost if record.cost is not None else task.cost_of(args)
+            health.take_batch_budget(cost)
             if record.attempts == 1:
                 health.retry_budget.record_request()
             ticket.upstream = task.upstream

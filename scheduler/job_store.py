@@ -60,9 +60,11 @@ class JobStore:
         run_at: float | datetime | None,
         delay: float | None,
         deadline: float | None,
+        cost: float | None = None,
     ) -> Job:
         args_json = encode_args(args)
         check_number("priority", priority, minimum=-math.inf)
+        job_cost = None if cost is None else check_number("cost", cost, minimum=0)
         if key is not None and (not isinstance(key, str) or not key):
             raise TypeError(f"key must be a non-empty str or None, got {key!r}")
         now = self._clock.wall()
@@ -92,6 +94,7 @@ class JobStore:
                         key=key,
                         max_attempts=task.retry.max_attempts,
                         deadline_at=deadline_at,
+                        cost=job_cost,
                     )
                 ],
                 now=now,
@@ -157,6 +160,7 @@ class JobStore:
             traceback=record.traceback,
             _value=record.result,
             _owner=self._sched,
+            cost=record.cost,
         )
 
     async def get(self, job_id: str) -> Job:

@@ -107,6 +107,8 @@ class Job:
     traceback: str | None
     _value: Any
     _owner: _JobWaiter
+    #: tokens the job draws from its upstream's token-rate limit (``None``: the task's cost)
+    cost: float | None = None
 
     async def result(self, timeout: float | None = None) -> Any:
         """The job's result once it is ``DONE``.

@@ -130,6 +130,11 @@ class TokenBucket:
         self._level -= n
         return True
 
+    def draw(self, n: float) -> None:
+        """Take ``n`` tokens unconditionally; the level may go negative (a debt)."""
+        self._refill()
+        self._level -= n
+
     def time_until(self, n: float, *, keep: float = 0.0) -> float:
         """Seconds until :meth:`take` of ``n`` (keeping ``keep``) can succeed."""
         self._refill()

@@ -668,6 +668,7 @@ class Scheduler:
         run_at: float | datetime | None = None,
         delay: float | None = None,
         deadline: float | None = None,
+        cost: float | None = None,
     ) -> Job:
         """Store a durable job for ``task(*args)``; returns once its row is committed.
 
@@ -679,9 +680,15 @@ class Scheduler:
             delay: seconds from now.
             deadline: seconds after its start time within which it must start,
                 or it ends ``DEAD`` unrun.
+            cost: tokens this job draws from its upstream's token-rate limit when
+                it starts (e.g. an estimate of its prompt and answer), stored
+                with the job so whichever worker runs it draws that much;
+                ``None`` uses the task's ``cost``.
 
         Raises:
-            TypeError: an argument is not JSON-serializable (nothing is stored).
+            TypeError: an argument is not JSON-serializable, or ``cost`` is not a
+                number (nothing is stored).
+            ConfigError: ``cost`` is negative or not finite.
             Overloaded: the lane's backlog holds ``max_queued`` jobs already.
             SchedulerClosed: the scheduler is not open.
         """
@@ -708,6 +715,7 @@ class Scheduler:
             run_at=run_at,
             delay=delay,
             deadline=deadline,
+            cost=cost,
         )
 
     async def job(self, job_id: str) -> Job:

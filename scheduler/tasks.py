@@ -113,10 +113,22 @@ class Task(Generic[P, R]):
         run_at: float | None = None,
         delay: float | None = None,
         deadline: float | None = None,
+        cost: float | None = None,
     ) -> Job:
-        """Store a durable job running this task with ``args``; see :meth:`Scheduler.submit`."""
+        """Store a durable job running this task with ``args``; see :meth:`Scheduler.submit`.
+
+        ``cost``: tokens this job draws from the upstream's token-rate limit
+        (``None``: the task's ``cost``).
+        """
         return await self.scheduler.submit(
-            self, *args, priority=priority, key=key, run_at=run_at, delay=delay, deadline=deadline
+            self,
+            *args,
+            priority=priority,
+            key=key,
+            run_at=run_at,
+            delay=delay,
+            deadline=deadline,
+            cost=cost,
         )
 
     async def call(self, *args: Any, priority: float = 0, deadline: float | None = None) -> R:

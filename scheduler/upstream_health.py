@@ -218,6 +218,12 @@ class UpstreamHealth:
         headroom = self._headroom_wait(now)
         if headroom > 0:
             waits.append(headroom)
+        reserve = self.config.interactive_reserve
+        for bucket, need in ((self._rpm, 1.0), (self._tpm, 0.0)):
+            if bucket is not None:
+                refill = bucket.time_until(need, keep=reserve * bucket.capacity)
+                if 0 < refill < math.inf:
+                    waits.append(refill)
         return max(0.001, min(waits))
 
     def _headroom_exhausted(self, now: float) -> bool:
@@ -276,10 +282,14 @@ class UpstreamHealth:
                 raise UpstreamUnavailable(self.name, bucket.time_until(need))
 
     def take_batch_budget(self, cost: float) -> None:
-        """Draw a starting gated job's request and tokens from the rate limits."""
+        """Draw a starting gated job's request and tokens from the rate limits.
+
+        The gate let it start, so it draws in full, into debt if the bucket
+        holds less than its cost; later gated work waits until that is repaid.
+        """
         for bucket, need in ((self._rpm, 1.0), (self._tpm, cost)):
             if bucket is not None and need:
-                bucket.take(need)
+                bucket.draw(need)
 
     def stats(self, concurrency_limit: int | None = None) -> UpstreamStats:
         now = self._clock.now()

@@ -162,6 +162,11 @@ def test_token_bucket_keeps_a_reserve_and_refills_with_time() -> None:
     assert bucket.take(5)
     bucket.set_level(3, capacity=20)
     assert (bucket.level, bucket.capacity) == (3, 20)
+    bucket.draw(5)  # a started job draws in full, into debt
+    assert bucket.level == -2
+    assert not bucket.take(1)
+    clock.advance(3.0)
+    assert bucket.take(1)
 
 
 def test_adaptive_throttle_follows_the_sre_formula() -> None:

@@ -139,13 +139,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX floodgate_jobs_state_updated ON floodgate_jobs (state, updated_at)",
         _CLAIM_FUNCTION,
     ),
+    # 2: a job's own cost (tokens from its upstream's rate limit); NULL = the task's default.
+    # The claim function returns the table's row type: create it again with the new column.
+    (
+        "ALTER TABLE floodgate_jobs ADD COLUMN cost double precision",
+        _CLAIM_FUNCTION,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: the columns of a job, in the order :func:`decode` reads them (the SQLite order)
 COLUMNS = (
     "seq, id, task, lane, args, priority, state, attempts, max_attempts, run_at, created_at,"
-    " updated_at, key, lease_owner, lease_until, result, error, traceback, deadline_at"
+    " updated_at, key, lease_owner, lease_until, result, error, traceback, deadline_at, cost"
 )
 
 # Sends one NOTIFY per lane of ``rows`` (a CTE with ``lane`` and ``run_at``) that has a job
@@ -154,32 +160,33 @@ COLUMNS = (
 _NOTIFY = """(SELECT count(pg_notify({channel}, l.lane)::text) FROM
     (SELECT DISTINCT lane FROM {rows} WHERE run_at <= {now}) l)"""
 
-# Params: ids, tasks, lanes, args, priorities, max_attempts, run_ats, keys, deadlines, nows
-# (arrays, one element per job, in order), channel. Returns the ids actually inserted: a job
+# Params: ids, tasks, lanes, args, priorities, max_attempts, run_ats, keys, deadlines, nows,
+# costs (arrays, one element per job, in order), channel. Returns the ids actually inserted: a job
 # whose key is already stored is skipped (ON CONFLICT DO NOTHING) and looked up by key after.
 # ``seq`` is drawn in submission order (the FIFO tie-break), then rows go in by key, so two
 # batches sharing keys wait for each other's keys in one global order and cannot deadlock.
 SUBMIT = f"""
     WITH input AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[],
-                             $6::int4[], $7::float8[], $8::text[], $9::float8[], $10::float8[])
+                             $6::int4[], $7::float8[], $8::text[], $9::float8[], $10::float8[],
+                             $11::float8[])
             WITH ORDINALITY AS t(id, task, lane, args, priority, max_attempts, run_at, key,
-                                 deadline_at, now, ord)
+                                 deadline_at, now, cost, ord)
     ), numbered AS (
         SELECT input.*, nextval('floodgate_jobs_seq') AS seq FROM input ORDER BY ord
     ), ins AS (
         INSERT INTO floodgate_jobs (seq, id, task, lane, args, priority, state, attempts,
                                     max_attempts, run_at, created_at, updated_at, key,
-                                    deadline_at)
+                                    deadline_at, cost)
         OVERRIDING SYSTEM VALUE
         SELECT seq, id, task, lane, args, priority, 'queued', 0, max_attempts, run_at, now,
-               now, key, deadline_at
+               now, key, deadline_at, cost
           FROM numbered ORDER BY key COLLATE "C" NULLS LAST, seq
         ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
         RETURNING id, lane, run_at, created_at
     )
     SELECT ins.id, n.sent
-      FROM ins, {_NOTIFY.format(channel="$11", rows="ins", now="created_at")} AS n(sent)"""
+      FROM ins, {_NOTIFY.format(channel="$12", rows="ins", now="created_at")} AS n(sent)"""
 
 #: SQLSTATEs after which a statement that changed nothing may simply run again
 RETRY_CODES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
@@ -325,11 +332,11 @@ def channel_for(schema: str) -> str:
 
 
 def decode(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
-    """``(seq, record, problem)`` as for SQLite; a NaN priority or run_at is corrupt too
+    """``(seq, record, problem)`` as for SQLite; a NaN priority, run_at or cost is corrupt too
     (PostgreSQL's typed columns cannot hold text where a number belongs, but NaN can be
     written behind our back, and ``submit`` refuses it)."""
     values = list(row)
-    for i in (5, 9):  # priority, run_at
+    for i in (5, 9, 19):  # priority, run_at, cost
         if isinstance(values[i], float) and math.isnan(values[i]):
             values[i] = "NaN"  # decoded as "not a number: 'NaN'"
     return _decode_row(values)

@@ -74,7 +74,8 @@ async def insert(db: aiosqlite.Connection, batch: list[Submit]) -> list[list[Job
                 known[job.key] = record
             inserts.append(
                 (record.id, job.task, job.lane, job.args_json, record.priority, _Q,
-                 job.max_attempts, record.run_at, now, now, job.key, job.deadline_at)
+                 job.max_attempts, record.run_at, now, now, job.key, job.deadline_at,
+                 record.cost)
             )  # fmt: skip
             records.append(record)
         results.append(records)

@@ -45,17 +45,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE UNIQUE INDEX jobs_key ON jobs (key) WHERE key IS NOT NULL",
         "CREATE INDEX jobs_state_updated ON jobs (state, updated_at)",
     ),
+    # 2: a job's own cost (tokens from its upstream's rate limit); NULL = the task's default
+    ("ALTER TABLE jobs ADD COLUMN cost REAL",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 COLUMNS = (
     "seq, id, task, lane, args, priority, state, attempts, max_attempts, run_at, created_at,"
-    " updated_at, key, lease_owner, lease_until, result, error, traceback, deadline_at"
+    " updated_at, key, lease_owner, lease_until, result, error, traceback, deadline_at, cost"
 )
 
 INSERT = (
     "INSERT INTO jobs (id, task, lane, args, priority, state, attempts, max_attempts, run_at,"
-    " created_at, updated_at, key, deadline_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)"
+    " created_at, updated_at, key, deadline_at, cost)"
+    " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -159,7 +162,8 @@ def decode_row(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
         return None if value is None else field(name, value, _number, None)
 
     (seq, id_, task, lane, args, priority, state, attempts, max_attempts, run_at) = row[:10]
-    (created_at, updated_at, key, owner, lease_until, result, error, tb, deadline_at) = row[10:]
+    (created_at, updated_at, key, owner, lease_until, result, error, tb, deadline_at) = row[10:19]
+    cost = row[19]
     record = JobRecord(
         id=str(id_),
         task=str(task),
@@ -179,6 +183,7 @@ def decode_row(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
         error=None if error is None else str(error),
         traceback=None if tb is None else str(tb),
         deadline_at=opt_number("deadline_at", deadline_at),
+        cost=opt_number("cost", cost),
     )
     if not problems:
         return int(seq), record, None

@@ -115,7 +115,11 @@ class BacklogFull(BacklogError):
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """A job to store. ``args_json`` is a JSON array (the task's positional args)."""
+    """A job to store. ``args_json`` is a JSON array (the task's positional args).
+
+    ``cost``: tokens the job draws from its upstream's token-rate limit when it
+    starts; ``None`` means the task's default cost.
+    """
 
     task: str
     lane: str
@@ -125,6 +129,7 @@ class NewJob:
     key: str | None = None
     max_attempts: int = 1
     deadline_at: float | None = None
+    cost: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +154,8 @@ class JobRecord:
     error: str | None = None
     traceback: str | None = None
     deadline_at: float | None = None
+    #: tokens drawn from the upstream's token-rate limit; ``None``: the task's default
+    cost: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +245,11 @@ def validate_new_job(job: NewJob) -> list[Any]:
         raise ValueError("priority and run_at must be numbers, not NaN")
     if job.max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {job.max_attempts}")
+    if job.cost is not None:
+        if isinstance(job.cost, bool) or not isinstance(job.cost, int | float):
+            raise ValueError(f"cost must be a number or None, got {job.cost!r}")
+        if not math.isfinite(job.cost) or job.cost < 0:
+            raise ValueError(f"cost must be a finite number >= 0, got {job.cost!r}")
     return decode_args(job.args_json)
 
 
@@ -257,6 +269,7 @@ def new_record(job: NewJob, args: list[Any], now: float) -> JobRecord:
         updated_at=now,
         key=job.key,
         deadline_at=job.deadline_at,
+        cost=None if job.cost is None else float(job.cost),
     )
 
 

@@ -60,6 +60,7 @@ class _Row:
     updated_at: float
     key: str | None
     deadline_at: float | None
+    cost: float | None = None
     lease_owner: str | None = None
     lease_until: float | None = None
     result_json: str | None = None
@@ -165,6 +166,7 @@ class MemoryBacklog(AsyncContext):
                 updated_at=float(now),
                 key=job.key,
                 deadline_at=job.deadline_at,
+                cost=None if job.cost is None else float(job.cost),
             )
             self._rows[row.id] = row
             if job.key is not None:

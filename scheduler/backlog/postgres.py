@@ -5,7 +5,7 @@ Same protocol and semantics as :class:`~scheduler.backlog.sqlite.SQLiteBacklog`
 DSN: ``Scheduler(backlog="postgresql://user@host/db")``; install the driver
 with ``pip install 'floodgate[postgres]'``.
 
-Schema (``floodgate_meta.version`` = 1; forward migrations in
+Schema (``floodgate_meta.version`` = 2; forward migrations in
 ``_postgres_schema.MIGRATIONS`` run in order at :meth:`PostgresBacklog.open`,
 under a per-schema advisory lock so processes starting together do not
 collide)::
@@ -14,7 +14,7 @@ collide)::
                    args text (JSON array), priority float8, state text, attempts,
                    max_attempts, run_at, created_at, updated_at (epoch s float8),
                    key text, lease_owner, lease_until, result text (JSON), error,
-                   traceback, deadline_at)
+                   traceback, deadline_at, cost float8 (NULL: the task's cost; v2))
     floodgate_jobs_claim         (lane, state, priority, run_at, seq)
     floodgate_jobs_key  UNIQUE   (key) WHERE key IS NOT NULL
     floodgate_jobs_state_updated (state, updated_at)
@@ -387,6 +387,7 @@ class PostgresBacklog(AsyncContext):
             [r.key for r, _ in todo],
             [r.deadline_at for r, _ in todo],
             [r.created_at for r, _ in todo],
+            [r.cost for r, _ in todo],
             self._channel,
         ]
 

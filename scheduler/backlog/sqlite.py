@@ -1,13 +1,14 @@
 """SQLiteBacklog: the default durable backlog, one SQLite file in WAL mode.
 
-Schema (``PRAGMA user_version`` = 1; forward migrations in ``_sqlite_schema.MIGRATIONS``
+Schema (``PRAGMA user_version`` = 2; forward migrations in ``_sqlite_schema.MIGRATIONS``
 run in order at :meth:`SQLiteBacklog.open`)::
 
     jobs(seq INTEGER PRIMARY KEY,     -- insertion order (the FIFO tie-break)
          id TEXT UNIQUE,              -- uuid4 hex, the public job id
          task, lane, args (JSON array), priority REAL, state TEXT (JobState value),
          attempts, max_attempts, run_at, created_at, updated_at (epoch s),
-         key TEXT, lease_owner, lease_until, result (JSON), error, traceback, deadline_at)
+         key TEXT, lease_owner, lease_until, result (JSON), error, traceback, deadline_at,
+         cost REAL)                   -- NULL: the task's cost (added by migration 1 -> 2)
     jobs_claim         (lane, state, priority, run_at, seq)  claim order, counts, queued_count
     jobs_key  UNIQUE   (key) WHERE key IS NOT NULL            idempotent submit
     jobs_state_updated (state, updated_at)                    purge
