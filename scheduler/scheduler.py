@@ -866,13 +866,14 @@ class Scheduler:
 
     def stats(self) -> SchedulerStats:
         """A snapshot of every lane (queued, running, counters, latency quantiles)."""
+        gate = self.gate.stats()
         return SchedulerStats(
             lanes={lane.name: lane.stats() for lane in self._ordered},
             running=self._running,
             max_concurrency=self.max_concurrency,
             state=self._state.value,
-            gate_open=self.gate.is_open and not self.gate.stats().blocked,
-            gate_reason=self.gate.stats().reason,
+            gate_open=gate.open,
+            gate_reason=gate.reason,
             upstreams={
                 name: health.stats(self._limit_for(name))
                 for name, health in self.gate.upstreams.items()
