@@ -15,11 +15,12 @@ import hashlib
 import math
 import os
 import platform
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from workers.provenance import source_commit
 
 __all__ = [
     "RESULTS_DIR",
@@ -258,18 +259,10 @@ def _cpu_model() -> str:
 def _git_commit() -> str:
     """The checked-out commit, flagged when ``scheduler/`` has uncommitted changes."""
     root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=5, check=True
-        )
-        return done.stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--", "scheduler")
-    except (OSError, subprocess.SubprocessError):
+    found = source_commit(root)
+    if found is None:
         return "unknown (not a git checkout)"
+    commit, dirty = found
     if not dirty:
         return commit
     return (

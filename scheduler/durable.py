@@ -35,8 +35,9 @@ from .backlog.base import CompletesAndClaims, WaitsForWork
 from .breaker import BreakerState
 from .errors import BacklogError, JobCancelled
 from .logs import get_logger
+from .retry import RetryPolicy
 from .tasks import encode_result
-from .upstream import classify
+from .upstream import Classified, classify
 from .upstream_health import UpstreamHealth
 
 if TYPE_CHECKING:
@@ -97,11 +98,6 @@ class BacklogOptions:
 def new_owner_id() -> str:
     """A lease owner id unique to this process: host, pid and a random part."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Whether a failed attempt may be tried again: everything but a caller-side 4xx."""
-    return classify(exc, now=0.0).retryable
 
 
 class DurableRunner:
@@ -294,27 +290,13 @@ class DurableRunner:
         ticket.admitted_at = clock.now() - waited
         task = sched._tasks.get(record.task)
         if task is None:
-            sched._release(self.lane, ticket)
             known = ", ".join(sorted(sched._tasks)) or "none"
-            self._finish(
-                Outcome.dead(
-                    record.id,
-                    self._owner,
-                    error=f"unknown task {record.task!r} (registered here: {known})",
-                    attempt=record.attempts,
-                )
+            self._end_unrun(
+                record, ticket, f"unknown task {record.task!r} (registered here: {known})"
             )
             return
         if record.deadline_at is not None and clock.wall() > record.deadline_at:
-            sched._release(self.lane, ticket)
-            self._finish(
-                Outcome.dead(
-                    record.id,
-                    self._owner,
-                    error="deadline passed before the job started",
-                    attempt=record.attempts,
-                )
-            )
+            self._end_unrun(record, ticket, "deadline passed before the job started")
             return
         args = tuple(record.args)
         health = None
@@ -338,13 +320,14 @@ class DurableRunner:
             self._defer(record.id)  # shutdown: another worker runs it
             return
         except Exception as exc:
-            if trial and classify(exc, now=clock.wall()).upstream_fault:
+            verdict = classify(exc, now=clock.wall())
+            if trial and verdict.upstream_fault:
                 # a failed probe of a recovering upstream says nothing about the
                 # job: give the attempt back; the reopened breaker holds it
                 self._defer(record.id)
                 return
-            outcome = self._failure(record, task.retry, exc, health)
-            if outcome.kind == "dead" and task.fallback is not None and is_retryable(exc):
+            outcome = self._failure(record, task.retry, exc, verdict, health)
+            if outcome.kind == "dead" and task.fallback is not None and verdict.retryable:
                 await self._run_fallback(record, task.fallback, args)
                 return
             self._finish(outcome)
@@ -356,6 +339,11 @@ class DurableRunner:
         except TypeError as exc:
             outcome = Outcome.dead(record.id, self._owner, error=str(exc), attempt=record.attempts)
         self._finish(outcome)
+
+    def _end_unrun(self, record: JobRecord, ticket: Ticket, error: str) -> None:
+        """The job cannot run here at all: give its seat back, end it ``DEAD``."""
+        self._sched._release(self.lane, ticket)
+        self._finish(Outcome.dead(record.id, self._owner, error=error, attempt=record.attempts))
 
     def _defer(self, job_id: str) -> None:
         """Give the job back unrun (its attempt is returned)."""
@@ -384,11 +372,15 @@ class DurableRunner:
         self._finish(outcome)
 
     def _failure(
-        self, record: JobRecord, policy: Any, exc: Exception, health: UpstreamHealth | None
+        self,
+        record: JobRecord,
+        policy: RetryPolicy,
+        exc: Exception,
+        verdict: Classified,
+        health: UpstreamHealth | None,
     ) -> Outcome:
         error = f"{type(exc).__name__}: {exc}"
         trace = "".join(traceback.format_exception(exc))
-        verdict = classify(exc, now=self._sched.clock.wall())
         if verdict.retryable and record.attempts < record.max_attempts:
             delay = policy.delay(record.attempts, retry_after=verdict.retry_after)
             if health is not None and not health.retry_budget.try_acquire_retry():

@@ -192,10 +192,9 @@ class HealthGate:
         if was is not None and health.blocked() is None:
             self._notify()
 
-    def observe_headers(self, upstream: str, headers: Mapping[str, str], *, status: int) -> None:
+    def observe_headers(self, upstream: str, headers: Mapping[str, str]) -> None:
         """Rate-limit headers of any response from ``upstream`` (the httpx hook)."""
-        health = self.upstream(upstream)
-        health.observe_headers(headers)
+        self.upstream(upstream).observe_headers(headers)
 
     def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener()`` after every change; returns an unsubscribe function."""

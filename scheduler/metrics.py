@@ -42,6 +42,9 @@ class LatencySummary:
     max: float | None
 
 
+_NO_LATENCY = LatencySummary(0, None, None, None, None, None)
+
+
 class LatencyHistogram:
     """A mergeable, bounded-memory latency sketch (seconds)."""
 
@@ -73,7 +76,7 @@ class LatencyHistogram:
     def summary(self) -> LatencySummary:
         n = self.count
         if n == 0:
-            return LatencySummary(0, None, None, None, None, None)
+            return _NO_LATENCY
         return LatencySummary(
             count=n,
             mean=self._sum / n,
@@ -105,8 +108,8 @@ class LaneStats:
     failed: int
     cancelled: int
     shed: Mapping[str, int] = field(default_factory=lambda: _frozen({}))
-    wait: LatencySummary = LatencySummary(0, None, None, None, None, None)
-    run: LatencySummary = LatencySummary(0, None, None, None, None, None)
+    wait: LatencySummary = _NO_LATENCY
+    run: LatencySummary = _NO_LATENCY
     gated: bool = False
     durable: bool = False
     fallbacks: int = 0  # jobs served by their fallback instead of the primary

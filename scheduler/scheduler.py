@@ -241,10 +241,13 @@ class Scheduler:
         if runner is not None:
             runner.wake()
 
-    def _on_gate_change(self) -> None:
-        self._dispatch_all()
+    def _wake_runners(self) -> None:
         for runner in self._runners.values():
             runner.wake()
+
+    def _on_gate_change(self) -> None:
+        self._dispatch_all()
+        self._wake_runners()
 
     async def _stop(self) -> None:
         if self._state is not _State.RUNNING:
@@ -503,8 +506,7 @@ class Scheduler:
         for gated in self._gated:
             if gated.queue:
                 self._dispatch(gated)
-        for runner in self._runners.values():
-            runner.wake()
+        self._wake_runners()
 
     async def _run(
         self,
@@ -813,13 +815,12 @@ class Scheduler:
                 self._shared_used -= 1
             self._dispatch_all()
         if self._gated and not lane.gated and not lane.queue:
-            self._lift_pressure()
-        if self._runners:
+            self._lift_pressure()  # wakes every runner too
+        elif self._runners:
             if self._shared_capacity is None and not self._gated:
                 self._wake_runner(lane.name)
             else:
-                for runner in self._runners.values():
-                    runner.wake()
+                self._wake_runners()
         if self._idle_waiter is not None and self._is_idle():
             self._resolve_idle(True)
 

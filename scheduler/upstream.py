@@ -257,6 +257,6 @@ def httpx_event_hooks(
     rate-limit headers (and any ``Retry-After``) to the scheduler's gate."""
 
     async def on_response(response: httpx.Response) -> None:
-        sched.gate.observe_headers(upstream, response.headers, status=response.status_code)
+        sched.gate.observe_headers(upstream, response.headers)
 
     return {"response": [on_response]}

@@ -168,7 +168,6 @@ async def test_rate_limit_headroom_keeps_a_reserve_for_interactive(clock: FakeCl
                 "x-ratelimit-limit-requests": "100",
                 "x-ratelimit-reset-requests": "20s",
             },
-            status=200,
         )
         batch = asyncio.create_task(sched.call(job, "batch", lane="batch", upstream="llm"))
         await settle()

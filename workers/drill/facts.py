@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from ..provenance import source_commit
 from .config import Profile
 from .floodgate_client import BATCH_RETRY, upstream_settings
 
@@ -63,18 +63,9 @@ def _version() -> str:
         version = metadata.version("floodgate")
     except metadata.PackageNotFoundError:
         version = "not installed"
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=5, check=True
-        )
-        return done.stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--", "scheduler")
-    except (OSError, subprocess.SubprocessError):
+    found = source_commit(Path(__file__).resolve().parents[2])
+    if found is None:
         return version
+    commit, dirty = found
     local = " + uncommitted changes in scheduler/" if dirty else ""
     return f"{version}, commit {commit}{local}"
