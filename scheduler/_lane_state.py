@@ -14,6 +14,7 @@ from .jobs import JobContext, JobState
 from .lanes import Lane, PriorityQueue
 from .limits import AIMDLimit
 from .metrics import LaneStats, LatencyHistogram, _frozen
+from .upstream_health import Permit
 
 __all__ = ["LaneState", "Ticket"]
 
@@ -38,6 +39,7 @@ class Ticket:
         "job_id",
         "lane",
         "number",
+        "permit",
         "priority",
         "started_at",
         "state",
@@ -74,6 +76,7 @@ class Ticket:
         self.timeout_at: float | None = None
         self.job_id: str | None = None  # a durable job's backlog id
         self.attempt = 1
+        self.permit: Permit | None = None  # the upstream's permit for this attempt
 
     @property
     def id(self) -> str:
@@ -130,7 +133,7 @@ class LaneState:
         # gated lanes: the upstreams their work calls, and an adaptive limit
         self.upstreams: set[str] = set()
         self.limiter = AIMDLimit(lane.max_concurrency) if lane.gated else None
-        self.gate_blocked = False
+        self.outages_seen = 0  # its upstreams' breaker openings already ramped up from
         self.under_pressure = False  # yielding to queued interactive work
 
     def count_shed(self, reason: str) -> None:

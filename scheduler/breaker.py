@@ -16,9 +16,16 @@ The breaker is a three-state switch fed with call outcomes::
   seconds). It trips when the window holds at least ``min_volume`` outcomes
   and failures make up ``failure_ratio`` of them, or after
   ``consecutive_failures`` failures in a row whatever the volume.
-- **open**: nothing goes for ``cooldown`` seconds, or longer if the failure
-  carried a ``Retry-After`` (never beyond ``max_cooldown``).
-- **half_open**: exactly ``half_open_trials`` calls are let through. The
+- **open**: nothing goes for ``cooldown`` seconds (2 s by default), or longer
+  if the failure carried a ``Retry-After`` (never beyond ``max_cooldown``,
+  30 s: however long an outage lasts, it is re-tried at least that often).
+  Meanwhile a *live* call (an interactive one, whose caller is waiting)
+  may go as a trial: ``allow(live=True)``, at most ``trial_rate`` per second
+  and never inside a ``Retry-After``. A live trial that succeeds moves the
+  breaker to half-open at once, so recovery is noticed within about a second
+  wherever there is live traffic.
+- **half_open**: exactly ``half_open_trials`` calls are let through (live or
+  not, at most ``trial_rate`` per second after the first ones). The
   breaker forgives a minority of failed trials, as many as ``failure_ratio``
   allows (with the defaults, 1 of 3), so an upstream that is degraded but
   answering can close it. When enough trials succeed it closes, with a fresh
@@ -79,6 +86,9 @@ class BreakerConfig:
         cooldown: seconds the breaker stays open after the first trip.
         max_cooldown: upper bound on any open period (doubling, ``Retry-After``).
         half_open_trials: trial calls let through; a minority may fail (see above).
+        trial_rate: most trial calls per second, live and half-open together,
+            beyond a first ``half_open_trials`` (so a long outage sees at most
+            about this many requests per second).
     """
 
     failure_ratio: float = 0.5
@@ -86,9 +96,10 @@ class BreakerConfig:
     buckets: int = 10
     min_volume: int = 20
     consecutive_failures: int = 20
-    cooldown: float = 30.0
-    max_cooldown: float = 600.0
+    cooldown: float = 2.0
+    max_cooldown: float = 30.0
     half_open_trials: int = 3
+    trial_rate: float = 1.0
 
     def __post_init__(self) -> None:
         ratio = check_number(
@@ -109,6 +120,7 @@ class BreakerConfig:
             "BreakerConfig.max_cooldown", self.max_cooldown, minimum=cooldown
         )
         check_int("BreakerConfig.half_open_trials", self.half_open_trials, minimum=1)
+        check_number("BreakerConfig.trial_rate", self.trial_rate, minimum=0.0, exclusive=True)
         object.__setattr__(self, "failure_ratio", ratio)
         object.__setattr__(self, "window", window)
         object.__setattr__(self, "cooldown", cooldown)
@@ -126,6 +138,7 @@ class BreakerSettings(TypedDict, total=False):
     cooldown: float
     max_cooldown: float
     half_open_trials: int
+    trial_rate: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +181,7 @@ class CircuitBreaker:
         "_config",
         "_consecutive",
         "_cooldown",
+        "_hold_until",
         "_name",
         "_on_change",
         "_open_until",
@@ -176,6 +190,8 @@ class CircuitBreaker:
         "_state",
         "_trial_failures",
         "_trial_successes",
+        "_trial_tokens",
+        "_trial_tokens_at",
         "_trials",
         "_window",
     )
@@ -213,6 +229,9 @@ class CircuitBreaker:
         self._consecutive = 0
         self._cooldown = config.cooldown
         self._open_until = -math.inf
+        self._hold_until = -math.inf  # a Retry-After: not even live trials before it
+        self._trial_tokens = float(config.half_open_trials)
+        self._trial_tokens_at = clock.now()
         self._opened = 0
         self._rejected = 0
         self._trials = 0
@@ -233,16 +252,54 @@ class CircuitBreaker:
         self._poll()
         return self._state
 
-    def allow(self) -> bool:
-        """May a call go now? In half-open, ``True`` takes one of the trial slots."""
-        self._poll()
+    def allow(self, *, live: bool = False) -> bool:
+        """May a call go now? In half-open, ``True`` takes one of the trial slots.
+
+        ``live``: the call has a caller waiting (interactive); while open it
+        may go as a trial (see the module docs), whose outcome is reported
+        with ``trial=True``.
+        """
+        now = self._poll()
         if self._state is BreakerState.CLOSED:
             return True
-        if self._state is BreakerState.HALF_OPEN and self._trials < self._config.half_open_trials:
-            self._trials += 1
+        if self._state is BreakerState.HALF_OPEN:
+            if self._trials < self._config.half_open_trials and self._take_trial_token(now):
+                self._trials += 1
+                return True
+        elif live and now >= self._hold_until and self._take_trial_token(now):
             return True
         self._rejected += 1
         return False
+
+    def _trial_tokens_now(self, now: float) -> float:
+        cfg = self._config
+        elapsed = max(0.0, now - self._trial_tokens_at)
+        self._trial_tokens_at = now
+        self._trial_tokens = min(
+            float(cfg.half_open_trials), self._trial_tokens + elapsed * cfg.trial_rate
+        )
+        return self._trial_tokens
+
+    def _take_trial_token(self, now: float) -> bool:
+        if self._trial_tokens_now(now) < 1.0 - 1e-9:
+            return False
+        self._trial_tokens -= 1.0
+        return True
+
+    def next_trial_in(self, *, live: bool = False) -> float | None:
+        """Seconds until :meth:`allow` (``live`` or not) may say yes; ``0`` if it
+        would now, ``None`` while half-open with every trial slot out."""
+        now = self._poll()
+        if self._state is BreakerState.CLOSED:
+            return 0.0
+        token_wait = max(0.0, 1.0 - self._trial_tokens_now(now)) / self._config.trial_rate
+        if self._state is BreakerState.HALF_OPEN:
+            if self._trials >= self._config.half_open_trials:
+                return None
+            return token_wait
+        if not live:
+            return max(0.0, self._open_until - now)
+        return max(self._hold_until - now, token_wait, 0.0)
 
     def end_cooldown(self) -> None:
         """An active probe says the upstream answers again: end the open period now
@@ -254,16 +311,23 @@ class CircuitBreaker:
 
     def would_allow(self) -> bool:
         """Whether :meth:`allow` would say yes now, without taking a trial slot."""
-        self._poll()
+        now = self._poll()
         if self._state is BreakerState.CLOSED:
             return True
         return (
-            self._state is BreakerState.HALF_OPEN and self._trials < self._config.half_open_trials
+            self._state is BreakerState.HALF_OPEN
+            and self._trials < self._config.half_open_trials
+            and self._trial_tokens_now(now) >= 1.0 - 1e-9
         )
 
-    def record_success(self) -> None:
-        """A call succeeded."""
+    def record_success(self, *, trial: bool = False) -> None:
+        """A call succeeded (``trial``: one that ``allow(live=True)`` let through
+        while open: the upstream answers again, so go half-open now)."""
         now = self._poll()
+        if trial and self._state is BreakerState.OPEN:
+            self._open_until = now
+            self._poll()  # -> half-open, counting this call as its first trial
+            self._trials += 1
         if self._state is BreakerState.CLOSED:
             self._window.add(now, failed=False)
             self._consecutive = 0
@@ -272,7 +336,7 @@ class CircuitBreaker:
             if self._trial_successes >= self._config.half_open_trials - self._tolerated():
                 self._close()
 
-    def record_failure(self, retry_after: float | None = None) -> None:
+    def record_failure(self, retry_after: float | None = None, *, trial: bool = False) -> None:
         """A call failed in a way that counts against the upstream.
 
         ``retry_after`` (seconds, the server's ``Retry-After``) keeps the
@@ -300,8 +364,10 @@ class CircuitBreaker:
             if hold is not None or self._trial_failures > self._tolerated():
                 self._cooldown = min(self._cooldown * 2.0, self._config.max_cooldown)
                 self._open(now, hold, reason="trial failed")
-        elif hold is not None and now + hold > self._open_until:
-            self._open_until = now + hold
+        elif hold is not None:  # open: a Retry-After holds even live trials
+            self._hold_until = max(self._hold_until, now + hold)
+            if not trial:
+                self._open_until = max(self._open_until, now + hold)
 
     def _tolerated(self) -> int:
         """Trial failures a half-open breaker forgives: the share ``failure_ratio``
@@ -316,9 +382,11 @@ class CircuitBreaker:
         In half-open its trial slot is handed back so another call can take
         it; otherwise nothing changes.
         """
-        self._poll()
+        now = self._poll()
         if self._state is BreakerState.HALF_OPEN and self._trials > 0:
             self._trials -= 1
+            self._trial_tokens_now(now)
+            self._trial_tokens = min(float(self._config.half_open_trials), self._trial_tokens + 1)
 
     def retry_after(self) -> float | None:
         """Seconds until the breaker admits calls again while open, else ``None``."""
@@ -357,6 +425,7 @@ class CircuitBreaker:
     def _open(self, now: float, hold: float | None, *, reason: str) -> None:
         period = self._cooldown if hold is None else max(self._cooldown, hold)
         self._open_until = now + period
+        self._hold_until = -math.inf if hold is None else now + hold
         self._opened += 1
         _log.info("breaker.opened", upstream=self._name, reason=reason, seconds=period)
         self._transition(BreakerState.OPEN)

@@ -3,8 +3,9 @@
 The plain ``call()`` path stays lean; a call naming an ``upstream=``, a
 ``retry=`` policy or a ``fallback=`` comes here::
 
-    upstream's breaker open / throttled? ── UpstreamUnavailable (or the fallback)
-    admission ── seat ── breaker admits? ── run ── failed and retryable?
+    the upstream's permit (a paced turn, a breaker trial), waited for while the
+    deadline allows; else UpstreamUnavailable (or the fallback)
+    admission ── seat ── run ── permit.finish(outcome) ── failed and retryable?
                                                    │ within the deadline and the
                                                    │ upstream's retry budget
                                                    └── sleep the backoff, go again
@@ -16,19 +17,24 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._lane_state import LaneState
+from ._lane_state import LaneState, Ticket
 from ._validate import check_number
-from .breaker import BreakerState
 from .errors import JobCancelled, SubmitError, UpstreamUnavailable
+from .jobs import JobState
 from .logs import debug_enabled, get_logger
 from .retry import RetryPolicy
 from .upstream import FailureKind, classify
-from .upstream_health import UpstreamHealth
+from .upstream_health import PACING, Denied, Permit, UpstreamHealth
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
 
-__all__ = ["breaker_admits", "call_with_policies", "run_fallback"]
+__all__ = ["call_with_policies", "run_fallback"]
+
+#: most times a live call asks its upstream again for a permit before giving up
+_MAX_PERMIT_WAITS = 1000
+#: seconds a live call without a deadline waits at most for its upstream's permit
+_NO_DEADLINE_WAIT = 5.0
 
 T = TypeVar("T")
 
@@ -62,25 +68,38 @@ async def call_with_policies(
         if lane.gated:
             lane.upstreams.add(upstream)
     attempt = 1
+
+    def left() -> float | None:
+        return None if deadline is None else deadline - (clock.now() - started)
+
     while True:
-        left = None if deadline is None else deadline - (clock.now() - started)
         try:
+            permit = None
             if health is not None:
-                if not lane.gated:  # gated lanes wait on the gate instead
-                    health.admit_interactive(cost)
                 if attempt == 1:
                     health.retry_budget.record_request()
-            ticket = sched._admit(lane, priority, left, upstream)
+                if not lane.gated:  # gated lanes wait on the gate, then take it at the start
+                    permit = await _live_permit(sched, health, cost, left())
+            try:
+                ticket = sched._admit(lane, priority, left(), upstream)
+            except BaseException:
+                if permit is not None:
+                    permit.cancel()  # it never went: hand the upstream's turn back
+                raise
+            ticket.permit = permit
             if ticket.future is not None:
-                await sched._wait_for_seat(ticket)
-            if health is not None and not breaker_admits(health, lane):
-                sched._release_unstarted(ticket)
-                raise UpstreamUnavailable(upstream or "", health.breaker.retry_after())
+                await _wait_for_seat(sched, ticket)
+            if health is not None and lane.gated:
+                got = await _gated_permit(sched, health, cost)
+                if isinstance(got, Denied):
+                    sched._release_unstarted(ticket)
+                    raise UpstreamUnavailable(health.name, got.retry_in)
+                ticket.permit = got
             return await sched._run(ticket, fn, args, timeout)
         except UpstreamUnavailable:
             if fallback is None:
                 raise
-            return await run_fallback(sched, lane, fallback, args, priority, left, timeout)
+            return await run_fallback(sched, lane, fallback, args, priority, left(), timeout)
         except (SubmitError, JobCancelled):
             raise
         except Exception as exc:
@@ -88,25 +107,64 @@ async def call_with_policies(
             delay = None
             if retry is not None and verdict.retryable and attempt < retry.max_attempts:
                 delay = retry.delay(attempt, retry_after=verdict.retry_after)
-                remaining = None if deadline is None else deadline - (clock.now() - started)
+                remaining = left()
                 too_late = remaining is not None and delay >= remaining
                 if too_late or (health is not None and not health.retry_budget.try_acquire_retry()):
                     delay = None
             if delay is None:
                 if fallback is None or (verdict.kind is FailureKind.CLIENT_ERROR):
                     raise
-                return await run_fallback(sched, lane, fallback, args, priority, left, timeout)
+                return await run_fallback(sched, lane, fallback, args, priority, left(), timeout)
             if debug_enabled():
                 _log.debug("job.retry", lane=lane.name, attempt=attempt, delay=delay)
             await clock.sleep(delay)
             attempt += 1
 
 
-def breaker_admits(health: UpstreamHealth, lane: LaneState) -> bool:
-    """Gated work takes a half-open trial slot; live work only needs it not open."""
-    if lane.gated:
-        return health.breaker.allow()
-    return health.breaker.state is not BreakerState.OPEN
+async def _live_permit(
+    sched: Scheduler, health: UpstreamHealth, cost: float, left: float | None
+) -> Permit:
+    """The upstream's permit for a live call, waiting for it while the call's
+    deadline allows (a paced turn, a breaker trial); else :class:`UpstreamUnavailable`."""
+    clock = sched.clock
+    until = clock.now() + (_NO_DEADLINE_WAIT if left is None else left)
+    for _ in range(_MAX_PERMIT_WAITS):
+        got = health.admit(gated=False, cost=cost)
+        if isinstance(got, Permit):
+            return got
+        wait = got.retry_in
+        # without a deadline only a paced turn is waited for, not a breaker's trial
+        paced_only = left is None and got.reason not in PACING
+        if wait is None or clock.now() + wait >= until or paced_only:
+            raise UpstreamUnavailable(health.name, wait)
+        await clock.sleep(max(wait, 1e-3))
+    raise UpstreamUnavailable(health.name, None)
+
+
+async def _gated_permit(sched: Scheduler, health: UpstreamHealth, cost: float) -> Permit | Denied:
+    """A gated call's permit, taken once it holds a seat: pacing is waited out
+    in place (the gate let several seats go at once), anything else is final."""
+    got: Permit | Denied = Denied("rate", None)
+    for _ in range(_MAX_PERMIT_WAITS):
+        got = health.admit(gated=True, cost=cost)
+        if isinstance(got, Permit):
+            return got
+        wait = got.retry_in
+        if wait is None or got.reason not in PACING or wait > _NO_DEADLINE_WAIT:
+            return got
+        await sched.clock.sleep(max(wait, 1e-3))
+    return got
+
+
+async def _wait_for_seat(sched: Scheduler, ticket: Ticket) -> None:
+    """Wait for a seat; a call that never gets to start hands its permit back."""
+    try:
+        await sched._wait_for_seat(ticket)
+    except BaseException:
+        if ticket.permit is not None and ticket.state is not JobState.RUNNING:
+            ticket.permit.cancel()
+            ticket.permit = None
+        raise
 
 
 async def run_fallback(

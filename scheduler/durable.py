@@ -32,13 +32,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from ._lane_state import LaneState, Ticket
 from .backlog import Backlog, JobRecord, Outcome
 from .backlog.base import CompletesAndClaims, WaitsForWork
-from .breaker import BreakerState
 from .errors import BacklogError, JobCancelled
 from .logs import get_logger
 from .retry import RetryPolicy
 from .tasks import encode_result
 from .upstream import Classified, classify
-from .upstream_health import UpstreamHealth
+from .upstream_health import PACING, Permit, UpstreamHealth
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -51,6 +50,10 @@ _log = get_logger()
 _PURGE_EVERY = 300.0
 #: seconds a retry waits at least when its upstream's retry budget is spent
 _BUDGET_WAIT = 1.0
+#: longest pacing wait a claimed job sits out in place (longer: it is given back)
+_MAX_PACING_WAIT = 5.0
+#: most pacing waits of one attempt before it is given back
+_MAX_PACING_WAITS = 10_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -300,20 +303,20 @@ class DurableRunner:
             return
         args = tuple(record.args)
         health = None
-        trial = False  # this attempt probes a half-open breaker
         if task.upstream is not None:
             health = sched.gate.upstream(task.upstream)
-            if not health.breaker.allow():
+            ticket.upstream = task.upstream
+            cost = record.cost if record.cost is not None else task.cost_of(args)
+            permit = await self._permit(health, ticket, cost)
+            if permit is None:
                 # the upstream went down between claim and start: not an attempt
                 sched._release_unstarted(ticket)
                 self._defer(record.id)
                 return
-            trial = health.breaker.state is BreakerState.HALF_OPEN
-            cost = record.cost if record.cost is not None else task.cost_of(args)
-            health.take_batch_budget(cost)
+            ticket.permit = permit
             if record.attempts == 1:
                 health.retry_budget.record_request()
-            ticket.upstream = task.upstream
+        trial = ticket.permit is not None and ticket.permit.trial
         try:
             result = await sched._run(ticket, task.fn, args, task.timeout)
         except JobCancelled:
@@ -339,6 +342,29 @@ class DurableRunner:
         except TypeError as exc:
             outcome = Outcome.dead(record.id, self._owner, error=str(exc), attempt=record.attempts)
         self._finish(outcome)
+
+    async def _permit(self, health: UpstreamHealth, ticket: Ticket, cost: float) -> Permit | None:
+        """The upstream's permit for this attempt. Pacing (the learned rate, the
+        RPM/TPM buckets, rate-limit headers) is waited out here, holding the seat;
+        anything else (breaker, Retry-After, probe, error rate) gives ``None``."""
+        clock = self._sched.clock
+        for _ in range(_MAX_PACING_WAITS):
+            got = health.admit(gated=True, cost=cost)
+            if isinstance(got, Permit):
+                return got
+            if self._stopping or got.reason not in PACING or got.retry_in is None:
+                return None
+            if got.retry_in > _MAX_PACING_WAIT:
+                return None
+            try:
+                await clock.sleep(max(got.retry_in, 1e-3))
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if ticket.cancel_reason is not None and task is not None:
+                    task.uncancel()  # the scheduler stops: give the job back unrun
+                    return None
+                raise
+        return None
 
     def _end_unrun(self, record: JobRecord, ticket: Ticket, error: str) -> None:
         """The job cannot run here at all: give its seat back, end it ``DEAD``."""

@@ -130,7 +130,7 @@ class HealthGate:
         health = self._health.get(name)
         if health is None:
             config = self._configs.get(name) or Upstream(name)
-            health = self._health[name] = UpstreamHealth(config, self.clock)
+            health = self._health[name] = UpstreamHealth(config, self.clock, self._notify)
         return health
 
     @property
@@ -160,7 +160,7 @@ class HealthGate:
                 self._closed_by[reason] = self._closed_by.get(reason, 0) + 1
                 _log.info("gate.closed", upstream=name, reason=reason)
         if reason is not None:
-            self._recheck_in(self.upstream(name).next_change())
+            self._recheck_in(self.upstream(name).next_change(reason))
 
     def _recheck_in(self, seconds: float) -> None:
         clock = self.clock
@@ -185,12 +185,9 @@ class HealthGate:
         _log.debug("gate.pressure", lane=lane, yielding=on)
 
     def record(self, upstream: str, outcome: Classified, latency: float) -> None:
-        """Feed one finished request's outcome to ``upstream``'s health."""
-        health = self.upstream(upstream)
-        was = health.blocked()
-        health.record(outcome, latency)
-        if was is not None and health.blocked() is None:
-            self._notify()
+        """Feed one finished request's outcome to ``upstream``'s health (listeners
+        hear of it when that unblocks the upstream)."""
+        self.upstream(upstream).record(outcome, latency)
 
     def observe_headers(self, upstream: str, headers: Mapping[str, str]) -> None:
         """Rate-limit headers of any response from ``upstream`` (the httpx hook)."""

@@ -10,6 +10,10 @@
 - :class:`TokenBucket`: a request- or token-rate limit; ``take(n, keep=r)``
   only succeeds if ``r`` tokens remain afterwards, which is how batch work
   leaves a reserve for interactive work.
+- :class:`LearnedRate`: the request rate an upstream allows, learned from
+  its 429s without configuration (the AWS SDKs' adaptive retry mode is the
+  model: a client-side rate limiter, CUBIC growth, a multiplicative cut on
+  throttling), and the pacer that spaces requests at that rate.
 - :class:`AdaptiveThrottle`: the client-side throttle of the Google SRE
   book: reject locally with probability
   ``max(0, (requests - k * accepts) / (requests + 1))`` over a sliding window,
@@ -27,7 +31,14 @@ from dataclasses import dataclass
 from ._validate import check_int, check_number
 from .clock import Clock
 
-__all__ = ["AIMDLimit", "AdaptiveThrottle", "LimitStats", "TokenBucket"]
+__all__ = [
+    "AIMDLimit",
+    "AdaptiveThrottle",
+    "LearnedRate",
+    "LimitStats",
+    "RateStats",
+    "TokenBucket",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,12 +154,12 @@ class TokenBucket:
             return math.inf
         return max(0.0, missing / self.rate)
 
-    def set_level(self, level: float, *, capacity: float | None = None) -> None:
-        """Adopt what the upstream says is left (its headers know better than we do)."""
+    def set_level(self, level: float) -> None:
+        """Adopt what the upstream says is left (its headers know better than we do),
+        within ``[0, capacity]``: a header never raises what may be banked."""
         self._refill()
-        if capacity is not None and capacity > 0:
-            self.capacity = float(capacity)
-        self._level = max(0.0, min(self.capacity, float(level)))
+        if math.isfinite(level):
+            self._level = max(0.0, min(self.capacity, float(level)))
 
 
 class AdaptiveThrottle:
@@ -210,3 +221,196 @@ class AdaptiveThrottle:
                 _, req, acc = self._events.popleft()
                 self._requests -= req
                 self._accepts -= acc
+
+
+#: shortest span a send rate is measured over (seconds)
+_MIN_SPAN = 0.1
+#: fewer sends than this in the window do not measure a rate worth cutting to
+_FEW_SENDS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class RateStats:
+    """A snapshot of a :class:`LearnedRate`: ``rate`` is ``None`` until the first 429."""
+
+    rate: float | None
+    peak: float | None
+    measured: float
+    cuts: int
+
+
+class LearnedRate:
+    """The send rate an upstream allows, learned from its throttling (429s).
+
+    Until the first 429 nothing is paced. A 429 for a request sent after the
+    last cut sets ``peak`` to the rate requests were really going out at
+    (the lower of the paced rate and the measured one) and cuts the rate to
+    ``beta * peak``. The rate then grows back on a cubic curve: fast at first,
+    flat near ``peak`` (where the last 429 came), and faster again beyond it,
+    probing for more. The flat part lasts about ``cycle_requests`` requests,
+    so a fixed limit costs about one 429 per cycle (<= 1 % of requests).
+    The curve's clock only runs while the pacer's bucket is not full, i.e.
+    while requests use the rate: an upstream that is not pushed is not
+    probed, so a pause or an idle spell resumes at the learned rate instead
+    of bursting or starting over.
+
+    Requests are paced by a bucket holding ``burst`` seconds of the rate (at
+    least one request); :meth:`take` with ``keep`` leaves that share of it
+    for interactive work.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        beta: float = 0.85,
+        cycle_requests: float = 800.0,
+        max_cycle: float = 60.0,
+        growth: float = 0.4,
+        floor: float = 0.5,
+        burst: float = 0.1,
+        window: float = 1.0,
+    ) -> None:
+        check_number("beta", beta, minimum=0, exclusive=True, maximum=1)
+        check_number("cycle_requests", cycle_requests, minimum=1)
+        check_number("max_cycle", max_cycle, minimum=0, exclusive=True)
+        check_number("growth", growth, minimum=0, exclusive=True)
+        check_number("floor", floor, minimum=0, exclusive=True)
+        check_number("burst", burst, minimum=0, exclusive=True)
+        check_number("window", window, minimum=0, exclusive=True)
+        self._clock = clock
+        self.beta = beta
+        self.cycle_requests = cycle_requests
+        self.max_cycle = max_cycle
+        self.growth = growth
+        self.floor = floor
+        self.burst = burst
+        self.window = window
+        self._peak: float | None = None  # the rate the last 429 came at
+        self._k = 0.0  # seconds of pushing from the cut back to the peak
+        self._c = 0.0  # the concave part's cubic coefficient
+        self._pushed = 0.0  # seconds pushed against the pacer since the cut
+        self._cut_at = -math.inf
+        self._cuts = 0
+        self._sends: deque[float] = deque()
+        self._level = 1.0
+        self._at = clock.now()
+
+    # -- the rate ------------------------------------------------------------------
+
+    @property
+    def limited(self) -> bool:
+        """Whether a 429 has been seen, so requests are paced."""
+        return self._peak is not None
+
+    def rate(self) -> float | None:
+        """Requests per second allowed now; ``None`` while nothing is paced."""
+        peak = self._peak
+        if peak is None:
+            return None
+        t = self._pushed
+        if t < self._k:
+            rate = peak - self._c * (self._k - t) ** 3
+        else:
+            # beyond the peak: probe, gently at low rates, in proportion at high ones
+            scale = min(1.0, peak / 10.0) * max(1.0, peak / 100.0)
+            rate = peak + self.growth * scale * (t - self._k) ** 3
+        return max(self.floor, rate)
+
+    def measured(self) -> float:
+        """Requests per second sent over the last ``window`` seconds (over the
+        time since the first of them, when sending began less than that ago)."""
+        now = self._clock.now()
+        self._trim(now)
+        sends = self._sends
+        if not sends:
+            return 0.0
+        span = min(self.window, max(now - sends[0], _MIN_SPAN))
+        return len(sends) / span
+
+    def _trim(self, now: float) -> None:
+        sends, horizon = self._sends, now - self.window
+        while sends and sends[0] <= horizon:
+            sends.popleft()
+
+    def on_throttle(self, sent_at: float) -> None:
+        """A request sent at ``sent_at`` (clock time) was answered 429."""
+        if sent_at < self._cut_at:
+            return  # sent before the last cut: that cut already answered it
+        now = self._clock.now()
+        self._refill(now)
+        measured = max(self.floor, self.measured())
+        current = self.rate()
+        if current is None:
+            peak = measured
+        elif len(self._sends) < _FEW_SENDS:
+            peak = current  # a 429 after a lull: too few sends to measure, keep the pace
+        else:
+            peak = min(current, measured)
+        self._peak = peak = max(self.floor, peak)
+        drop = peak * (1.0 - self.beta)
+        # back at the peak after about cycle_requests requests (and not too slowly)
+        k_growth = (drop / self.growth) ** (1.0 / 3.0)
+        self._k = min(self.max_cycle, max(k_growth, self.cycle_requests / peak))
+        self._c = drop / self._k**3
+        self._pushed = 0.0
+        self._cut_at = now
+        self._cuts += 1
+        self._level = min(self._level, self._capacity())
+
+    # -- pacing --------------------------------------------------------------------
+
+    def _capacity(self) -> float:
+        rate = self.rate()
+        return 1.0 if rate is None else max(1.0, rate * self.burst)
+
+    def _refill(self, now: float) -> None:
+        elapsed = now - self._at
+        if elapsed <= 0:
+            return
+        rate = self.rate()
+        if rate is not None:
+            capacity = self._capacity()
+            if self._level < capacity - 1e-9:
+                # the bucket was not full: requests are using the rate, so probe on
+                self._pushed += min(elapsed, (capacity - self._level) / rate)
+            self._level = min(capacity, self._level + elapsed * rate)
+        self._at = now
+
+    def take(self, *, keep: float = 0.0) -> bool:
+        """Take one request's turn if ``keep`` (a share of what the bucket banks
+        beyond one turn) remains after it."""
+        now = self._clock.now()
+        self._refill(now)
+        if self._peak is not None:
+            if self._level - 1.0 < keep * (self._capacity() - 1.0) - 1e-9:
+                return False
+            self._level -= 1.0
+        self._sends.append(now)
+        if len(self._sends) > 4096:
+            self._trim(now)
+        return True
+
+    def give_back(self) -> None:
+        """A turn taken by :meth:`take` was not used after all."""
+        if self._peak is not None:
+            self._level = min(self._capacity(), self._level + 1.0)
+        if self._sends:
+            self._sends.pop()
+
+    def would_take(self, *, keep: float = 0.0) -> bool:
+        """Whether :meth:`take` would succeed now."""
+        self._refill(self._clock.now())
+        return self._peak is None or self._level - 1.0 >= keep * (self._capacity() - 1.0) - 1e-9
+
+    def time_until(self, *, keep: float = 0.0) -> float:
+        """Seconds until :meth:`take` (keeping ``keep``) can succeed."""
+        self._refill(self._clock.now())
+        rate = self.rate()
+        if rate is None:
+            return 0.0
+        missing = 1.0 + keep * (self._capacity() - 1.0) - self._level
+        return max(0.0, missing / rate)
+
+    def stats(self) -> RateStats:
+        return RateStats(self.rate(), self._peak, self.measured(), self._cuts)

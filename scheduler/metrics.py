@@ -139,6 +139,8 @@ class UpstreamStats:
     paused_for: float | None = None  # seconds left of a Retry-After pause
     concurrency_limit: int | None = None  # adaptive limit for gated work
     rate_limit_remaining: Mapping[str, float] = field(default_factory=lambda: _frozen({}))
+    learned_rate: float | None = None  # requests/s learned from 429s (None: none seen)
+    sent_rate: float | None = None  # requests/s sent over the last second
 
 
 @dataclass(frozen=True, slots=True)

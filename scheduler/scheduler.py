@@ -572,21 +572,22 @@ class Scheduler:
             lane.record_run(run_time)
             if log:
                 _log.debug("job.finished", lane=lane.name, job_id=ticket.id, state=outcome.value)
-            if ticket.upstream is not None or lane.limiter is not None:
+            if ticket.permit is not None or lane.limiter is not None:
                 self._observe(ticket, outcome, error, run_time)
             self._release(lane, ticket)
 
     def _observe(
         self, ticket: Ticket, outcome: JobState, error: BaseException | None, run_time: float
     ) -> None:
-        """Feed a finished job's outcome to its upstream's health and its lane's limit."""
+        """Feed a finished job's outcome to its upstream's permit and its lane's limit."""
+        permit, ticket.permit = ticket.permit, None
         if outcome is JobState.CANCELLED:
-            if ticket.upstream is not None:
-                self.gate.upstream(ticket.upstream).cancelled()
+            if permit is not None:
+                permit.cancel()
             return
         verdict = classify(error, now=self.clock.wall())
-        if ticket.upstream is not None:
-            self.gate.record(ticket.upstream, verdict, run_time)
+        if permit is not None:
+            permit.finish(verdict, run_time)
         limiter = ticket.lane.limiter
         if limiter is not None:
             if verdict.ok:
@@ -780,14 +781,20 @@ class Scheduler:
         """Every signal in front of a gated lane: health, pressure, adaptive limit."""
         reason = self.gate.blocked(lane.upstreams)
         if reason is not None:
-            lane.gate_blocked = True
             return False
         limiter = lane.limiter
-        if lane.gate_blocked:
-            lane.gate_blocked = False
-            if limiter is not None:
-                limiter.reset()  # reopened after a closure: ramp up gently
-        pressure = any(other.queue for other in self._ungated)
+        if limiter is not None and lane.upstreams:
+            outages = sum(self.gate.upstream(name).outages for name in lane.upstreams)
+            if outages != lane.outages_seen:
+                # a real outage (a breaker opened) is over: ramp up gently; a
+                # Retry-After pause or pacing is not one and keeps the limit
+                lane.outages_seen = outages
+                limiter.reset()
+        # batch yields only to live work waiting for seats it holds (the shared
+        # ceiling's): a live lane queued on its own ceiling gains nothing from it
+        pressure = any(
+            other.queue and other.running < other.max_concurrency for other in self._ungated
+        )
         if pressure != lane.under_pressure:
             lane.under_pressure = pressure
             self.gate.note_pressure(lane.name, pressure)

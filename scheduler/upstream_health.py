@@ -1,14 +1,18 @@
 """One upstream's health: breaker, recent errors and latency, pauses, rate limits.
 
-An :class:`UpstreamHealth` is fed every outcome of every job bound to its
-upstream and answers two questions:
+Every attempt bound to an upstream, interactive or durable, passes one seam::
 
-- :meth:`~UpstreamHealth.blocked` — may gated (batch) work start now? ``None``
-  means yes; otherwise a short reason, and :meth:`~UpstreamHealth.next_change`
-  says when to ask again.
-- :meth:`~UpstreamHealth.admit_interactive` — may an interactive call go now?
-  It refuses while the breaker is open and sheds a share of calls by the SRE
-  adaptive throttle while the upstream rejects many requests.
+    admit(gated=, cost=) ──> Permit ── the attempt runs ──> permit.finish(outcome, latency)
+                        └──> Denied(reason, retry_in): ask again in retry_in seconds
+
+Behind it live the breaker (with live trials while open), the learned send
+rate (:class:`~scheduler.limits.LearnedRate`, from 429s) and the configured
+RPM/TPM buckets (one pacer per upstream, interactive and batch alike, batch
+leaving ``interactive_reserve`` of it), the ``Retry-After`` pause (batch),
+rate-limit headers, the probe, the error-rate and latency windows (batch),
+the SRE adaptive throttle and the retry budget (interactive).
+:meth:`~UpstreamHealth.blocked` answers the gate's cheaper question (may
+gated work start now?) without taking anything.
 
 Configured per upstream with :class:`Upstream`; unknown upstream names get the
 defaults, which suit an LLM API.
@@ -18,19 +22,18 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 
 from ._validate import check_int, check_number
 from .breaker import BreakerConfig, BreakerState, CircuitBreaker
 from .clock import Clock
-from .errors import UpstreamUnavailable
-from .limits import AdaptiveThrottle, TokenBucket
+from .limits import AdaptiveThrottle, LearnedRate, TokenBucket
 from .metrics import UpstreamStats, _frozen
 from .retry import RetryBudget
 from .upstream import Classified, FailureKind, RateLimitInfo, parse_rate_limit_headers
 
-__all__ = ["Upstream", "UpstreamHealth"]
+__all__ = ["PACING", "Denied", "Permit", "Upstream", "UpstreamHealth"]
 
 #: most recent outcomes kept for the error-rate and latency windows
 _SAMPLES = 1024
@@ -49,7 +52,10 @@ class Upstream:
         max_error_rate: batch waits while more than this share of recent
             requests failed (``None``: no such signal), once ``min_volume`` were seen.
         max_latency_p95: batch waits while recent p95 latency exceeds this (seconds).
-        rpm, tpm: request and token rate limits (per minute) kept client-side.
+        rpm, tpm: request and token rate limits (per minute) kept client-side;
+            without them the request rate is learned from the upstream's 429s.
+        burst: seconds of the ``rpm`` / ``tpm`` limits that may be banked and
+            sent at once (providers enforce per second, not per minute).
         interactive_reserve: share of every rate limit batch work leaves unused
             for interactive work.
         retry_ratio: retries allowed as a share of first attempts (retry budget).
@@ -68,6 +74,7 @@ class Upstream:
     max_latency_p95: float | None = None
     rpm: float | None = None
     tpm: float | None = None
+    burst: float = 1.0
     interactive_reserve: float = 0.1
     retry_ratio: float = 0.2
     throttle_k: float | None = 2.0
@@ -89,6 +96,7 @@ class Upstream:
             value = getattr(self, what)
             if value is not None:
                 check_number(what, value, minimum=0, exclusive=True)
+        check_number("burst", self.burst, minimum=0, exclusive=True)
         check_number("interactive_reserve", self.interactive_reserve, minimum=0, maximum=0.95)
         check_number("retry_ratio", self.retry_ratio, minimum=0)
         if self.throttle_k is not None:
@@ -99,13 +107,60 @@ class Upstream:
         check_number("probe_timeout", self.probe_timeout, minimum=0, exclusive=True)
 
 
+#: denials a gated attempt waits out in place (holding its seat): pacing, not health
+PACING = frozenset({"rate", "rpm", "tpm", "rate_limit"})
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """Why an attempt may not go now, and when to ask again (``None``: unknown)."""
+
+    reason: str
+    retry_in: float | None
+
+
+class Permit:
+    """One admitted attempt: report it exactly once with :meth:`finish` or :meth:`cancel`."""
+
+    __slots__ = ("_done", "cost", "gated", "health", "sent_at", "trial")
+
+    def __init__(
+        self, health: UpstreamHealth, *, gated: bool, trial: bool, cost: float, sent_at: float
+    ) -> None:
+        self.health = health
+        self.gated = gated
+        self.trial = trial  # a breaker trial (live while open, or half-open)
+        self.cost = cost
+        self.sent_at = sent_at
+        self._done = False
+
+    def finish(self, outcome: Classified, latency: float) -> None:
+        """The attempt ended with ``outcome`` (classified once, by the caller)."""
+        if not self._done:
+            self._done = True
+            self.health.record(outcome, latency, permit=self)
+
+    def cancel(self) -> None:
+        """The attempt ended without a verdict (cancelled, or never sent)."""
+        if not self._done:
+            self._done = True
+            self.health.cancelled(permit=self)
+
+
 class UpstreamHealth:
     """The live health of one upstream (see the module docstring)."""
 
-    def __init__(self, config: Upstream, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: Upstream,
+        clock: Clock,
+        on_unblock: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
         self.name = config.name
         self._clock = clock
+        self._on_unblock = on_unblock
+        self.outages = 0  # times the breaker opened: a real outage (slow start after it)
         self.breaker = CircuitBreaker(
             config.breaker, clock=clock, name=config.name, on_change=self._on_breaker_change
         )
@@ -117,8 +172,9 @@ class UpstreamHealth:
         self._paused_until = -math.inf
         self._limits = RateLimitInfo()
         self._limits_at = -math.inf
-        self._rpm = TokenBucket(config.rpm / 60, config.rpm, clock) if config.rpm else None
-        self._tpm = TokenBucket(config.tpm / 60, config.tpm, clock) if config.tpm else None
+        self.pacer = LearnedRate(clock)
+        self._rpm = self._bucket(config.rpm)
+        self._tpm = self._bucket(config.tpm)
         self.probe_ok = True
         self.requests = 0
         self.successes = 0
@@ -126,24 +182,127 @@ class UpstreamHealth:
         self.rejected_locally = 0
         self._window_cache: tuple[float, tuple[int, int, float | None]] | None = None
 
+    def _bucket(self, per_minute: float | None) -> TokenBucket | None:
+        if not per_minute:
+            return None
+        rate = per_minute / 60
+        return TokenBucket(rate, max(1.0, rate * self.config.burst), self._clock)
+
+    # -- the seam: admit, then finish ------------------------------------------------
+
+    def admit(self, *, gated: bool, cost: float = 0.0) -> Permit | Denied:
+        """May one attempt go now? A :class:`Permit` (report it), or why not.
+
+        Gated (batch) attempts wait on every signal of :meth:`blocked` and
+        leave ``interactive_reserve`` of the rate limits; they take a breaker
+        trial only once the breaker is half-open. Interactive (live) attempts
+        may be the breaker's trials even while it is open, and are refused by
+        the SRE throttle while the upstream rejects many requests.
+        """
+        breaker = self.breaker
+        state = breaker.state
+        if gated:
+            reason = self.blocked(cost)
+            if reason is not None:
+                return Denied(reason, self._retry_in(reason))
+        elif (
+            state is BreakerState.CLOSED
+            and self._throttle is not None
+            and self._throttle.should_reject()
+        ):
+            self.rejected_locally += 1
+            return Denied("throttled", None)
+        trial = state is not BreakerState.CLOSED
+        if trial and not breaker.allow(live=not gated):
+            return Denied("breaker_open", breaker.next_trial_in(live=not gated))
+        denied = self._take_rate(gated, cost)
+        if denied is not None:
+            if trial:
+                breaker.release()
+            return denied
+        return Permit(self, gated=gated, trial=trial, cost=cost, sent_at=self._clock.now())
+
+    def _take_rate(self, gated: bool, cost: float) -> Denied | None:
+        """Take one request (and ``cost`` tokens) from the pacers, or say when to ask."""
+        reserve = self.config.interactive_reserve if gated else 0.0
+        for reason in ("rpm", "tpm") if cost else ("rpm",):
+            wait = self._bucket_wait(reason, cost, gated=gated)
+            if wait is not None:
+                return Denied(reason, wait)
+        if not self.pacer.take(keep=reserve):
+            return Denied("rate", self.pacer.time_until(keep=reserve))
+        for bucket, need in ((self._rpm, 1.0), (self._tpm, cost)):
+            if bucket is not None and need:
+                bucket.draw(need)  # a job costlier than the bucket runs into debt
+        return None
+
+    def _bucket_wait(self, reason: str, cost: float, *, gated: bool) -> float | None:
+        """Seconds until the ``rpm`` / ``tpm`` bucket lets this request go (``None``:
+        now). Batch (``gated``) leaves ``interactive_reserve`` of what it banks
+        beyond one request, and starts a job once the token bucket is above its
+        reserve, drawing its whole cost (into debt if need be); a live call
+        needs its cost, or a full bucket if it costs more."""
+        bucket = self._rpm if reason == "rpm" else self._tpm
+        if bucket is None:
+            return None
+        reserve = self.config.interactive_reserve
+        if reason == "rpm":
+            need, keep = 1.0, (reserve if gated else 0.0) * (bucket.capacity - 1.0)
+        elif gated:
+            need, keep = 0.0, reserve * bucket.capacity
+        else:
+            need, keep = min(cost, bucket.capacity), 0.0
+        if bucket.level - need >= keep - 1e-9:
+            return None
+        return max(0.001, bucket.time_until(need, keep=keep))
+
+    def _retry_in(self, reason: str) -> float | None:
+        """Seconds until what ``reason`` names may let gated work go."""
+        now = self._clock.now()
+        reserve = self.config.interactive_reserve
+        wait: float | None
+        if reason == "rate":
+            wait = self.pacer.time_until(keep=reserve)
+        elif reason in ("breaker_open", "breaker_trials"):
+            wait = self.breaker.next_trial_in()
+        elif reason == "retry_after":
+            wait = self._paused_until - now
+        elif reason == "rate_limit":
+            wait = self._headroom_wait(now)
+        elif reason in ("rpm", "tpm"):
+            wait = self._bucket_wait(reason, 0.0, gated=True)
+        else:  # probe, error rate, latency: windows slide, probes report
+            wait = 1.0
+        if wait is None or not math.isfinite(wait):
+            return None
+        return max(0.001, wait)
+
     # -- feeding ----------------------------------------------------------------------
 
-    def record(self, outcome: Classified, latency: float) -> None:
-        """One finished request to this upstream (its breaker slot was taken)."""
+    def record(self, outcome: Classified, latency: float, *, permit: Permit | None = None) -> None:
+        """One finished request to this upstream (admitted by :meth:`admit`)."""
+        was_blocked = self._on_unblock is not None and self.blocked() is not None
         now = self._clock.now()
+        trial = permit is not None and permit.trial
         self.requests += 1
-        if outcome.ok:
-            self.successes += 1
-            self.breaker.record_success()
+        throttled = outcome.kind is FailureKind.RATE_LIMITED
+        if outcome.ok or throttled:
+            # a 429 is an answer: the upstream is up and asks us to slow down,
+            # which the pacer and the pause handle; it says nothing to the breaker
+            if outcome.ok:
+                self.successes += 1
+            self.breaker.record_success(trial=trial)
+        elif outcome.upstream_fault:
+            self.breaker.record_failure(outcome.retry_after, trial=trial)
         else:
+            self.breaker.release()
+        if not outcome.ok:
             kind = outcome.kind.value if outcome.kind else "other"
             self.failures[kind] = self.failures.get(kind, 0) + 1
-            if outcome.upstream_fault:
-                self.breaker.record_failure(outcome.retry_after)
-            else:
-                self.breaker.release()
+        if throttled:
+            self.pacer.on_throttle(permit.sent_at if permit is not None else now)
         if outcome.ok or outcome.upstream_fault:
-            self._samples.append((now, outcome.upstream_fault, latency))
+            self._samples.append((now, outcome.upstream_fault and not throttled, latency))
         if self._throttle is not None:
             self._throttle.record(accepted=not outcome.upstream_fault)
         if outcome.retry_after is not None and outcome.kind in (
@@ -151,16 +310,22 @@ class UpstreamHealth:
             FailureKind.SERVER_ERROR,
         ):
             self.pause(outcome.retry_after)
+        if was_blocked and self._on_unblock is not None and self.blocked() is None:
+            self._on_unblock()
 
     def _on_breaker_change(self, old: BreakerState, new: BreakerState) -> None:
+        if new is BreakerState.OPEN and old is BreakerState.CLOSED:
+            self.outages += 1
         if new is BreakerState.CLOSED:
             # the trials proved it healthy: the outage's failures no longer count
             self._samples.clear()
             self._window_cache = None
 
-    def cancelled(self) -> None:
-        """A request admitted by the breaker ended without a verdict."""
+    def cancelled(self, *, permit: Permit | None = None) -> None:
+        """A request admitted by :meth:`admit` ended without a verdict."""
         self.breaker.release()
+        if permit is not None:
+            self.pacer.give_back()
 
     def pause(self, seconds: float) -> None:
         """Hold gated work for this upstream for ``seconds`` (a Retry-After)."""
@@ -172,12 +337,12 @@ class UpstreamHealth:
         if info.empty:
             return
         self._limits, self._limits_at = info, self._clock.now()
-        for bucket, remaining, limit in (
-            (self._rpm, info.remaining_requests, info.limit_requests),
-            (self._tpm, info.remaining_tokens, info.limit_tokens),
+        for bucket, remaining in (
+            (self._rpm, info.remaining_requests),
+            (self._tpm, info.remaining_tokens),
         ):
             if bucket is not None and remaining is not None:
-                bucket.set_level(remaining, capacity=limit)
+                bucket.set_level(remaining)
 
     # -- deciding ---------------------------------------------------------------------
 
@@ -191,10 +356,11 @@ class UpstreamHealth:
         if self._headroom_exhausted(now):
             return "rate_limit"
         reserve = self.config.interactive_reserve
-        if self._rpm is not None and self._rpm.level - 1 < reserve * self._rpm.capacity:
-            return "rpm"
-        if self._tpm is not None and self._tpm.level - cost < reserve * self._tpm.capacity:
-            return "tpm"
+        for bucket_reason in ("rpm", "tpm"):
+            if self._bucket_wait(bucket_reason, cost, gated=True) is not None:
+                return bucket_reason
+        if not self.pacer.would_take(keep=reserve):
+            return "rate"
         if not self.probe_ok:
             return "probe"
         failed, total, p95 = self._window(now)
@@ -206,25 +372,15 @@ class UpstreamHealth:
             return "latency"
         return None
 
-    def next_change(self) -> float:
-        """Seconds until :meth:`blocked` may change on its own (time passing)."""
-        now = self._clock.now()
-        waits = [1.0]  # windows slide and probes report: look again within a second
-        breaker_wait = self.breaker.retry_after()
-        if breaker_wait is not None:
-            waits.append(breaker_wait)
-        if now < self._paused_until:
-            waits.append(self._paused_until - now)
-        headroom = self._headroom_wait(now)
-        if headroom > 0:
-            waits.append(headroom)
-        reserve = self.config.interactive_reserve
-        for bucket, need in ((self._rpm, 1.0), (self._tpm, 0.0)):
-            if bucket is not None:
-                refill = bucket.time_until(need, keep=reserve * bucket.capacity)
-                if 0 < refill < math.inf:
-                    waits.append(refill)
-        return max(0.001, min(waits))
+    def next_change(self, reason: str | None = None) -> float:
+        """Seconds until :meth:`blocked` may change on its own (time passing), for
+        the ``reason`` it gave (by default: what blocks it now); at most 1 s."""
+        if reason is None:
+            reason = self.blocked()
+            if reason is None:
+                return 1.0
+        wait = self._retry_in(reason)
+        return 1.0 if wait is None else min(1.0, wait)
 
     def _headroom_exhausted(self, now: float) -> bool:
         return self._headroom_wait(now) > 0
@@ -264,33 +420,6 @@ class UpstreamHealth:
         p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else None
         return failed, len(recent), p95
 
-    def admit_interactive(self, cost: float = 0.0) -> None:
-        """Raise :class:`UpstreamUnavailable` if an interactive call should not go now.
-
-        Only an *open* breaker refuses live calls: while it is half-open they go
-        (few, bounded by their lane) and count as trials; batch work waits for
-        the trial slots instead.
-        """
-        if self.breaker.state is BreakerState.OPEN:
-            raise UpstreamUnavailable(self.name, self.breaker.retry_after())
-        closed = self.breaker.state is BreakerState.CLOSED  # half-open trials are not throttled
-        if closed and self._throttle is not None and self._throttle.should_reject():
-            self.rejected_locally += 1
-            raise UpstreamUnavailable(self.name, None)
-        for bucket, need in ((self._rpm, 1.0), (self._tpm, cost)):
-            if bucket is not None and need and not bucket.take(need):
-                raise UpstreamUnavailable(self.name, bucket.time_until(need))
-
-    def take_batch_budget(self, cost: float) -> None:
-        """Draw a starting gated job's request and tokens from the rate limits.
-
-        The gate let it start, so it draws in full, into debt if the bucket
-        holds less than its cost; later gated work waits until that is repaid.
-        """
-        for bucket, need in ((self._rpm, 1.0), (self._tpm, cost)):
-            if bucket is not None and need:
-                bucket.draw(need)
-
     def stats(self, concurrency_limit: int | None = None) -> UpstreamStats:
         now = self._clock.now()
         failed, total, p95 = self._window(now)
@@ -313,4 +442,6 @@ class UpstreamHealth:
             paused_for=self._paused_until - now if now < self._paused_until else None,
             concurrency_limit=concurrency_limit,
             rate_limit_remaining=_frozen(remaining),
+            learned_rate=self.pacer.rate(),
+            sent_rate=self.pacer.measured(),
         )

@@ -71,7 +71,7 @@ def test_starts_closed_and_allows() -> None:
         opened=0,
         rejected=0,
         open_until=None,
-        cooldown=30.0,
+        cooldown=2.0,
     )
 
 
@@ -167,7 +167,7 @@ def test_stays_open_for_the_cooldown() -> None:
 
 
 def test_retry_after_extends_the_open_period() -> None:
-    r = Recorder(cooldown=30)
+    r = Recorder(cooldown=30, max_cooldown=600)
     r.trip(retry_after=120)
     assert r.breaker.retry_after() == 120.0
     r.clock.advance(119)
@@ -186,13 +186,13 @@ def test_retry_after_is_clamped_to_max_cooldown() -> None:
     r = Recorder(cooldown=30, max_cooldown=600)
     r.trip(retry_after=86_400)
     assert r.breaker.retry_after() == 600.0
-    r2 = Recorder()
+    r2 = Recorder()  # the default cap: a long outage is re-tried every 30 s
     r2.trip(retry_after=math.inf)
-    assert r2.breaker.retry_after() == 600.0
+    assert r2.breaker.retry_after() == 30.0
 
 
 def test_retry_after_while_open_extends_never_shortens() -> None:
-    r = Recorder(cooldown=30)
+    r = Recorder(cooldown=30, max_cooldown=600)
     r.trip()
     r.clock.advance(10)
     r.fail(retry_after=5)  # a late failure of a call admitted earlier
@@ -208,7 +208,7 @@ def test_outcomes_while_open_are_ignored() -> None:
     r.succeed(100)
     r.fail(100)
     assert r.breaker.state is OPEN
-    assert r.breaker.retry_after() == 30.0
+    assert r.breaker.retry_after() == 2.0  # the default first open period
     assert r.changes == [(CLOSED, OPEN)]
 
 
@@ -270,7 +270,7 @@ def test_a_degraded_upstream_can_close_the_breaker_a_down_one_cannot() -> None:
 
 
 def test_a_trial_failure_with_retry_after_reopens_at_once() -> None:
-    r = Recorder(half_open_trials=3)
+    r = Recorder(half_open_trials=3, cooldown=30, max_cooldown=600)
     r.half_open()
     r.breaker.record_failure(retry_after=45.0)
     assert r.breaker.state is OPEN
@@ -313,7 +313,7 @@ def test_cooldown_resets_after_closing() -> None:
 
 
 def test_trial_failure_honours_a_longer_retry_after() -> None:
-    r = Recorder(cooldown=30)
+    r = Recorder(cooldown=30, max_cooldown=600)
     r.half_open()
     r.fail(retry_after=300)
     assert r.breaker.retry_after() == 300.0
@@ -399,9 +399,10 @@ def test_config_defaults_and_normalisation() -> None:
         buckets=10,
         min_volume=20,
         consecutive_failures=20,
-        cooldown=30.0,
-        max_cooldown=600.0,
+        cooldown=2.0,
+        max_cooldown=30.0,
         half_open_trials=3,
+        trial_rate=1.0,
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.cooldown = 1.0  # type: ignore[misc]
@@ -422,7 +423,8 @@ def test_config_defaults_and_normalisation() -> None:
         ({"cooldown": 0}, "cooldown must be > 0"),
         ({"cooldown": math.nan}, "cooldown must be a finite number"),
         ({"cooldown": 700}, "max_cooldown must be >= 700"),
-        ({"max_cooldown": 10}, "max_cooldown must be >= 30"),
+        ({"max_cooldown": 1}, "max_cooldown must be >= 2"),
+        ({"trial_rate": 0}, "trial_rate must be > 0"),
         ({"half_open_trials": 0}, "half_open_trials must be >= 1"),
     ],
 )

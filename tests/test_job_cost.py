@@ -20,7 +20,7 @@ def make_scheduler(
         ":memory:",
         lanes=[Lane("batch", 1, durable=True, gated=True)],
         clock=clock,
-        upstreams=[Upstream("llm", tpm=600)],
+        upstreams=[Upstream("llm", tpm=600, burst=60.0)],
         backlog_options=BacklogOptions(poll_interval=0.5),
         shutdown_grace=0,
     )

@@ -1118,8 +1118,8 @@ def test_gated_lane_reaches_its_ceiling_without_an_upstream(ceiling: int) -> Non
 
 
 async def _pressure_lifts(how: str) -> tuple[int, int]:
-    """A gated job waits only because a live job is queued; then that live job leaves
-    the queue (``how``). Returns the gated lane's (queued, running) once quiet."""
+    """A live job is queued on its lane's own ceiling beside a gated job; then that
+    live job leaves the queue (``how``). Returns the gated lane's (queued, running)."""
     clock = FakeClock()
     lanes = [
         Lane("live", max_concurrency=1, max_queued=1),
@@ -1140,7 +1140,7 @@ async def _pressure_lifts(how: str) -> tuple[int, int]:
         batch = asyncio.create_task(sched.call(job, hold_batch, lane="batch"))
         await settle()
         stats = sched.stats()
-        assert (stats.lanes["live"].queued, stats.lanes["batch"].queued) == (1, 1)
+        assert (stats.lanes["live"].queued, stats.lanes["batch"].running) == (1, 1)
         if how == "cancel":  # the queued live caller gives up
             live2.cancel()
         elif how == "deadline":  # its deadline sheds it from the queue
@@ -1160,8 +1160,8 @@ async def _pressure_lifts(how: str) -> tuple[int, int]:
 
 @settings(max_examples=10, deadline=None)
 @given(how=st.sampled_from(["start", "cancel", "deadline"]))
-def test_gated_waiter_starts_when_interactive_pressure_lifts(how: str) -> None:
-    """Gated work yields while a non-gated lane has waiters, and starts as soon as
-    that queue is empty, however it emptied (its waiter started, was cancelled,
-    or was shed at its deadline), with the gate open and its seat free."""
+def test_gated_work_is_not_held_by_a_live_queue_on_its_own_ceiling(how: str) -> None:
+    """Gated work yields only to live work waiting for seats it could free (the
+    shared ceiling's): a live lane queued on its own full ceiling does not hold
+    it, before or after that queue empties (started, cancelled or shed)."""
     assert run_in_new_loop(_pressure_lifts(how)) == (0, 1)

@@ -1,0 +1,272 @@
+"""Pacing, rate discovery and recovery on a fake clock (issue: use every request
+the upstream grants and not one more)."""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scheduler import FakeClock
+from scheduler.breaker import BreakerState, CircuitBreaker
+from scheduler.upstream import SUCCESS, Classified, FailureKind
+from scheduler.upstream_health import Denied, Permit, Upstream, UpstreamHealth
+
+THROTTLED = Classified(FailureKind.RATE_LIMITED, None, 429)
+DOWN = Classified(FailureKind.SERVER_ERROR, None, 503)
+
+
+# -- the breaker's schedule and its trials -------------------------------------------------
+
+
+def test_default_open_periods_start_at_seconds_and_double_to_a_30s_cap() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(clock=clock)
+    for _ in range(breaker.config.consecutive_failures):
+        breaker.record_failure()
+    periods = []
+    for _ in range(7):
+        wait = breaker.retry_after()
+        assert wait is not None
+        periods.append(wait)
+        clock.advance(wait)
+        for _ in range(2):  # two of three trials fail: a majority
+            assert breaker.allow()
+            breaker.record_failure()
+    assert periods == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+
+
+def test_live_calls_are_trials_while_open_at_most_one_a_second() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(clock=clock, consecutive_failures=1, cooldown=30)
+    breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN
+    assert not breaker.allow(), "batch waits for the cool-down"
+    granted = 0
+    for _ in range(1000):  # a live call every 10 ms for 10 s
+        if breaker.allow(live=True):
+            granted += 1
+            breaker.record_failure(trial=True)
+        clock.advance(0.01)
+    # the first half_open_trials at once, then one a second
+    assert granted <= breaker.config.half_open_trials + 10
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.stats().opened == 1, "failed live trials do not stretch the cool-down"
+
+
+def test_a_successful_live_trial_half_opens_at_once_and_live_calls_close_it() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(clock=clock, consecutive_failures=1, cooldown=30)
+    breaker.record_failure()
+    clock.advance(0.5)
+    assert breaker.allow(live=True)
+    breaker.record_success(trial=True)
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.allow(live=True)
+    breaker.record_success(trial=True)
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_a_retry_after_holds_even_live_trials() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(clock=clock, consecutive_failures=1)
+    breaker.record_failure(retry_after=5.0)
+    assert not breaker.allow(live=True)
+    assert breaker.next_trial_in(live=True) == pytest.approx(5.0)
+    clock.advance(5.0)
+    assert breaker.allow(live=True)
+
+
+def test_trial_traffic_in_a_four_hour_outage_stays_under_one_request_a_second() -> None:
+    clock = FakeClock()
+    health = UpstreamHealth(Upstream("llm"), clock)
+    sent = 0
+    seconds = 4 * 3600
+    for step in range(seconds * 4):  # live calls 4/s and a batch job asking 4/s
+        for gated in (False, True):
+            got = health.admit(gated=gated)
+            if isinstance(got, Permit):
+                sent += got.trial  # what goes once the breaker has opened
+                got.finish(DOWN, 0.01)
+        clock.advance(0.25)
+        if step == 4 * 60:
+            assert health.breaker.state is not BreakerState.CLOSED
+    assert sent / seconds <= 1.0
+
+
+# -- pacing: the limiter's burst, one limiter for both kinds of work ---------------------
+
+
+def test_rpm_banks_one_second_not_one_minute() -> None:
+    clock = FakeClock()
+    health = UpstreamHealth(Upstream("llm", rpm=600, interactive_reserve=0.0), clock)
+    burst = sum(isinstance(health.admit(gated=False), Permit) for _ in range(100))
+    assert burst == 10  # one second of 600 rpm
+    clock.advance(60)
+    assert sum(isinstance(health.admit(gated=False), Permit) for _ in range(100)) == 10
+    longer = UpstreamHealth(Upstream("llm", rpm=600, burst=3.0), clock)
+    assert sum(isinstance(longer.admit(gated=False), Permit) for _ in range(100)) == 30
+
+
+def test_batch_leaves_the_interactive_reserve_of_the_shared_limiter() -> None:
+    clock = FakeClock()
+    health = UpstreamHealth(Upstream("llm", rpm=6000, interactive_reserve=0.5), clock)
+    batch = sum(isinstance(health.admit(gated=True), Permit) for _ in range(200))
+    assert 50 <= batch <= 52  # of the 100 banked, half stays for live calls
+    live = sum(isinstance(health.admit(gated=False), Permit) for _ in range(200))
+    assert batch + live == 100
+    denied = health.admit(gated=True)
+    assert isinstance(denied, Denied)
+    assert denied.reason == "rpm"
+    assert denied.retry_in is not None
+    assert 0 < denied.retry_in <= 0.6
+
+
+# -- rate discovery --------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    sent: int
+    ok: int
+    throttled: int
+    seconds: float
+
+    @property
+    def goodput(self) -> float:
+        return self.ok / self.seconds
+
+    @property
+    def throttled_share(self) -> float:
+        return self.throttled / max(1, self.sent)
+
+
+def drive(
+    health: UpstreamHealth,
+    clock: FakeClock,
+    *,
+    limit: float,
+    burst: float,
+    latency: float,
+    seats: int,
+    seconds: float,
+    measure_from: float,
+    seed: int = 1,
+) -> Run:
+    """Batch work with an endless backlog against a hidden leaky bucket of ``limit``
+    req/s and ``burst``: ``seats`` attempts at once, each asking for a permit."""
+    rng = random.Random(seed)
+    level, level_at = 0.0, clock.now()
+    answers: list[tuple[float, int, Permit]] = []  # (time, seq, permit)
+    free, seq = seats, 0
+    run = Run(0, 0, 0, seconds - measure_from)
+    statuses: dict[int, bool] = {}
+    while clock.now() < seconds:
+        now = clock.now()
+        wait = None
+        while free:
+            got = health.admit(gated=True)
+            if isinstance(got, Denied):
+                wait = got.retry_in
+                break
+            free -= 1
+            level = max(0.0, level - (now - level_at) * limit)
+            level_at = now
+            accepted = level + 1 <= burst
+            level += accepted
+            seq += 1
+            statuses[seq] = accepted
+            heapq.heappush(answers, (now + latency * rng.uniform(0.8, 1.2), seq, got))
+            if now >= measure_from:
+                run.sent += 1
+        next_at = answers[0][0] if answers else now + 1.0
+        if wait is not None and free:
+            next_at = min(next_at, now + wait)
+        clock.advance(max(next_at - now, 1e-6))
+        while answers and answers[0][0] <= clock.now():
+            _, n, permit = heapq.heappop(answers)
+            free += 1
+            accepted = statuses.pop(n)
+            permit.finish(SUCCESS if accepted else THROTTLED, latency)
+            if permit.sent_at >= measure_from:
+                if accepted:
+                    run.ok += 1
+                else:
+                    run.throttled += 1
+    return run
+
+
+def test_rate_discovery_converges_under_a_fixed_limit() -> None:
+    clock = FakeClock()
+    health = UpstreamHealth(Upstream("llm"), clock)
+    run = drive(
+        health, clock, limit=40, burst=5, latency=0.05, seats=8, seconds=300, measure_from=60
+    )
+    assert run.goodput >= 0.9 * 40
+    assert run.throttled_share <= 0.01
+    rate = health.pacer.rate()
+    assert rate is not None
+    assert 30 <= rate <= 48
+
+
+def test_a_short_retry_after_pauses_then_resumes_at_the_learned_rate() -> None:
+    clock = FakeClock()
+    health = UpstreamHealth(Upstream("llm"), clock)
+    drive(health, clock, limit=40, burst=5, latency=0.05, seats=8, seconds=60, measure_from=0)
+    learned = health.pacer.rate()
+    assert learned is not None
+    assert learned > 25
+    clock.advance(1.0)
+    got = health.admit(gated=True)
+    assert isinstance(got, Permit)
+    got.finish(Classified(FailureKind.RATE_LIMITED, 1.0, 429), 0.05)
+    assert health.blocked() == "retry_after"
+    clock.advance(1.0)
+    assert health.blocked() in (None, "rate")
+    after = health.pacer.rate()
+    assert after is not None
+    assert after >= 0.8 * learned, "a pause, not a restart"
+    assert health.outages == 0
+    run = drive(
+        health, clock, limit=40, burst=5, latency=0.05, seats=8, seconds=72, measure_from=62
+    )
+    assert run.goodput >= 0.8 * 40  # the 429 cut the rate by 15 %; no slow start from 1
+
+
+def test_nothing_is_paced_before_the_first_429() -> None:
+    clock = FakeClock()
+    health = UpstreamHealth(Upstream("llm"), clock)
+    assert all(isinstance(health.admit(gated=True), Permit) for _ in range(1000))
+    assert health.pacer.rate() is None
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    limit=st.sampled_from([5.0, 8.0, 13.0, 20.0, 40.0]),
+    burst=st.integers(min_value=1, max_value=3),
+    latency=st.sampled_from([0.02, 0.05, 0.2]),
+    seed=st.integers(min_value=0, max_value=1000),
+)
+def test_429_share_stays_at_most_one_percent_after_convergence(
+    limit: float, burst: int, latency: float, seed: int
+) -> None:
+    clock = FakeClock()
+    health = UpstreamHealth(Upstream("llm"), clock)
+    seats = max(4, int(limit * latency * 2) + 1)
+    run = drive(
+        health,
+        clock,
+        limit=limit,
+        burst=burst,
+        latency=latency,
+        seats=seats,
+        seconds=300,
+        measure_from=120,
+        seed=seed,
+    )
+    assert run.throttled_share <= 0.01
+    assert run.goodput >= 0.8 * limit  # 90 % is the figure for bursts of 5 (above)
