@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from workers.drill import drill, run_drill
-from workers.drill.config import PROFILES, Profile, UpstreamConfig
+from workers.drill.config import PROFILES, HealthTiming, Phase, Profile, UpstreamConfig
 from workers.drill.records import InteractiveResult, RequestEvent, RunRecord
+from workers.drill.run import repeat_drill
 from workers.drill.server import serve
 from workers.drill.targets import (
     drain,
@@ -111,6 +112,25 @@ async def test_degraded_mode_is_slow_and_fails_some() -> None:
         answers = await asyncio.gather(*(complete(http) for _ in range(4)))
     assert {r.status_code for r in answers} <= {500, 503}
     assert all(r.elapsed.total_seconds() >= 0.08 for r in answers)
+
+
+async def test_blip_upstream_has_a_small_burst_and_counts_only_answers() -> None:
+    config = PROFILES["blip"].upstream
+    assert (config.rate_limit, config.burst) == (40.0, 5.0)
+    async with running(config) as (up, http):
+        up.reset_bucket()
+        answers = await asyncio.gather(*(complete(http) for _ in range(12)))
+    ok = [r for r in answers if r.status_code == 200]
+    limited = [r for r in answers if r.status_code == 429]
+    assert 5 <= len(ok) <= 7  # the bucket (5), plus what refilled while they arrived
+    assert len(ok) + len(limited) == 12
+    assert all(r.headers["retry-after"] == "1" for r in limited)
+    assert all(r.headers["x-ratelimit-limit-requests"] == "5" for r in answers)
+    assert up.counts[("normal", 200)] == len(ok)
+    assert up.counts[("normal", 429)] == len(limited)
+    assert len(up.events) == 12
+    assert all(e.answered is not None and e.answered >= e.t for e in up.events)
+    assert up.in_flight == 0
 
 
 def test_reset_duration_is_written_like_openai() -> None:
@@ -213,15 +233,18 @@ def test_evaluate_judges_floodgate_against_the_targets() -> None:
     profile = PROFILES["smoke"]
     good = synthetic_run("floodgate", profile, outage=10, lost=0)
     naive = synthetic_run("naive", profile, outage=100, lost=3)
-    verdicts = evaluate(profile, good, naive)
-    assert [v.passed for v in verdicts] == [True, True, True, True]
-    assert "3 of 100" in verdicts[0].naive
+    verdicts = evaluate(profile, [good, naive])
+    judged = [v for v in verdicts if v.judged]
+    assert [v.key for v in judged] == ["lost", "p99", "outage", "drain"]
+    assert [v.passed for v in judged] == [True, True, True, True]
+    assert all(v.run == "Floodgate" for v in verdicts)  # the naive run is only a baseline
+    assert "3 of 100" in judged[0].baseline
 
     noisy = synthetic_run("floodgate", profile, outage=11, lost=1)
     noisy.requests += [RequestEvent(profile.spans[-1].start + 0.2, "recovery", "batch", 429)] * 2
     noisy.interactive.append(result("recovery", 0.01, "shed"))
-    verdicts = evaluate(profile, noisy, naive)
-    assert [v.passed for v in verdicts] == [False, False, False, False]
+    verdicts = evaluate(profile, [noisy, naive])
+    assert [v.passed for v in verdicts if v.judged] == [False, False, False, False]
 
 
 # -------------------------------------------------------------- end to end
@@ -229,20 +252,32 @@ def test_evaluate_judges_floodgate_against_the_targets() -> None:
 
 async def test_smoke_drill_runs_writes_outputs_and_loses_no_batch_job(tmp_path: Path) -> None:
     profile = PROFILES["smoke"]
-    report = await drill(profile, tmp_path, tmp_path / "backlog.db", progress=lambda _: None)
-    floodgate, naive = report.runs
-    assert floodgate.batch_accepted == profile.batch_jobs
-    assert floodgate.batch_lost == 0, floodgate.lost_detail
-    assert report.verdicts[0].passed is True
+    report = await drill(profile, tmp_path, tmp_path / "backlogs", progress=lambda _: None)
+    assert [run.label for run in report.runs] == ["Floodgate tuned", "Floodgate defaults", "naive"]
+    assert sorted(p.name for p in (tmp_path / "backlogs").glob("*.db")) == [
+        "defaults.db",
+        "tuned.db",
+    ]
+    *floodgate, naive = report.runs
+    for run in floodgate:
+        assert run.batch_accepted == profile.batch_jobs
+        assert run.batch_lost == 0, run.lost_detail
+        assert len(run.accepted_at) == profile.batch_jobs
+    lost = [v for v in report.verdicts if v.key == "lost"]
+    assert [(v.run, v.passed) for v in lost] == [
+        ("Floodgate tuned", True),
+        ("Floodgate defaults", True),
+    ]
     assert naive.batch_accepted == profile.batch_jobs
     assert requests_in_phase(naive.requests, "outage") > 0
-    assert floodgate.samples
-    assert naive.samples
+    assert all(r.answered is not None and r.answered >= r.t for r in naive.requests)
+    assert all(run.samples for run in report.runs)
     png = tmp_path / "timeline.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "no accepted batch job lost" in markdown
-    assert "PASS" in markdown
+    assert "| Floodgate defaults | 0 of 120 | PASS |" in markdown
+    assert "Also measured" in markdown
     assert "timeline.png" in markdown
 
 
@@ -252,3 +287,48 @@ def test_cli_refuses_an_existing_backlog(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         run_drill(["--profile", "smoke", "--backlog", str(existing), "--out", str(tmp_path)])
     assert exc.value.code == 2
+
+
+def test_cli_refuses_a_repeat_out_of_range(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run_drill(["--profile", "smoke", "--repeat", "0", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+
+
+def test_profile_refuses_an_unknown_variant() -> None:
+    with pytest.raises(ValueError, match="variants"):
+        Profile(name="x", phases=(Phase("normal", "normal", 1.0),), batch_jobs=1, variants=("x",))
+
+
+async def test_repeat_plays_the_drill_n_times_and_summarizes(tmp_path: Path) -> None:
+    tiny = Profile(
+        name="tiny",
+        phases=(
+            Phase("normal", "normal", 0.4),
+            Phase("outage", "down", 0.4),
+            Phase("degraded", "degraded", 0.3),
+            Phase("recovery", "normal", 0.5),
+        ),
+        batch_jobs=20,
+        burst_at=0.1,
+        burst_over=0.2,
+        interactive_rate=10.0,
+        health=HealthTiming(breaker_cooldown=0.3, breaker_max_cooldown=0.8, window=1.0),
+        variants=("defaults",),
+    )
+    out = tmp_path / "out"
+    reports, summary = await repeat_drill(tiny, out, tmp_path / "backlogs", 2, lambda _: None)
+    assert len(reports) == 2
+    assert all(
+        [r.label for r in report.runs] == ["Floodgate defaults", "naive"] for report in reports
+    )
+    for i in (1, 2):
+        assert (out / f"run-{i}" / "report.md").is_file()
+        assert (tmp_path / "backlogs" / f"run-{i}" / "defaults.db").is_file()
+    assert (out / "summary.md").read_text(encoding="utf-8") == summary
+    lost = [line for line in summary.splitlines() if "accepted batch jobs lost" in line]
+    assert [line.split(" | ")[0] for line in lost] == ["| Floodgate defaults", "| naive"]
+    assert all(line.endswith("| 2 of 2 |") for line in lost)
+    outage = next(line for line in summary.splitlines() if "during the outage" in line)
+    counts = sorted(m.outage_requests for r in reports for m in r.measures if m.label != "naive")
+    assert outage.split(" | ")[3:5] == [str(counts[0]), str(counts[1])]  # min, max

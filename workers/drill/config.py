@@ -1,14 +1,17 @@
 """The drill's script: the upstream's shape, the phases, the load, the budgets.
 
-One :class:`Profile` is one compressed incident. The same profile is played
-twice in a run, once through Floodgate and once through the naive baseline,
-each against a fresh simulated upstream, so the two see the same script::
+One :class:`Profile` is one incident. It is played once per Floodgate variant
+it lists (:data:`VARIANTS`) and once through the naive baseline, one after
+the other, each against a fresh simulated upstream, so all see the same script::
 
     normal ──> outage (503) ──> degraded (slow + some 5xx) ──> recovery
       ^ a burst of batch jobs arrives here; interactive traffic is steady throughout
 
-``full`` takes about 36 s per client (~80 s for the drill), ``quick`` about
-9 s per client, ``smoke`` (for tests) about 4 s per client.
+Compressed profiles (variants ``tuned`` and ``defaults``): ``full`` takes
+about 36 s per client (~2 min for the drill), ``quick`` about 9 s, ``smoke``
+(for tests) about 4 s. ``blip`` plays a short real-time incident (4 min per
+client, variants ``defaults`` and ``rpm``: Floodgate's own health timings);
+``blip-short`` is the same shape in 24 s, for an integration test.
 """
 
 from __future__ import annotations
@@ -16,12 +19,25 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["PROFILES", "HealthTiming", "Phase", "PhaseSpan", "Profile", "UpstreamConfig"]
+__all__ = [
+    "PROFILES",
+    "TARGET_SETS",
+    "VARIANTS",
+    "HealthTiming",
+    "Phase",
+    "PhaseSpan",
+    "Profile",
+    "UpstreamConfig",
+]
 
 #: the upstream modes a phase can put the simulated API in
 MODES = ("normal", "down", "degraded")
 #: phases in which the upstream is up (answers, possibly slowly or with some errors)
 UP_PHASES = ("normal", "degraded", "recovery")
+#: how Floodgate can be set up for a run (see ``floodgate_client.VARIANT_SETUPS``)
+VARIANTS = ("tuned", "defaults", "rpm")
+#: which targets a profile is judged on (the others are shown for information)
+TARGET_SETS = ("compressed", "blip")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,7 +113,10 @@ class Profile:
 
     Interactive calls get an end-to-end budget ``interactive_deadline``:
     Floodgate is told to *start* them within half of it (``deadline=``) and to
-    *run* them within the other half (``timeout=``).
+    *run* them within the other half (``timeout=``). ``interactive_seats``,
+    ``batch_seats`` and ``health`` only shape the ``tuned`` variant.
+    ``variants``: the Floodgate set-ups played (the naive client always is);
+    ``targets``: the target set the verdict is on (see :data:`TARGET_SETS`).
     """
 
     name: str
@@ -113,6 +132,17 @@ class Profile:
     sample_every: float = 0.1
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     health: HealthTiming = field(default_factory=HealthTiming)
+    variants: tuple[str, ...] = ("tuned", "defaults")
+    targets: str = "compressed"
+    #: seconds between progress lines inside a phase (None: only at phase changes)
+    progress_every: float | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown or not self.variants:
+            raise ValueError(f"variants must be some of {VARIANTS}, got {self.variants!r}")
+        if self.targets not in TARGET_SETS:
+            raise ValueError(f"targets must be one of {TARGET_SETS}, got {self.targets!r}")
 
     @property
     def duration(self) -> float:
@@ -165,3 +195,41 @@ PROFILES: dict[str, Profile] = {
         health=HealthTiming(breaker_cooldown=0.3, breaker_max_cooldown=0.8, window=1.0),
     ),
 }
+
+#: the blip's upstream: a small per-second bucket, 10x slower and 30 % 5xx when degraded
+BLIP_UPSTREAM = UpstreamConfig(
+    max_in_flight=12,
+    service_time=0.05,
+    rate_limit=40.0,
+    burst=5.0,
+    degraded_service_time=0.5,
+    degraded_error_rate=0.3,
+    down_retry_after=2,
+)
+
+PROFILES["blip"] = Profile(
+    name="blip",
+    phases=_phases(60.0, 60.0, 30.0, 90.0),
+    batch_jobs=3_000,
+    burst_at=1.0,
+    burst_over=5.0,
+    interactive_rate=4.0,
+    interactive_deadline=2.0,
+    sample_every=0.2,
+    upstream=BLIP_UPSTREAM,
+    variants=("defaults", "rpm"),
+    targets="blip",
+    progress_every=15.0,
+)
+PROFILES["blip-short"] = Profile(
+    name="blip-short",
+    phases=_phases(6.0, 6.0, 3.0, 9.0),
+    batch_jobs=300,
+    burst_at=0.5,
+    burst_over=1.0,
+    interactive_rate=4.0,
+    interactive_deadline=2.0,
+    upstream=BLIP_UPSTREAM,
+    variants=("defaults", "rpm"),
+    targets="blip",
+)

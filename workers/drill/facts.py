@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..provenance import source_commit
 from .config import Profile
-from .floodgate_client import BATCH_RETRY, upstream_settings
+from .floodgate_client import BATCH_RETRY, BATCH_TIMEOUT, describe_variant
 
 __all__ = ["run_facts"]
 
@@ -23,6 +23,7 @@ def run_facts(p: Profile, wall_seconds: float) -> list[list[str]]:
     cpus = len(affinity(0)) if affinity is not None else os.cpu_count()
     return [
         ["reproduce", f"`python -m workers.drill --profile {p.name}`"],
+        ["target set", p.targets],
         ["date (UTC)", datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")],
         [
             "machine",
@@ -35,7 +36,8 @@ def run_facts(p: Profile, wall_seconds: float) -> list[list[str]]:
             f"127.0.0.1, cap {up.max_in_flight} in flight, {up.service_time * 1000:g} ms "
             f"answers, {up.rate_limit:g} req/s (bucket {up.burst:g}); degraded "
             f"{up.degraded_service_time * 1000:g} ms + {up.degraded_error_rate:.0%} 500/503; "
-            f"capacity {up.capacity:g} req/s",
+            f"capacity {up.capacity:g} req/s; outage: 503"
+            + ("" if up.down_retry_after is None else f" + Retry-After: {up.down_retry_after}"),
         ],
         [
             "load",
@@ -46,14 +48,16 @@ def run_facts(p: Profile, wall_seconds: float) -> list[list[str]]:
             f"{p.interactive_deadline / 2:g}s)",
         ],
         [
-            "floodgate",
-            f"interactive {p.interactive_seats} seats, batch {p.batch_seats} seats "
-            f"(durable, gated; up to {BATCH_RETRY.max_attempts} attempts, backoff "
-            f"{BATCH_RETRY.base:g}-{BATCH_RETRY.cap:g}s), shared ceiling {up.max_in_flight}; "
-            + upstream_settings(p, base_url="http://127.0.0.1")[1],
+            "batch task",
+            f"@sched.task(lane='batch', upstream='llm'), durable, up to "
+            f"{BATCH_RETRY.max_attempts} attempts (backoff {BATCH_RETRY.base:g}-"
+            f"{BATCH_RETRY.cap:g}s), {BATCH_TIMEOUT:g}s per attempt; httpx event hooks feed "
+            "the rate-limit headers to Floodgate",
         ],
+        *([f"Floodgate {v}", describe_variant(v, p)] for v in p.variants),
+        ["naive", "one semaphore for both lanes, blind retries (see the notes)"],
         ["floodgate version", _version()],
-        ["wall clock", f"{wall_seconds:.1f}s for both runs"],
+        ["wall clock", f"{wall_seconds:.1f}s for {len(p.variants) + 1} runs, one after another"],
     ]
 
 

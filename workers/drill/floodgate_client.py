@@ -9,6 +9,15 @@ Interactive work goes through ``sched.call(..., lane="interactive",
 deadline=, timeout=, upstream="llm")``; its shed and failed calls are counted
 by type. Tasks raise httpx's own errors and let Floodgate classify them.
 
+Three set-ups (variants) of the scheduler, see :func:`build_scheduler`:
+
+- ``defaults``: ``Scheduler(backlog, shutdown_grace=1.0)``: the default lanes,
+  no upstream settings, no shared ceiling; interactive calls may retry
+  (``RetryPolicy(max_attempts=3)``, within their deadline);
+- ``rpm``: the same plus ``upstreams=[Upstream("llm", rpm=<rate limit x 60>)]``;
+- ``tuned``: custom lanes under a shared ceiling and the profile's compressed
+  health timings (:func:`upstream_settings`); interactive calls do not retry.
+
 If the scheduler package exports ``httpx_event_hooks(sched, upstream)``, the
 httpx client is built with it, so the upstream's rate-limit headers reach
 Floodgate on successful answers too; the report says whether it was.
@@ -24,6 +33,7 @@ from typing import Any
 import httpx
 
 from scheduler import (
+    DEFAULT_LANES,
     BacklogOptions,
     BreakerConfig,
     JobError,
@@ -45,9 +55,13 @@ from .wire import new_http_client, outcome_for_status, post_completion
 
 __all__ = [
     "BATCH_RETRY",
+    "INTERACTIVE_RETRY",
     "UPSTREAM",
     "FloodgateClient",
     "audit_backlog",
+    "build_scheduler",
+    "describe_variant",
+    "interactive_retry",
     "open_floodgate",
     "upstream_settings",
 ]
@@ -57,6 +71,10 @@ TASK_NAME = "workers.drill.summarize"
 BATCH_RETRY = RetryPolicy(max_attempts=50, base=0.5, cap=10.0)
 #: seconds one batch attempt may run
 BATCH_TIMEOUT = 10.0
+#: interactive retries of the ``defaults`` and ``rpm`` variants (only within the deadline)
+INTERACTIVE_RETRY = RetryPolicy(max_attempts=3)
+#: seconds running jobs get to finish when a run's scheduler stops
+SHUTDOWN_GRACE = 1.0
 
 
 def upstream_settings(profile: Profile, base_url: str | None = None) -> tuple[dict[str, Any], str]:
@@ -102,9 +120,60 @@ def make_scheduler(profile: Profile, backlog: Path, **extra: Any) -> Scheduler:
             ),
         ],
         max_concurrency=profile.upstream.max_in_flight,
-        shutdown_grace=1.0,
+        shutdown_grace=SHUTDOWN_GRACE,
         backlog_options=BacklogOptions(poll_interval=0.1),
         **extra,
+    )
+
+
+def build_scheduler(
+    variant: str, profile: Profile, backlog: Path, base_url: str | None = None
+) -> Scheduler:
+    """The scheduler of ``variant`` (``tuned``, ``defaults`` or ``rpm``) on ``backlog``."""
+    if variant == "tuned":
+        extra, _ = upstream_settings(profile, base_url)
+        return make_scheduler(profile, backlog, **extra)
+    if variant == "defaults":
+        return Scheduler(str(backlog), shutdown_grace=SHUTDOWN_GRACE)
+    if variant == "rpm":
+        rpm = profile.upstream.rate_limit * 60.0
+        return Scheduler(
+            str(backlog), shutdown_grace=SHUTDOWN_GRACE, upstreams=[Upstream(UPSTREAM, rpm=rpm)]
+        )
+    raise ValueError(f"unknown Floodgate variant {variant!r}")
+
+
+def interactive_retry(variant: str) -> RetryPolicy | None:
+    """The retry policy of the variant's interactive calls (``tuned``: none)."""
+    return None if variant == "tuned" else INTERACTIVE_RETRY
+
+
+def describe_variant(variant: str, profile: Profile) -> str:
+    """One line for the report: how ``variant`` sets the scheduler up."""
+    if variant == "tuned":
+        return (
+            f"custom lanes: interactive {profile.interactive_seats} seats (2 reserved), batch "
+            f"{profile.batch_seats} seats (durable, gated), shared ceiling "
+            f"{profile.upstream.max_in_flight}, backlog poll 0.1s; "
+            + upstream_settings(profile, base_url="http://127.0.0.1")[1]
+            + "; interactive calls not retried"
+        )
+    lanes = ", ".join(
+        f"{lane.name} {lane.max_concurrency} seats / {lane.max_queued:,} queued"
+        + (" (durable, gated)" if lane.durable and lane.gated else "")
+        for lane in DEFAULT_LANES
+    )
+    text = (
+        f"Scheduler(backlog, shutdown_grace={SHUTDOWN_GRACE:g}): default lanes ({lanes}), "
+        "no shared ceiling, "
+    )
+    if variant == "rpm":
+        text += f"upstreams=[Upstream('llm', rpm={profile.upstream.rate_limit * 60:g})]"
+    else:
+        text += "no upstream settings (Floodgate's default health timings)"
+    return text + (
+        f"; interactive calls retry up to {INTERACTIVE_RETRY.max_attempts} attempts "
+        "within their deadline"
     )
 
 
@@ -118,12 +187,14 @@ class FloodgateClient:
         http: httpx.AsyncClient,
         profile: Profile,
         tally: Tally,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.sched = sched
         self._summarize = summarize
         self._http = http
         self._profile = profile
         self._tally = tally
+        self._retry = retry
         self.notes: list[str] = []
 
     async def submit(self, doc: int) -> bool:
@@ -148,6 +219,7 @@ class FloodgateClient:
                 deadline=budget / 2,
                 timeout=budget / 2,
                 upstream=UPSTREAM,
+                retry=self._retry,
             )
         except SubmitError:  # Overloaded, DeadlineExceeded, UpstreamUnavailable
             return "shed", None
@@ -189,11 +261,10 @@ def _event_hooks(sched: Scheduler) -> Any:
 
 @contextlib.asynccontextmanager
 async def open_floodgate(
-    profile: Profile, base_url: str, tally: Tally, backlog: Path
+    profile: Profile, base_url: str, tally: Tally, backlog: Path, variant: str = "tuned"
 ) -> AsyncIterator[FloodgateClient]:
-    """A started scheduler with the drill's task registered, and its client."""
-    extra, _ = upstream_settings(profile, base_url)
-    sched = make_scheduler(profile, backlog, **extra)
+    """A started scheduler of ``variant`` with the drill's task registered, and its client."""
+    sched = build_scheduler(variant, profile, backlog, base_url)
     hooks = _event_hooks(sched)
     async with new_http_client(base_url, event_hooks=hooks) as http:
 
@@ -210,14 +281,16 @@ async def open_floodgate(
             retry=BATCH_RETRY,
             timeout=BATCH_TIMEOUT,
         )(summarize_doc)
-        client = FloodgateClient(sched, summarize, http, profile, tally)
+        client = FloodgateClient(
+            sched, summarize, http, profile, tally, retry=interactive_retry(variant)
+        )
         client.notes.append(
-            "rate-limit headers fed to Floodgate on every answer: "
+            f"Floodgate {variant}: rate-limit headers fed to Floodgate on every answer: "
             + ("yes (scheduler.httpx_event_hooks)" if hooks is not None else "no (only on errors)")
         )
         async with sched:
             yield client
-            client.notes.append("Floodgate stats at the end:\n" + stats_text(sched))
+            client.notes.append(f"Floodgate {variant} stats at the end:\n" + stats_text(sched))
 
 
 def stats_text(sched: Scheduler) -> str:

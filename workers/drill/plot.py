@@ -1,5 +1,5 @@
-"""The drill's timeline: one PNG, Floodgate on the left and the naive baseline
-on the right, four stacked panels sharing the time axis:
+"""The drill's timeline: one PNG, one column per run (each Floodgate variant,
+then the naive baseline), four stacked panels sharing the time axis:
 
 1. queue depth per lane (jobs waiting for a seat; symlog scale);
 2. in flight at the upstream per lane, with its cap (and Floodgate's adaptive
@@ -149,8 +149,8 @@ def _column(axes: Sequence[Any], run: RunRecord, profile: Profile, title: str) -
 
 
 def plot_timeline(path: Path, profile: Profile, runs: Sequence[RunRecord]) -> Path:
-    """Write the timeline PNG of ``runs`` (Floodgate first) to ``path``."""
-    fig = Figure(figsize=(8 * len(runs), 11), layout="constrained")
+    """Write the timeline PNG of ``runs`` (one column each, in order) to ``path``."""
+    fig = Figure(figsize=(6.5 * len(runs), 11), layout="constrained")
     grid = fig.subplots(
         4,
         len(runs),
@@ -161,12 +161,15 @@ def plot_timeline(path: Path, profile: Profile, runs: Sequence[RunRecord]) -> Pa
     )
     for col, run in enumerate(runs):
         _column([grid[row][col] for row in range(4)], run, profile, _title(run))
-    fig.suptitle(f"Floodgate outage drill ({profile.name}): the same script, two clients")
+    fig.suptitle(
+        f"Floodgate outage drill ({profile.name}): the same script, {len(runs)} runs "
+        "one after another"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
 
 
 def _title(run: RunRecord) -> str:
-    name = "Floodgate" if run.client == "floodgate" else "naive: Semaphore + blind retries"
+    name = run.label if run.client == "floodgate" else "naive: Semaphore + blind retries"
     return f"{name} ({len(run.requests):,} upstream requests)"

@@ -40,12 +40,16 @@ class Timeline:
 
 @dataclass(frozen=True, slots=True)
 class RequestEvent:
-    """One request as the upstream saw it: arrival, phase at arrival, lane, answer."""
+    """One request as the upstream saw it: arrival, phase at arrival, lane, answer.
+
+    ``answered``: when the answer was sent (``None`` if not recorded).
+    """
 
     t: float
     phase: str
     lane: str
     status: int
+    answered: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,7 @@ class Tally:
         self._timeline = timeline
         self.accepted = 0
         self.rejected = 0
+        self.accepted_at: list[float] = []  # when each accepted job was accepted
         self.done: set[int] = set()
         self.completions: list[float] = []  # time of each job's first success
         self.duplicates = 0  # a job that succeeded again (at-least-once delivery)
@@ -111,6 +116,10 @@ class Tally:
             return
         self.done.add(doc)
         self.completions.append(self._timeline.now())
+
+    def batch_accepted(self) -> None:
+        self.accepted += 1
+        self.accepted_at.append(self._timeline.now())
 
     @property
     def pending(self) -> int:
@@ -139,3 +148,14 @@ class RunRecord:
     peak_in_flight: int
     status_by_phase: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: the Floodgate set-up ("tuned", "defaults", "rpm"); "" for the naive client
+    variant: str = ""
+    #: when each accepted batch job was accepted (empty if not recorded)
+    accepted_at: list[float] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """How reports name the run: ``Floodgate defaults``, ``naive``."""
+        if self.client == "floodgate":
+            return f"Floodgate {self.variant}" if self.variant else "Floodgate"
+        return self.client

@@ -10,9 +10,9 @@ from pathlib import Path
 from .config import Profile
 from .facts import run_facts
 from .records import RunRecord
-from .targets import Verdict
+from .targets import Measures, Verdict
 
-__all__ = ["Report", "render"]
+__all__ = ["METHOD", "Report", "render", "verdict_word"]
 
 _STATUSES = (200, 429, 500, 503)
 _OUTCOMES = ("ok", "upstream_error", "rate_limited", "shed", "timeout", "transport", "unfinished")
@@ -22,7 +22,7 @@ METHOD = (
     "lost: after the run the backlog is reopened, as a restarted worker would; accepted jobs "
     "that are DEAD or missing are lost. The naive client keeps jobs only in memory: its "
     "unfinished ones are counted as lost.",
-    "interactive: p99 (nearest rank) of time-to-answer over the requests issued while the "
+    "interactive p99: p99 (nearest rank) of time-to-answer over the requests issued while the "
     "upstream was up (normal, degraded, recovery), each phase shown too; a 2xx or the "
     "upstream's own 5xx is an answer; shed, timed out, answered 429 "
     "(interactive alone is far below the rate limit: batch spent the quota) or unanswered is "
@@ -32,23 +32,52 @@ METHOD = (
     "empty (or the run ends), over the upstream's capacity min(cap / service time, rate "
     "limit); a token bucket left full before recovery lets a short drain pass 100 %. The "
     "429/503 share is over every request that arrived from the start of recovery on.",
+    "interactive served: for each phase the upstream is up in (normal, degraded, recovery), "
+    "allowed = interactive calls issued in that phase x (1 - the upstream's configured error "
+    "rate in it: 0 when normal, the degraded error rate when degraded); served = calls of that "
+    "phase that got a 200 within the end-to-end deadline of being issued (retries included). "
+    "The figure is sum(served) / sum(allowed) over the up phases (it may exceed 100 % when "
+    "retries get past the degraded phase's errors).",
+    "first success: the arrival time of the first request (any lane) that the upstream "
+    "answered 200 among those arriving at or after the end of the outage phase, minus the end "
+    "of the outage phase (its answer time is shown too).",
+    "batch goodput: the normal and recovery phases are cut in 1-s bins, skipping each phase's "
+    "first 2 s (ramp); a bin counts if the batch backlog (accepted jobs not yet done) was "
+    "non-empty throughout it. Its ratio = batch requests arriving in the bin answered 200, per "
+    "second / (the rate limit - interactive requests per second arriving in the bin that took "
+    "a token, i.e. were not answered 429). The figure is the median over the counted bins "
+    "(their count, min and max shown).",
+    "backlog drained: every accepted batch job done by the end of the script. Judged only when "
+    "the capacity allows it: capacity estimate = (rate limit - interactive rate) x seconds in "
+    "the normal and recovery phases; with more accepted jobs than that, n/a.",
+    "429/503 after recovery: of all requests arriving at the upstream from the start of the "
+    "recovery phase on, the share answered 429 or 503.",
 )
 
 #: what each target asks of the scheduler (printed under the targets)
 EXPECTATIONS = (
     "lost: durable submit + retries that do not burn attempts while the upstream is "
     "down (breaker open / Retry-After pause delays jobs instead of failing them).",
-    "interactive p99: reserved seats for interactive work, and batch kept below the rate "
-    "limit (rate-limit headroom, interactive pressure) so interactive calls never get 429.",
+    "interactive p99 / served: interactive calls get seats before batch work, and batch kept "
+    "below the rate limit (rate-limit headroom, interactive pressure) so interactive calls "
+    "never get 429.",
     "outage requests: a per-upstream circuit breaker that opens within ~20 failures and "
     "probes sparingly, plus the Retry-After pause and a retry budget.",
-    "drain: after the breaker closes, adaptive concurrency with slow start up to the "
-    "upstream's capacity, paced by the rate-limit headers so few 429/503 come back.",
+    "first success: the breaker lets a trial through soon after the upstream is back "
+    "(live trials, probes, a cool-down short enough for the outage it saw).",
+    "drain / goodput / drained: after the breaker closes, send at the upstream's rate (paced "
+    "by the rate-limit headers or the configured rpm, learned from 429s otherwise) with "
+    "enough concurrency, so few 429/503 come back.",
 )
 
+#: the verdict of the naive run's row: it is a baseline, not judged
+BASELINE = "baseline"
 
-def verdict_word(passed: bool | None) -> str:
-    return "n/a" if passed is None else ("PASS" if passed else "FAIL")
+
+def verdict_word(passed: bool | None, judged: bool = True) -> str:
+    """``PASS``/``FAIL``/``n/a``; in parentheses when only shown for information."""
+    word = "n/a" if passed is None else ("PASS" if passed else "FAIL")
+    return word if judged else f"({word})"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool) -> str:
@@ -74,20 +103,27 @@ class Report:
         runs: Sequence[RunRecord],
         png: Path | None,
         wall_seconds: float,
+        measures: Sequence[Measures] = (),
     ) -> None:
         self.profile = profile
         self.verdicts = verdicts
         self.runs = runs
         self.png = png
         self.wall_seconds = wall_seconds
+        self.measures = list(measures)
 
     @property
     def passed(self) -> bool:
-        return all(v.passed is True for v in self.verdicts)
+        """Every judged target passed, for every Floodgate run."""
+        return all(v.passed is True for v in self.verdicts if v.judged)
 
     def headline(self) -> str:
-        n = sum(v.passed is True for v in self.verdicts)
-        return f"{n} of {len(self.verdicts)} targets PASS"
+        parts = []
+        for run in dict.fromkeys(v.run for v in self.verdicts):
+            judged = [v for v in self.verdicts if v.judged and v.run == run]
+            n = sum(v.passed is True for v in judged)
+            parts.append(f"{run} {n} of {len(judged)} targets PASS")
+        return "; ".join(parts) or "no Floodgate run"
 
     def text(self) -> str:
         return render(self, markdown=False)
@@ -102,7 +138,7 @@ def _status_rows(run: RunRecord) -> list[list[str]]:
     for span in run.spans:
         cells = [str(tally[(span.name, s)]) for s in _STATUSES]
         total = sum(n for (ph, _), n in tally.items() if ph == span.name)
-        rows.append([f"{run.client}: {span.name}", *cells, str(total)])
+        rows.append([f"{run.label}: {span.name}", *cells, str(total)])
     return rows
 
 
@@ -110,13 +146,13 @@ def _interactive_rows(run: RunRecord) -> list[list[str]]:
     rows = []
     for span in run.spans:
         got = Counter(r.outcome for r in run.interactive if r.phase == span.name)
-        rows.append([f"{run.client}: {span.name}", *(str(got[o]) for o in _OUTCOMES)])
+        rows.append([f"{run.label}: {span.name}", *(str(got[o]) for o in _OUTCOMES)])
     return rows
 
 
 def _batch_row(run: RunRecord) -> list[str]:
     return [
-        run.client,
+        run.label,
         f"{run.batch_accepted:,}",
         str(run.batch_rejected),
         f"{run.batch_done:,}",
@@ -126,56 +162,92 @@ def _batch_row(run: RunRecord) -> list[str]:
     ]
 
 
+def _by_target(verdicts: Sequence[Verdict]) -> list[list[Verdict]]:
+    groups: dict[str, list[Verdict]] = {}
+    for v in verdicts:
+        groups.setdefault(v.key, []).append(v)
+    return list(groups.values())
+
+
+def _verdict_rows(verdicts: Sequence[Verdict]) -> list[list[str]]:
+    """One row per Floodgate run and target, then the naive baseline's row."""
+    rows: list[list[str]] = []
+    for group in _by_target(verdicts):
+        first = group[0]
+        for i, v in enumerate(group):
+            head = [v.name, v.goal] if i == 0 else ["", ""]
+            rows.append([*head, v.run, v.figure, verdict_word(v.passed, v.judged)])
+        if first.baseline:
+            rows.append(["", "", "naive", first.baseline, BASELINE])
+    return rows
+
+
 def _verdict_blocks(verdicts: Sequence[Verdict]) -> str:
     """Targets as text blocks (a table of long cells would not fit a terminal)."""
-    return "\n".join(
-        f"[{verdict_word(v.passed):>4}] {v.name} (goal: {v.goal})\n"
-        f"       Floodgate: {v.floodgate}\n"
-        f"       naive:     {v.naive}"
-        for v in verdicts
-    )
+    blocks = []
+    for group in _by_target(verdicts):
+        first = group[0]
+        width = max(len("naive"), *(len(v.run) for v in group)) + 1
+        lines = [f"{first.name} (goal: {first.goal})"]
+        lines += [
+            f"  [{verdict_word(v.passed, v.judged):^8}] {v.run + ':':<{width}} {v.figure}"
+            for v in group
+        ]
+        if first.baseline:
+            lines.append(f"  [{BASELINE:^8}] {'naive:':<{width}} {first.baseline}")
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)
 
 
 def render(report: Report, *, markdown: bool) -> str:
     def h(title: str) -> str:
         return f"## {title}" if markdown else f"== {title}"
 
-    verdict_rows = [
-        [v.name, v.goal, v.floodgate, v.naive, verdict_word(v.passed)] for v in report.verdicts
-    ]
+    def targets(verdicts: Sequence[Verdict]) -> str:
+        if not verdicts:
+            return "none"
+        if markdown:
+            headers = ["target", "goal", "run", "figure", "verdict"]
+            return table(headers, _verdict_rows(verdicts), markdown=True)
+        return _verdict_blocks(verdicts)
+
+    facts = run_facts(report.profile, report.wall_seconds)
     parts = [
         ("# " if markdown else "")
         + f"Floodgate outage drill ({report.profile.name}): "
         + report.headline(),
-        table(["run", "value"], run_facts(report.profile, report.wall_seconds), markdown=True)
+        table(["run", "value"], facts, markdown=True)
         if markdown
         else "\n".join(
-            textwrap.fill(value, 100, initial_indent=f"{key:<17} ", subsequent_indent=" " * 18)
-            for key, value in run_facts(report.profile, report.wall_seconds)
+            textwrap.fill(value, 100, initial_indent=f"{key:<19} ", subsequent_indent=" " * 20)
+            for key, value in facts
         ),
-        h("Targets (Floodgate judged; the naive baseline in the same run for comparison)"),
-        table(["target", "goal", "Floodgate", "naive", "verdict"], verdict_rows, markdown=True)
-        if markdown
-        else _verdict_blocks(report.verdicts),
+        h(
+            f"Targets of the {report.profile.targets} set (each Floodgate run judged; the "
+            "naive client in the same drill as a baseline)"
+        ),
+        targets([v for v in report.verdicts if v.judged]),
+        h("Also measured (not this profile's targets; verdicts in parentheses, for information)"),
+        targets([v for v in report.verdicts if not v.judged]),
         h("How each target is measured"),
         "\n".join(f"- {line}" for line in METHOD),
         h("What each target needs from the scheduler"),
         "\n".join(f"- {line}" for line in EXPECTATIONS),
         h("Upstream answers by phase (phase at arrival)"),
         table(
-            ["client: phase", *(str(s) for s in _STATUSES), "total"],
+            ["run: phase", *(str(s) for s in _STATUSES), "total"],
             [row for run in report.runs for row in _status_rows(run)],
             markdown=markdown,
         ),
         h("Interactive outcomes by phase (phase when issued)"),
         table(
-            ["client: phase", *_OUTCOMES],
+            ["run: phase", *_OUTCOMES],
             [row for run in report.runs for row in _interactive_rows(run)],
             markdown=markdown,
         ),
         h("Batch work"),
         table(
-            ["client", "accepted", "refused", "done", "done twice", "lost", "peak in flight"],
+            ["run", "accepted", "refused", "done", "done twice", "lost", "peak in flight"],
             [_batch_row(run) for run in report.runs],
             markdown=markdown,
         ),

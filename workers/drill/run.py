@@ -1,13 +1,15 @@
-"""``floodgate drill`` / ``python -m workers.drill``: run both clients, report, plot.
+"""``floodgate drill`` / ``python -m workers.drill``: run every client, report, plot.
 
-The same profile is played twice, each time against a fresh simulated
-upstream served by uvicorn on 127.0.0.1: first through Floodgate (a durable
-batch lane on a fresh SQLite backlog, an interactive lane), then through the
-naive baseline. Then the targets are computed, the report is printed and
-written as ``report.md`` beside ``timeline.png`` in ``--out``.
+The profile is played once per Floodgate variant it lists (``tuned``,
+``defaults``, ``rpm``), then through the naive baseline, one after another,
+each time against a fresh simulated upstream served by uvicorn on 127.0.0.1
+(and, for Floodgate, a fresh SQLite backlog). Then the targets are computed,
+the report is printed and written as ``report.md`` beside ``timeline.png``
+in ``--out``. ``--repeat N`` plays the whole drill N times (``run-1/`` ...
+in ``--out``) and writes ``summary.md``: each figure's median, min and max.
 
 The exit status is 0 when the drill ran, whatever the verdicts (``--strict``:
-1 unless every target passed); 2 on bad arguments; 130 on Ctrl-C.
+1 unless every judged target passed); 2 on bad arguments; 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -28,16 +30,21 @@ from .records import RunRecord, Tally, Timeline
 from .report import Report
 from .scenario import Scenario, run_scenario
 from .server import serve
-from .targets import evaluate
+from .summary import summarize
+from .targets import evaluate_measures, measure
 from .upstream import SimulatedLLM
 
-__all__ = ["drill", "run_drill"]
+__all__ = ["drill", "play_floodgate", "play_naive", "repeat_drill", "run_drill"]
+
+#: most drills one command plays
+MAX_REPEAT = 100
 
 Progress = Callable[[str], None]
 
 
 def _record(
     client: str,
+    variant: str,
     profile: Profile,
     scenario: Scenario,
     upstream: SimulatedLLM,
@@ -47,12 +54,14 @@ def _record(
 ) -> RunRecord:
     return RunRecord(
         client=client,
+        variant=variant,
         spans=profile.spans,
         end=scenario.end,
         # what arrived after the script ended (shutdown) is not part of the drill
         requests=[r for r in upstream.events if r.t <= scenario.finished],
         interactive=scenario.interactive,
         completions=list(tally.completions),
+        accepted_at=list(tally.accepted_at),
         samples=scenario.samples,
         batch_accepted=tally.accepted,
         batch_rejected=tally.rejected,
@@ -65,21 +74,31 @@ def _record(
     )
 
 
-async def play_floodgate(profile: Profile, backlog: Path, progress: Progress) -> RunRecord:
+async def play_floodgate(
+    profile: Profile, variant: str, backlog: Path, progress: Progress
+) -> RunRecord:
+    """One run through Floodgate set up as ``variant``, on a fresh ``backlog`` file."""
     timeline = Timeline()
     upstream = SimulatedLLM(profile.upstream, timeline)
     tally = Tally(timeline)
-    async with serve(upstream) as url, open_floodgate(profile, url, tally, backlog) as client:
+    name = f"floodgate {variant}"
+    async with (
+        serve(upstream) as url,
+        open_floodgate(profile, url, tally, backlog, variant) as client,
+    ):
         scenario = await run_scenario(
-            profile, upstream, client, tally, timeline, lambda m: progress(f"floodgate: {m}")
+            profile, upstream, client, tally, timeline, lambda m: progress(f"{name}: {m}")
         )
     lost, pending, detail = await audit_backlog(profile, backlog, tally.accepted)
-    progress(f"floodgate: done; {detail}")
-    note = f"{detail}; {pending} still pending for the next worker"
-    return _record("floodgate", profile, scenario, upstream, tally, lost, [note, *client.notes])
+    progress(f"{name}: done; {detail}")
+    note = f"Floodgate {variant}: {detail}; {pending} still pending for the next worker"
+    return _record(
+        "floodgate", variant, profile, scenario, upstream, tally, lost, [note, *client.notes]
+    )
 
 
 async def play_naive(profile: Profile, progress: Progress) -> RunRecord:
+    """One run through the naive client."""
     timeline = Timeline()
     upstream = SimulatedLLM(profile.upstream, timeline)
     tally = Tally(timeline)
@@ -93,35 +112,79 @@ async def play_naive(profile: Profile, progress: Progress) -> RunRecord:
         "held only in memory (lost if the process stops)"
     )
     progress(f"naive: done; {unfinished} batch jobs unfinished")
-    return _record("naive", profile, scenario, upstream, tally, unfinished, [note, *client.notes])
+    return _record(
+        "naive", "", profile, scenario, upstream, tally, unfinished, [note, *client.notes]
+    )
 
 
 async def drill(
-    profile: Profile, out_dir: Path, backlog: Path, progress: Progress = print
+    profile: Profile,
+    out_dir: Path,
+    backlog_dir: Path,
+    progress: Progress = print,
+    *,
+    variants: Sequence[str] | None = None,
+    naive: bool = True,
 ) -> Report:
-    """Run both clients through ``profile``; write ``report.md`` and ``timeline.png``."""
+    """Play ``profile`` through each Floodgate variant (default: the profile's), then
+    the naive client; write ``report.md`` and ``timeline.png`` in ``out_dir``.
+
+    Each Floodgate run gets a fresh backlog file ``backlog_dir/VARIANT.db``.
+    """
     started = time.perf_counter()
-    floodgate = await play_floodgate(profile, backlog, progress)
-    naive = await play_naive(profile, progress)
-    verdicts = evaluate(profile, floodgate, naive)
+    await asyncio.to_thread(backlog_dir.mkdir, parents=True, exist_ok=True)
+    runs: list[RunRecord] = []
+    for variant in profile.variants if variants is None else variants:
+        backlog = backlog_dir / f"{variant}.db"
+        if backlog.exists():
+            raise FileExistsError(f"{backlog} exists; every run needs a fresh backlog")
+        runs.append(await play_floodgate(profile, variant, backlog, progress))
+    if naive:
+        runs.append(await play_naive(profile, progress))
+    measures = [measure(profile, run) for run in runs]
+    verdicts = evaluate_measures(profile, measures)
     wall = time.perf_counter() - started
-    png = plot_timeline(out_dir / "timeline.png", profile, [floodgate, naive])
-    report = Report(profile, verdicts, [floodgate, naive], png, wall)
+    png = plot_timeline(out_dir / "timeline.png", profile, runs)
+    report = Report(profile, verdicts, runs, png, wall, measures)
     (out_dir / "report.md").write_text(report.markdown(), encoding="utf-8")
     return report
+
+
+async def repeat_drill(
+    profile: Profile, out_dir: Path, backlog_dir: Path, times: int, progress: Progress = print
+) -> tuple[list[Report], str]:
+    """Play the whole drill ``times`` times (``run-N/`` in both directories); the
+    reports and the summary, also written as ``out_dir/summary.md``."""
+    reports: list[Report] = []
+    for i in range(1, times + 1):
+        prefix = f"[drill {i}/{times}] "
+
+        def say(message: str, prefix: str = prefix) -> None:
+            progress(prefix + message)
+
+        report = await drill(profile, out_dir / f"run-{i}", backlog_dir / f"run-{i}", say)
+        progress(prefix + report.headline())
+        reports.append(report)
+    summary = summarize(reports)
+    (out_dir / "summary.md").write_text(summary, encoding="utf-8")
+    return reports, summary
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="floodgate drill",
-        description="Replay a compressed outage against a local simulated LLM API, through "
-        "Floodgate and through a naive client, and report PASS/FAIL against the targets.",
+        description="Replay an outage against a local simulated LLM API, through Floodgate "
+        "(each of the profile's variants) and through a naive client, and report PASS/FAIL "
+        "against the targets.",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="the short profile (~20 s instead of ~80 s)"
+        "--quick", action="store_true", help="the short profile (~35 s instead of ~2 min)"
     )
     parser.add_argument(
-        "--profile", choices=tuple(PROFILES), default=None, help="the profile (default: full)"
+        "--profile",
+        choices=tuple(PROFILES),
+        default=None,
+        help="the profile (default: full; blip: a 4-minute real-time incident per run)",
     )
     parser.add_argument(
         "--out",
@@ -133,10 +196,20 @@ def _parser() -> argparse.ArgumentParser:
         "--backlog",
         type=Path,
         default=None,
-        help="SQLite backlog file for Floodgate; must not exist yet "
-        "(default: a fresh temporary file, removed afterwards)",
+        help="directory for Floodgate's SQLite backlogs (one fresh file per run); must not "
+        "exist yet (default: a temporary directory, removed afterwards)",
     )
-    parser.add_argument("--strict", action="store_true", help="exit 1 unless every target passed")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"play the whole drill N times (1-{MAX_REPEAT}); reports in run-1/ ... and "
+        "summary.md (median, min, max of each figure) in --out",
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 unless every judged target passed"
+    )
     return parser
 
 
@@ -155,18 +228,31 @@ def run_drill(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick and args.profile not in (None, "quick"):
         parser.error("--quick and --profile disagree; give one of them")
+    if not 1 <= args.repeat <= MAX_REPEAT:
+        parser.error(f"--repeat must be within 1-{MAX_REPEAT}, got {args.repeat}")
     profile = PROFILES[args.profile or ("quick" if args.quick else "full")]
     out_dir: Path = args.out
     given: Path | None = args.backlog
     if given is not None and given.exists():
-        parser.error(f"--backlog {given} exists; the drill needs a fresh file")
+        parser.error(f"--backlog {given} exists; the drill needs a fresh directory")
     tmp = None if given is not None else Path(tempfile.mkdtemp(prefix="floodgate-drill-"))
-    backlog = given if given is not None else Path(tmp or ".") / "backlog.db"
+    backlog_dir = given if given is not None else Path(tmp or ".")
     out_dir.mkdir(parents=True, exist_ok=True)
     say = _progress_printer()
-    say(f"drill profile {profile.name}: ~{2 * profile.duration:.0f}s; backlog {backlog}")
+    runs = len(profile.variants) + 1
+    say(
+        f"drill profile {profile.name}: {runs} runs ({', '.join(profile.variants)}, naive) "
+        f"x {args.repeat}, ~{runs * profile.duration * args.repeat:.0f}s; backlogs in "
+        f"{backlog_dir}"
+    )
     try:
-        report = asyncio.run(drill(profile, out_dir, backlog, say))
+        if args.repeat == 1:
+            report = asyncio.run(drill(profile, out_dir, backlog_dir, say))
+            reports = [report]
+        else:
+            reports, summary = asyncio.run(
+                repeat_drill(profile, out_dir, backlog_dir, args.repeat, say)
+            )
     except KeyboardInterrupt:
         print("interrupted", flush=True)
         return 130
@@ -174,6 +260,11 @@ def run_drill(argv: Sequence[str] | None = None) -> int:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     print()
-    print(report.text(), end="", flush=True)
-    print(f"\nwrote {out_dir / 'report.md'} and {report.png}")
-    return 1 if args.strict and not report.passed else 0
+    if args.repeat == 1:
+        print(report.text(), end="", flush=True)
+        print(f"\nwrote {out_dir / 'report.md'} and {report.png}")
+    else:
+        print(summary, end="", flush=True)
+        print(f"\nwrote {out_dir / 'summary.md'} and run-1 ... run-{args.repeat} beside it")
+    passed = all(r.passed for r in reports)
+    return 1 if args.strict and not passed else 0

@@ -7,7 +7,8 @@ Four tasks run side by side for ``profile.duration`` seconds of wall clock:
   open loop (each call is its own task, so a slow answer never delays the next);
 - the burst submits ``batch_jobs`` in ten waves over ``burst_over`` seconds,
   starting ``burst_at`` seconds in;
-- the sampler records both sides every ``sample_every`` seconds.
+- the sampler records both sides every ``sample_every`` seconds;
+- with ``progress_every``, a ticker reports the batch and upstream counts.
 
 At the end, interactive calls still out get ``interactive_deadline`` + 1 s to
 finish, then are cancelled and recorded as ``unfinished``. Every loop is
@@ -115,7 +116,7 @@ async def run_scenario(
 
     async def submit_one(doc: int) -> None:
         if await client.submit(doc):
-            tally.accepted += 1
+            tally.batch_accepted()
         else:
             tally.rejected += 1
 
@@ -154,9 +155,22 @@ async def run_scenario(
             await sleep_until(tick * profile.sample_every)
             sample()
 
+    async def ticker() -> None:
+        every = profile.progress_every
+        if every is None or every <= 0:
+            return
+        for tick in range(1, int(end / every) + 1):
+            await sleep_until(tick * every)
+            ok = sum(n for (_, status), n in upstream.counts.items() if status == 200)
+            progress(
+                f"t={timeline.now():.0f}s ({profile.phase_at(timeline.now())}): batch "
+                f"{len(tally.done):,} of {tally.accepted:,} done; upstream "
+                f"{sum(upstream.counts.values()):,} requests, {ok:,} answered 200"
+            )
+
     workers = [
         asyncio.create_task(fn(), name=f"drill-{fn.__name__}")
-        for fn in (drive_phases, interactive, burst, sampler)
+        for fn in (drive_phases, interactive, burst, sampler, ticker)
     ]
     try:
         await asyncio.wait_for(asyncio.gather(*workers), timeout=end + 30.0)

@@ -5,7 +5,9 @@
 1. mode ``down``: ``503`` at once (with ``Retry-After`` if configured);
 2. more than ``max_in_flight`` requests being served: ``429`` + ``Retry-After: 1``;
 3. the token bucket (``rate_limit`` per second, ``burst`` deep) is empty:
-   ``429`` + ``Retry-After`` (whole seconds until a token is back, at least 1);
+   ``429`` + ``Retry-After`` (whole seconds until a token is back, at least 1).
+   With a small ``burst`` this is the per-second leaky bucket (GCRA) real
+   gateways enforce: a request-per-minute quota is not banked for a minute;
 4. otherwise it serves: ``service_time`` (+-20 %) in mode ``normal``;
    ``degraded_service_time`` in mode ``degraded``, where a share
    ``degraded_error_rate`` of answers are ``500`` or ``503`` after the wait.
@@ -14,7 +16,10 @@ Every response carries ``x-ratelimit-limit-requests`` (the bucket size),
 ``x-ratelimit-remaining-requests`` (whole tokens left) and
 ``x-ratelimit-reset-requests`` (time until the bucket is full, as OpenAI
 writes it: ``"350ms"``, ``"1.2s"``). The client's lane, sent in the
-``x-drill-lane`` header, is only used for the counters.
+``x-drill-lane`` header, is only used for the counters. Only answers given
+count: each is one :class:`RequestEvent` (arrival, phase at arrival, lane,
+status, answer time) and one ``counts[(phase, status)]``; a 429 or an
+outage 503 takes no token and no seat.
 
 ``POST /control`` with ``{"mode": ..., "phase": ...}`` switches the mode; the
 drill itself calls :meth:`SimulatedLLM.set_phase` on the shared object.
@@ -122,10 +127,11 @@ class SimulatedLLM:
         phase = self.phase
         self._refill(now)
         status, headers = await self._answer(lane, cfg)
+        answered = self.timeline.now()
         self.counts[(phase, status)] += 1
         if len(self.events) < MAX_EVENTS:
-            self.events.append(RequestEvent(now, phase, lane, status))
-        self._refill(self.timeline.now())
+            self.events.append(RequestEvent(now, phase, lane, status, answered))
+        self._refill(answered)
         return status, headers + self._rate_headers()
 
     async def _answer(
