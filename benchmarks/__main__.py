@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from . import __doc__ as package_doc
-from . import durable, head_of_line, overhead, postgres
+from . import durable, head_of_line, overhead, pacing, postgres
 from ._common import Options, Outcome, add_common_arguments, options_from, progress, verdict
 
 #: every benchmark, in the order a full run goes through them
@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, Callable[[Options], Outcome]] = {
     head_of_line.NAME: head_of_line.run,
     durable.NAME: durable.run,
     postgres.NAME: postgres.run,
+    pacing.NAME: pacing.run,
 }
 
 

@@ -53,6 +53,9 @@ class Options:
 
     quick: bool = False
     results_dir: Path = RESULTS_DIR
+    #: repetitions asked for with ``--repeat`` (``None``: the benchmark's own default;
+    #: benchmarks with a fixed repetition count ignore it)
+    repeat: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +84,30 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         default=RESULTS_DIR,
         help=f"where to write <name>.md (default: {RESULTS_DIR})",
     )
+    parser.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="repetitions per measurement, for benchmarks that take it (pacing); "
+        "default: each benchmark's own",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be within 1..100, got {value}")
+    return value
 
 
 def options_from(args: argparse.Namespace) -> Options:
     results_dir: Path = args.results_dir
-    return Options(quick=bool(args.quick), results_dir=results_dir)
+    repeat: int | None = getattr(args, "repeat", None)
+    return Options(quick=bool(args.quick), results_dir=results_dir, repeat=repeat)
 
 
 def main(name: str, doc: str | None, run: Callable[[Options], Outcome]) -> int:
