@@ -337,12 +337,16 @@ class UpstreamHealth:
         if info.empty:
             return
         self._limits, self._limits_at = info, self._clock.now()
-        for bucket, remaining in (
-            (self._rpm, info.remaining_requests),
-            (self._tpm, info.remaining_tokens),
+        for bucket, remaining, limit in (
+            (self._rpm, info.remaining_requests, info.limit_requests),
+            (self._tpm, info.remaining_tokens, info.limit_tokens),
         ):
             if bucket is not None and remaining is not None:
-                bucket.set_level(remaining)
+                # the upstream's budget and ours may differ in size (a minute's
+                # worth against our burst): adopt the share it says is left
+                share = remaining / limit if limit else None
+                level = remaining if share is None else share * bucket.capacity
+                bucket.set_level(min(bucket.level, level))
 
     # -- deciding ---------------------------------------------------------------------
 

@@ -270,3 +270,21 @@ def test_429_share_stays_at_most_one_percent_after_convergence(
     )
     assert run.throttled_share <= 0.01
     assert run.goodput >= 0.8 * limit  # 90 % is the figure for bursts of 5 (above)
+
+
+def test_rate_limit_headers_set_the_share_left_never_more() -> None:
+    clock = FakeClock()
+    health = UpstreamHealth(Upstream("llm", rpm=6000), clock)  # 100/s, 100 banked
+    headers = {"x-ratelimit-remaining-requests": "1", "x-ratelimit-limit-requests": "5"}
+    health.observe_headers(headers)
+    bucket = health._rpm
+    assert bucket is not None
+    assert bucket.level == pytest.approx(20.0)  # a fifth of ours, not 1 of 100
+    health.observe_headers({"x-ratelimit-remaining-requests": "5000"})
+    assert bucket.level == pytest.approx(20.0)  # a header never raises the level
+    health.observe_headers(
+        {"x-ratelimit-remaining-requests": "inf", "x-ratelimit-limit-requests": "inf"}
+    )
+    assert bucket.level == pytest.approx(20.0)
+    clock.advance(1.0)
+    assert bucket.level == pytest.approx(100.0)
