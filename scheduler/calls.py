@@ -24,7 +24,7 @@ from .jobs import JobState
 from .logs import debug_enabled, get_logger
 from .retry import RetryPolicy
 from .upstream import FailureKind, classify
-from .upstream_health import PACING, Denied, Permit, UpstreamHealth
+from .upstream_health import MAX_PACING_WAIT, PACING, Denied, Permit, UpstreamHealth
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -34,7 +34,7 @@ __all__ = ["call_with_policies", "run_fallback"]
 #: most times a live call asks its upstream again for a permit before giving up
 _MAX_PERMIT_WAITS = 1000
 #: seconds a live call without a deadline waits at most for its upstream's permit
-_NO_DEADLINE_WAIT = 5.0
+_NO_DEADLINE_WAIT = MAX_PACING_WAIT
 
 T = TypeVar("T")
 
@@ -90,7 +90,7 @@ async def call_with_policies(
             if ticket.future is not None:
                 await _wait_for_seat(sched, ticket)
             if health is not None and lane.gated:
-                got = await _gated_permit(sched, health, cost)
+                got = await health.paced_permit(cost=cost)
                 if isinstance(got, Denied):
                     sched._release_unstarted(ticket)
                     raise UpstreamUnavailable(health.name, got.retry_in)
@@ -139,21 +139,6 @@ async def _live_permit(
             raise UpstreamUnavailable(health.name, wait)
         await clock.sleep(max(wait, 1e-3))
     raise UpstreamUnavailable(health.name, None)
-
-
-async def _gated_permit(sched: Scheduler, health: UpstreamHealth, cost: float) -> Permit | Denied:
-    """A gated call's permit, taken once it holds a seat: pacing is waited out
-    in place (the gate let several seats go at once), anything else is final."""
-    got: Permit | Denied = Denied("rate", None)
-    for _ in range(_MAX_PERMIT_WAITS):
-        got = health.admit(gated=True, cost=cost)
-        if isinstance(got, Permit):
-            return got
-        wait = got.retry_in
-        if wait is None or got.reason not in PACING or wait > _NO_DEADLINE_WAIT:
-            return got
-        await sched.clock.sleep(max(wait, 1e-3))
-    return got
 
 
 async def _wait_for_seat(sched: Scheduler, ticket: Ticket) -> None:

@@ -37,7 +37,7 @@ from .logs import get_logger
 from .retry import RetryPolicy
 from .tasks import encode_result
 from .upstream import Classified, classify
-from .upstream_health import PACING, Permit, UpstreamHealth
+from .upstream_health import Permit, UpstreamHealth
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -50,10 +50,6 @@ _log = get_logger()
 _PURGE_EVERY = 300.0
 #: seconds a retry waits at least when its upstream's retry budget is spent
 _BUDGET_WAIT = 1.0
-#: longest pacing wait a claimed job sits out in place (longer: it is given back)
-_MAX_PACING_WAIT = 5.0
-#: most pacing waits of one attempt before it is given back
-_MAX_PACING_WAITS = 10_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -347,24 +343,15 @@ class DurableRunner:
         """The upstream's permit for this attempt. Pacing (the learned rate, the
         RPM/TPM buckets, rate-limit headers) is waited out here, holding the seat;
         anything else (breaker, Retry-After, probe, error rate) gives ``None``."""
-        clock = self._sched.clock
-        for _ in range(_MAX_PACING_WAITS):
-            got = health.admit(gated=True, cost=cost)
-            if isinstance(got, Permit):
-                return got
-            if self._stopping or got.reason not in PACING or got.retry_in is None:
+        try:
+            got = await health.paced_permit(cost=cost, give_up=lambda: self._stopping)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if ticket.cancel_reason is not None and task is not None:
+                task.uncancel()  # the scheduler stops: give the job back unrun
                 return None
-            if got.retry_in > _MAX_PACING_WAIT:
-                return None
-            try:
-                await clock.sleep(max(got.retry_in, 1e-3))
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if ticket.cancel_reason is not None and task is not None:
-                    task.uncancel()  # the scheduler stops: give the job back unrun
-                    return None
-                raise
-        return None
+            raise
+        return got if isinstance(got, Permit) else None
 
     def _end_unrun(self, record: JobRecord, ticket: Ticket, error: str) -> None:
         """The job cannot run here at all: give its seat back, end it ``DEAD``."""

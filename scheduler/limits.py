@@ -36,7 +36,6 @@ __all__ = [
     "AdaptiveThrottle",
     "LearnedRate",
     "LimitStats",
-    "RateStats",
     "TokenBucket",
 ]
 
@@ -229,16 +228,6 @@ _MIN_SPAN = 0.1
 _FEW_SENDS = 5
 
 
-@dataclass(frozen=True, slots=True)
-class RateStats:
-    """A snapshot of a :class:`LearnedRate`: ``rate`` is ``None`` until the first 429."""
-
-    rate: float | None
-    peak: float | None
-    measured: float
-    cuts: int
-
-
 class LearnedRate:
     """The send rate an upstream allows, learned from its throttling (429s).
 
@@ -291,17 +280,11 @@ class LearnedRate:
         self._c = 0.0  # the concave part's cubic coefficient
         self._pushed = 0.0  # seconds pushed against the pacer since the cut
         self._cut_at = -math.inf
-        self._cuts = 0
         self._sends: deque[float] = deque()
         self._level = 1.0
         self._at = clock.now()
 
     # -- the rate ------------------------------------------------------------------
-
-    @property
-    def limited(self) -> bool:
-        """Whether a 429 has been seen, so requests are paced."""
-        return self._peak is not None
 
     def rate(self) -> float | None:
         """Requests per second allowed now; ``None`` while nothing is paced."""
@@ -355,7 +338,6 @@ class LearnedRate:
         self._c = drop / self._k**3
         self._pushed = 0.0
         self._cut_at = now
-        self._cuts += 1
         self._level = min(self._level, self._capacity())
 
     # -- pacing --------------------------------------------------------------------
@@ -411,6 +393,3 @@ class LearnedRate:
             return 0.0
         missing = 1.0 + keep * (self._capacity() - 1.0) - self._level
         return max(0.0, missing / rate)
-
-    def stats(self) -> RateStats:
-        return RateStats(self.rate(), self._peak, self.measured(), self._cuts)

@@ -109,6 +109,10 @@ class Upstream:
 
 #: denials a gated attempt waits out in place (holding its seat): pacing, not health
 PACING = frozenset({"rate", "rpm", "tpm", "rate_limit"})
+#: longest pacing wait an attempt sits out in place (longer: it gives up its seat)
+MAX_PACING_WAIT = 5.0
+#: most pacing waits of one attempt
+_MAX_PACING_WAITS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,15 +126,11 @@ class Denied:
 class Permit:
     """One admitted attempt: report it exactly once with :meth:`finish` or :meth:`cancel`."""
 
-    __slots__ = ("_done", "cost", "gated", "health", "sent_at", "trial")
+    __slots__ = ("_done", "health", "sent_at", "trial")
 
-    def __init__(
-        self, health: UpstreamHealth, *, gated: bool, trial: bool, cost: float, sent_at: float
-    ) -> None:
+    def __init__(self, health: UpstreamHealth, *, trial: bool, sent_at: float) -> None:
         self.health = health
-        self.gated = gated
         self.trial = trial  # a breaker trial (live while open, or half-open)
-        self.cost = cost
         self.sent_at = sent_at
         self._done = False
 
@@ -220,7 +220,24 @@ class UpstreamHealth:
             if trial:
                 breaker.release()
             return denied
-        return Permit(self, gated=gated, trial=trial, cost=cost, sent_at=self._clock.now())
+        return Permit(self, trial=trial, sent_at=self._clock.now())
+
+    async def paced_permit(
+        self, *, cost: float = 0.0, give_up: Callable[[], bool] = lambda: False
+    ) -> Permit | Denied:
+        """A gated attempt's permit, taken once it holds a seat: pacing (``PACING``
+        reasons, up to ``MAX_PACING_WAIT`` s at a time) is waited out in place,
+        unless ``give_up()`` says so; any other denial is returned at once."""
+        got = self.admit(gated=True, cost=cost)
+        for _ in range(_MAX_PACING_WAITS):
+            if isinstance(got, Permit):
+                return got
+            wait = got.retry_in
+            if wait is None or got.reason not in PACING or wait > MAX_PACING_WAIT or give_up():
+                return got
+            await self._clock.sleep(max(wait, 1e-3))
+            got = self.admit(gated=True, cost=cost)
+        return got
 
     def _take_rate(self, gated: bool, cost: float) -> Denied | None:
         """Take one request (and ``cost`` tokens) from the pacers, or say when to ask."""
