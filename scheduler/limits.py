@@ -236,33 +236,37 @@ class LearnedRate:
     (the lower of the paced rate and the measured one) and cuts the rate to
     ``beta * peak``. The rate then grows back on a cubic curve: fast at first,
     flat near ``peak`` (where the last 429 came), and faster again beyond it,
-    probing for more. The flat part lasts about ``cycle_requests`` requests,
-    so a fixed limit costs about one 429 per cycle (<= 1 % of requests).
+    probing for more. Getting back to the peak takes about ``cycle_requests``
+    requests, and ``min_cycle`` to ``max_cycle`` seconds, so a fixed limit
+    costs about one 429 (and the pause its ``Retry-After`` asks for) per
+    cycle: far below 1 % of requests.
     The curve's clock only runs while the pacer's bucket is not full, i.e.
     while requests use the rate: an upstream that is not pushed is not
     probed, so a pause or an idle spell resumes at the learned rate instead
     of bursting or starting over.
 
     Requests are paced by a bucket holding ``burst`` seconds of the rate (at
-    least one request); :meth:`take` with ``keep`` leaves that share of it
-    for interactive work.
+    least one request: an upstream's own burst may be that small);
+    :meth:`take` with ``keep`` leaves that share of it for interactive work.
     """
 
     def __init__(
         self,
         clock: Clock,
         *,
-        beta: float = 0.85,
-        cycle_requests: float = 800.0,
-        max_cycle: float = 60.0,
+        beta: float = 0.9,
+        cycle_requests: float = 2000.0,
+        min_cycle: float = 20.0,
+        max_cycle: float = 120.0,
         growth: float = 0.4,
         floor: float = 0.5,
-        burst: float = 0.1,
+        burst: float = 0.02,
         window: float = 1.0,
     ) -> None:
         check_number("beta", beta, minimum=0, exclusive=True, maximum=1)
         check_number("cycle_requests", cycle_requests, minimum=1)
-        check_number("max_cycle", max_cycle, minimum=0, exclusive=True)
+        check_number("min_cycle", min_cycle, minimum=0)
+        check_number("max_cycle", max_cycle, minimum=min_cycle, exclusive=True)
         check_number("growth", growth, minimum=0, exclusive=True)
         check_number("floor", floor, minimum=0, exclusive=True)
         check_number("burst", burst, minimum=0, exclusive=True)
@@ -270,6 +274,7 @@ class LearnedRate:
         self._clock = clock
         self.beta = beta
         self.cycle_requests = cycle_requests
+        self.min_cycle = min_cycle
         self.max_cycle = max_cycle
         self.growth = growth
         self.floor = floor
@@ -334,7 +339,7 @@ class LearnedRate:
         drop = peak * (1.0 - self.beta)
         # back at the peak after about cycle_requests requests (and not too slowly)
         k_growth = (drop / self.growth) ** (1.0 / 3.0)
-        self._k = min(self.max_cycle, max(k_growth, self.cycle_requests / peak))
+        self._k = min(self.max_cycle, max(k_growth, self.cycle_requests / peak, self.min_cycle))
         self._c = drop / self._k**3
         self._pushed = 0.0
         self._cut_at = now

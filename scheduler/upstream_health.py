@@ -107,8 +107,9 @@ class Upstream:
         check_number("probe_timeout", self.probe_timeout, minimum=0, exclusive=True)
 
 
-#: denials a gated attempt waits out in place (holding its seat): pacing, not health
-PACING = frozenset({"rate", "rpm", "tpm", "rate_limit"})
+#: denials an attempt waits out in place (holding its seat): pacing and a short
+#: Retry-After pause, not health
+PACING = frozenset({"rate", "rpm", "tpm", "rate_limit", "retry_after"})
 #: longest pacing wait an attempt sits out in place (longer: it gives up its seat)
 MAX_PACING_WAIT = 5.0
 #: most pacing waits of one attempt
