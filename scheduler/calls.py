@@ -128,17 +128,25 @@ async def _live_permit(
     deadline allows (a paced turn, a breaker trial); else :class:`UpstreamUnavailable`."""
     clock = sched.clock
     until = clock.now() + (_NO_DEADLINE_WAIT if left is None else left)
-    for _ in range(_MAX_PERMIT_WAITS):
-        got = health.admit(gated=False, cost=cost)
-        if isinstance(got, Permit):
-            return got
-        wait = got.retry_in
-        # without a deadline only a paced turn is waited for, not a breaker's trial
-        paced_only = left is None and got.reason not in PACING
-        if wait is None or clock.now() + wait >= until or paced_only:
-            raise UpstreamUnavailable(health.name, wait)
-        await clock.sleep(max(wait, 1e-3))
-    raise UpstreamUnavailable(health.name, None)
+    waiting = False  # counted in health.live_waiting: batch lets us have the next turn
+    try:
+        for _ in range(_MAX_PERMIT_WAITS):
+            got = health.admit(gated=False, cost=cost)
+            if isinstance(got, Permit):
+                return got
+            wait = got.retry_in
+            # without a deadline only a paced turn is waited for, not a breaker's trial
+            paced_only = left is None and got.reason not in PACING
+            if wait is None or clock.now() + wait >= until or paced_only:
+                raise UpstreamUnavailable(health.name, wait)
+            if not waiting and got.reason in PACING:
+                waiting = True
+                health.live_waiting += 1
+            await clock.sleep(max(wait, 1e-3))
+        raise UpstreamUnavailable(health.name, None)
+    finally:
+        if waiting:
+            health.live_waiting -= 1
 
 
 async def _wait_for_seat(sched: Scheduler, ticket: Ticket) -> None:

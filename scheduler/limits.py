@@ -226,6 +226,26 @@ class AdaptiveThrottle:
 _MIN_SPAN = 0.1
 #: fewer sends than this in the window do not measure a rate worth cutting to
 _FEW_SENDS = 5
+#: seconds after a cut during which further 429s are its echo, not news
+_SETTLE = 0.5
+#: relative distance within which two 429s' rates confirm the same limit
+_SAME_PEAK = 0.1
+#: seconds back to a peak not yet confirmed by a second 429 near it
+_PROBE_CYCLE = 5.0
+
+
+def _trim(times: deque[float], horizon: float) -> None:
+    while times and times[0] <= horizon:
+        times.popleft()
+
+
+def _rate(times: deque[float], now: float, window: float) -> float:
+    """Events per second in ``times`` over the last ``window`` seconds (over the
+    time since the first of them, when that is shorter)."""
+    _trim(times, now - window)
+    if not times:
+        return 0.0
+    return len(times) / min(window, max(now - times[0], _MIN_SPAN))
 
 
 class LearnedRate:
@@ -236,8 +256,9 @@ class LearnedRate:
     (the lower of the paced rate and the measured one) and cuts the rate to
     ``beta * peak``. The rate then grows back on a cubic curve: fast at first,
     flat near ``peak`` (where the last 429 came), and faster again beyond it,
-    probing for more. Getting back to the peak takes about ``cycle_requests``
-    requests, and ``min_cycle`` to ``max_cycle`` seconds, so a fixed limit
+    probing for more. Once two 429s in a row came near the same rate,
+    getting back to it takes about ``cycle_requests`` requests, and
+    ``min_cycle`` to ``max_cycle`` seconds (a few seconds before), so a fixed limit
     costs about one 429 (and the pause its ``Retry-After`` asks for) per
     cycle: far below 1 % of requests.
     The curve's clock only runs while the pacer's bucket is not full, i.e.
@@ -284,8 +305,9 @@ class LearnedRate:
         self._k = 0.0  # seconds of pushing from the cut back to the peak
         self._c = 0.0  # the concave part's cubic coefficient
         self._pushed = 0.0  # seconds pushed against the pacer since the cut
-        self._cut_at = -math.inf
+        self._settled_at = -math.inf  # 429s for requests sent before it are answered
         self._sends: deque[float] = deque()
+        self._accepts: deque[float] = deque()
         self._level = 1.0
         self._at = clock.now()
 
@@ -308,41 +330,51 @@ class LearnedRate:
     def measured(self) -> float:
         """Requests per second sent over the last ``window`` seconds (over the
         time since the first of them, when sending began less than that ago)."""
+        return _rate(self._sends, self._clock.now(), self.window)
+
+    def on_success(self) -> None:
+        """A request was answered (not throttled): what the upstream accepts."""
         now = self._clock.now()
-        self._trim(now)
-        sends = self._sends
-        if not sends:
-            return 0.0
-        span = min(self.window, max(now - sends[0], _MIN_SPAN))
-        return len(sends) / span
+        self._accepts.append(now)
+        if len(self._accepts) > 4096:
+            _trim(self._accepts, now - self.window)
 
-    def _trim(self, now: float) -> None:
-        sends, horizon = self._sends, now - self.window
-        while sends and sends[0] <= horizon:
-            sends.popleft()
-
-    def on_throttle(self, sent_at: float) -> None:
-        """A request sent at ``sent_at`` (clock time) was answered 429."""
-        if sent_at < self._cut_at:
-            return  # sent before the last cut: that cut already answered it
+    def on_throttle(self, sent_at: float, hold: float | None = None) -> None:
+        """A request sent at ``sent_at`` (clock time) was answered 429, asking for
+        ``hold`` seconds of quiet (its ``Retry-After``)."""
+        if sent_at < self._settled_at:
+            # sent before the last cut or while the upstream's own bucket was still
+            # draining from what came before it: that cut already answered it
+            return
         now = self._clock.now()
         self._refill(now)
-        measured = max(self.floor, self.measured())
         current = self.rate()
-        if current is None:
-            peak = measured
-        elif len(self._sends) < _FEW_SENDS:
+        sent = self.measured()  # (drops sends older than the window)
+        if len(self._sends) < _FEW_SENDS and current is not None:
             peak = current  # a 429 after a lull: too few sends to measure, keep the pace
         else:
-            peak = min(current, measured)
-        self._peak = peak = max(self.floor, peak)
+            # the rate requests really went out at, and what the upstream accepted
+            # meanwhile (it only exceeds the limit by the upstream's burst)
+            peak = sent
+            accepted = _rate(self._accepts, now, self.window)
+            if len(self._accepts) >= _FEW_SENDS:
+                peak = min(peak, accepted)
+            if current is not None:
+                peak = min(peak, current)
+        previous, self._peak = self._peak, max(self.floor, peak)
+        peak = self._peak
         drop = peak * (1.0 - self.beta)
-        # back at the peak after about cycle_requests requests (and not too slowly)
         k_growth = (drop / self.growth) ** (1.0 / 3.0)
-        self._k = min(self.max_cycle, max(k_growth, self.cycle_requests / peak, self.min_cycle))
+        if previous is not None and abs(peak - previous) <= _SAME_PEAK * previous:
+            # the limit is where the last 429 said: back at it only after about
+            # cycle_requests requests, so 429s stay rare
+            k = max(k_growth, self.cycle_requests / peak, self.min_cycle)
+        else:
+            k = max(k_growth, _PROBE_CYCLE)  # a new estimate: check it soon
+        self._k = min(self.max_cycle, k)
         self._c = drop / self._k**3
         self._pushed = 0.0
-        self._cut_at = now
+        self._settled_at = now + max(_SETTLE, hold or 0.0)
         self._level = min(self._level, self._capacity())
 
     # -- pacing --------------------------------------------------------------------
@@ -375,7 +407,7 @@ class LearnedRate:
             self._level -= 1.0
         self._sends.append(now)
         if len(self._sends) > 4096:
-            self._trim(now)
+            _trim(self._sends, now - self.window)
         return True
 
     def give_back(self) -> None:

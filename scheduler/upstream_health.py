@@ -174,6 +174,7 @@ class UpstreamHealth:
         self._limits = RateLimitInfo()
         self._limits_at = -math.inf
         self.pacer = LearnedRate(clock)
+        self.live_waiting = 0  # live calls waiting for a paced turn: batch lets them first
         self._rpm = self._bucket(config.rpm)
         self._tpm = self._bucket(config.tpm)
         self.probe_ok = True
@@ -247,12 +248,16 @@ class UpstreamHealth:
             wait = self._bucket_wait(reason, cost, gated=gated)
             if wait is not None:
                 return Denied(reason, wait)
-        if not self.pacer.take(keep=reserve):
+        if (gated and self._live_first()) or not self.pacer.take(keep=reserve):
             return Denied("rate", self.pacer.time_until(keep=reserve))
         for bucket, need in ((self._rpm, 1.0), (self._tpm, cost)):
             if bucket is not None and need:
                 bucket.draw(need)  # a job costlier than the bucket runs into debt
         return None
+
+    def _live_first(self) -> bool:
+        """Live calls wait for a paced turn: the next one is theirs, not batch's."""
+        return self.live_waiting > 0 and self.pacer.rate() is not None
 
     def _bucket_wait(self, reason: str, cost: float, *, gated: bool) -> float | None:
         """Seconds until the ``rpm`` / ``tpm`` bucket lets this request go (``None``:
@@ -281,6 +286,8 @@ class UpstreamHealth:
         wait: float | None
         if reason == "rate":
             wait = self.pacer.time_until(keep=reserve)
+            if self._live_first():
+                wait = max(wait, self.pacer.time_until()) + 1e-3
         elif reason in ("breaker_open", "breaker_trials"):
             wait = self.breaker.next_trial_in()
         elif reason == "retry_after":
@@ -318,7 +325,11 @@ class UpstreamHealth:
             kind = outcome.kind.value if outcome.kind else "other"
             self.failures[kind] = self.failures.get(kind, 0) + 1
         if throttled:
-            self.pacer.on_throttle(permit.sent_at if permit is not None else now)
+            self.pacer.on_throttle(
+                permit.sent_at if permit is not None else now, outcome.retry_after
+            )
+        elif outcome.ok:
+            self.pacer.on_success()
         if outcome.ok or outcome.upstream_fault:
             self._samples.append((now, outcome.upstream_fault and not throttled, latency))
         if self._throttle is not None:
@@ -381,7 +392,7 @@ class UpstreamHealth:
         for bucket_reason in ("rpm", "tpm"):
             if self._bucket_wait(bucket_reason, cost, gated=True) is not None:
                 return bucket_reason
-        if not self.pacer.would_take(keep=reserve):
+        if self._live_first() or not self.pacer.would_take(keep=reserve):
             return "rate"
         if not self.probe_ok:
             return "probe"

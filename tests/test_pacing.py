@@ -288,3 +288,20 @@ def test_rate_limit_headers_set_the_share_left_never_more() -> None:
     assert bucket.level == pytest.approx(20.0)
     clock.advance(1.0)
     assert bucket.level == pytest.approx(100.0)
+
+
+def test_a_live_call_waiting_for_a_paced_turn_gets_the_next_one_before_batch() -> None:
+    clock = FakeClock()
+    health = UpstreamHealth(Upstream("llm"), clock)
+    drive(health, clock, limit=40, burst=5, latency=0.05, seats=8, seconds=30, measure_from=0)
+    assert health.pacer.rate() is not None
+    clock.advance(1.0)  # a full pacer: one turn banked
+    health.live_waiting = 1  # what call() counts while a live caller sleeps for a turn
+    denied = health.admit(gated=True)
+    assert isinstance(denied, Denied)
+    assert denied.reason == "rate"
+    assert health.blocked() == "rate"
+    assert isinstance(health.admit(gated=False), Permit)
+    health.live_waiting = 0
+    clock.advance(1.0)
+    assert isinstance(health.admit(gated=True), Permit)
