@@ -58,8 +58,9 @@ _log = get_logger()
 
 #: longest Retry-After honored (seconds); longer values are clamped with a warning
 MAX_RETRY_AFTER = 3600.0
-#: longest rate-limit reset honored (a daily token budget resets within a day)
-_MAX_RESET = 86400.0
+#: longest rate-limit reset honored: no header holds an upstream longer than a
+#: Retry-After may (a daily budget's reset is clamped too, with a warning)
+_MAX_RESET = MAX_RETRY_AFTER
 
 
 class FailureKind(enum.Enum):
@@ -232,8 +233,8 @@ def _count(headers: Mapping[str, str], name: str) -> float | None:
     except ValueError:
         _warn(name, raw, "not a number; ignored")
         return None
-    if math.isnan(value) or value < 0:
-        _warn(name, raw, "negative or NaN; ignored")
+    if not math.isfinite(value) or value < 0:
+        _warn(name, raw, "negative or not a finite number; ignored")
         return None
     return value
 

@@ -305,3 +305,43 @@ def test_a_live_call_waiting_for_a_paced_turn_gets_the_next_one_before_batch() -
     health.live_waiting = 0
     clock.advance(1.0)
     assert isinstance(health.admit(gated=True), Permit)
+
+
+_HEADER_VALUES = st.one_of(
+    st.sampled_from(["inf", "-inf", "nan", "1e12", "1e308", "0", "-1", "5", "1h", "99999h"]),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.text(max_size=12),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-reset-requests",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-reset-tokens",
+            ]
+        ),
+        _HEADER_VALUES,
+    )
+)
+def test_no_rate_limit_header_holds_an_upstream_past_the_one_hour_cap(
+    headers: dict[str, str],
+) -> None:
+    clock = FakeClock()
+    health = UpstreamHealth(Upstream("llm", rpm=600, tpm=60_000), clock)
+    health.observe_headers(headers)
+    for bucket in (health._rpm, health._tpm):
+        assert bucket is not None
+        assert 0.0 <= bucket.level <= bucket.capacity
+        assert bucket.capacity in (10.0, 1000.0)  # a header never changes what may be banked
+    reason = health.blocked()
+    if reason is not None:
+        assert 0 < health.next_change(reason) <= 3600.0
+    clock.advance(3600.0 + 1.0)
+    assert health.blocked() is None

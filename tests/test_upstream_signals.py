@@ -111,7 +111,8 @@ def test_rate_limit_headers_and_reset_durations() -> None:
     )
     assert (info.remaining_requests, info.limit_requests, info.reset_requests) == (42, 500, 360)
     assert (info.remaining_tokens, info.reset_tokens) == (1000, 0.25)
-    assert parse_duration("1h2m3.5s") == pytest.approx(3723.5)
+    assert parse_duration("2m3.5s") == pytest.approx(123.5)
+    assert parse_duration("1h2m3.5s") == 3600.0  # no header holds longer than an hour
     assert parse_duration("20") == 20.0
     assert parse_duration("later") is None
     assert parse_rate_limit_headers({"x-ratelimit-remaining-requests": "-3"}).empty
