@@ -396,6 +396,10 @@ class UpstreamHealth:
             return "rate"
         if not self.probe_ok:
             return "probe"
+        if self.breaker.state is BreakerState.HALF_OPEN:
+            # its trials judge the upstream now; the window still holds the outage
+            # (it is cleared when they close the breaker) and would starve them
+            return None
         failed, total, p95 = self._window(now)
         limit = self.config.max_error_rate
         if limit is not None and total >= self.config.min_volume and failed / total > limit:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler import FakeClock
+from scheduler import BreakerConfig, FakeClock
 from scheduler.breaker import BreakerState, CircuitBreaker
 from scheduler.upstream import SUCCESS, Classified, FailureKind
 from scheduler.upstream_health import Denied, Permit, Upstream, UpstreamHealth
@@ -344,4 +344,26 @@ def test_no_rate_limit_header_holds_an_upstream_past_the_one_hour_cap(
     if reason is not None:
         assert 0 < health.next_change(reason) <= 3600.0
     clock.advance(3600.0 + 1.0)
+    assert health.blocked() is None
+
+
+def test_the_error_window_does_not_starve_a_half_open_breakers_trials() -> None:
+    clock = FakeClock()
+    breaker = BreakerConfig(consecutive_failures=5, cooldown=0.3, half_open_trials=3)
+    health = UpstreamHealth(Upstream("llm", breaker=breaker, min_volume=5), clock)
+    for _ in range(9):  # the outage: enough failures for the error-rate window
+        got = health.admit(gated=True)
+        if isinstance(got, Permit):
+            got.finish(DOWN, 0.01)
+        clock.advance(0.35)
+    assert health.breaker.state is BreakerState.HALF_OPEN
+    trial = health.admit(gated=True)
+    assert isinstance(trial, Permit)
+    trial.finish(SUCCESS, 0.01)  # the upstream is back
+    clock.advance(1.0)  # the next trial token
+    assert health.blocked() is None, "the trials, not the outage's window, decide now"
+    second = health.admit(gated=True)
+    assert isinstance(second, Permit)
+    second.finish(SUCCESS, 0.01)
+    assert health.breaker.state is BreakerState.CLOSED
     assert health.blocked() is None
