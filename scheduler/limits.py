@@ -226,6 +226,8 @@ class AdaptiveThrottle:
 _MIN_SPAN = 0.1
 #: fewer sends than this in the window do not measure a rate worth cutting to
 _FEW_SENDS = 5
+#: the shortest gap between sends that is a lull rather than pacing (seconds)
+_LULL = 0.5
 #: seconds after a cut during which further 429s are its echo, not news
 _SETTLE = 0.5
 #: relative distance within which two 429s' rates confirm the same limit
@@ -234,9 +236,50 @@ _SAME_PEAK = 0.1
 _PROBE_CYCLE = 5.0
 
 
+#: seconds of rate-limit headers the bounds on an upstream's refill rate come from
+_BOUNDS_HORIZON = 10.0
+
+
+class _Extreme:
+    """The largest (or smallest) value seen over a sliding time horizon."""
+
+    def __init__(self, *, largest: bool) -> None:
+        self._largest = largest
+        self._items: deque[tuple[float, float]] = deque()  # (time, value), monotonic
+
+    def add(self, now: float, value: float) -> None:
+        items = self._items
+        while items and (items[-1][1] <= value if self._largest else items[-1][1] >= value):
+            items.pop()
+        items.append((now, value))
+
+    def value(self, horizon: float) -> float | None:
+        items = self._items
+        while items and items[0][0] < horizon:
+            items.popleft()
+        return items[0][1] if items else None
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
 def _trim(times: deque[float], horizon: float) -> None:
     while times and times[0] <= horizon:
         times.popleft()
+
+
+def _busy_since(times: deque[float], window: float) -> float:
+    """When the latest run of ``times`` began: a gap of four times their mean
+    spacing over ``window`` (and of half a second at least) is a lull."""
+    if len(times) < 2:
+        return times[0] if times else math.inf
+    lull = max(_LULL, 4.0 * window / len(times))
+    later = times[-1]
+    for at in reversed(times):
+        if later - at > lull:
+            return later
+        later = at
+    return later
 
 
 def _rate(times: deque[float], now: float, window: float) -> float:
@@ -266,6 +309,12 @@ class LearnedRate:
     probed, so a pause or an idle spell resumes at the learned rate instead
     of bursting or starting over.
 
+    Rate-limit headers sharpen what the 429s teach (:meth:`observe_budget`):
+    an upstream that says how much of its request budget is left and when it
+    is full again refills at a rate inside an interval each answer gives.
+    Within the last few seconds' intervals a 429's peak is taken, and the
+    rate never probes beyond them.
+
     Requests are paced by a bucket holding ``burst`` seconds of the rate (at
     least one request: an upstream's own burst may be that small);
     :meth:`take` with ``keep`` leaves that share of it for interactive work.
@@ -282,7 +331,7 @@ class LearnedRate:
         growth: float = 0.4,
         floor: float = 0.5,
         burst: float = 0.02,
-        window: float = 1.0,
+        window: float = 3.0,
     ) -> None:
         check_number("beta", beta, minimum=0, exclusive=True, maximum=1)
         check_number("cycle_requests", cycle_requests, minimum=1)
@@ -310,6 +359,8 @@ class LearnedRate:
         self._accepts: deque[float] = deque()
         self._level = 1.0
         self._at = clock.now()
+        self._low = _Extreme(largest=True)  # the upstream's refill rate is above it
+        self._high = _Extreme(largest=False)  # ... and at most this
 
     # -- the rate ------------------------------------------------------------------
 
@@ -325,7 +376,44 @@ class LearnedRate:
             # beyond the peak: probe, gently at low rates, in proportion at high ones
             scale = min(1.0, peak / 10.0) * max(1.0, peak / 100.0)
             rate = peak + self.growth * scale * (t - self._k) ** 3
+            bounds = self.bounds()
+            if bounds is not None:
+                rate = min(rate, max(peak, bounds[1]))  # no probing past what it refills
         return max(self.floor, rate)
+
+    def observe_budget(
+        self, limit: float, remaining: float, reset: float, resolution: float = 0.001
+    ) -> None:
+        """An answer said ``remaining`` (a whole number) of ``limit`` requests are
+        left and the budget is full again in ``reset`` seconds (given to within
+        ``resolution``). A budget refilling at a steady rate (a token bucket, as
+        OpenAI's headers describe theirs) refills at between
+        ``(limit - remaining - 1) / reset`` and ``(limit - remaining) / reset``
+        requests per second; the answers of the last few seconds narrow it down.
+        Answers that contradict each other (the budget changed) start afresh."""
+        used = limit - remaining
+        if not (used > 0 and reset > 0 and math.isfinite(used) and math.isfinite(reset)):
+            return
+        resolution = max(0.0, resolution)
+        low = max(0.0, used - 1.0) / (reset + resolution)
+        high = used / (reset - resolution) if reset > resolution else math.inf
+        now = self._clock.now()
+        bounds = self.bounds()
+        if bounds is not None and (low > bounds[1] or high < bounds[0]):
+            self._low.clear()
+            self._high.clear()
+        self._low.add(now, low)
+        if math.isfinite(high):
+            self._high.add(now, high)
+
+    def bounds(self) -> tuple[float, float] | None:
+        """The interval the upstream's refill rate lies in, by its recent
+        rate-limit headers (``None``: they said nothing that bounds it)."""
+        horizon = self._clock.now() - _BOUNDS_HORIZON
+        low, high = self._low.value(horizon), self._high.value(horizon)
+        if high is None:
+            return None
+        return (low or 0.0, high)
 
     def measured(self) -> float:
         """Requests per second sent over the last ``window`` seconds (over the
@@ -349,21 +437,32 @@ class LearnedRate:
         now = self._clock.now()
         self._refill(now)
         current = self.rate()
-        sent = self.measured()  # (drops sends older than the window)
+        # measure since the last pause or lull ended at most: quiet is not a rate,
+        # and the burst an upstream banks during it is not either (over a few
+        # seconds that burst is a small share of what was accepted)
+        _trim(self._sends, now - self.window)
+        since = max(self._settled_at, _busy_since(self._sends, self.window))
+        window = min(self.window, max(_MIN_SPAN, now - since))
+        sent = _rate(self._sends, now, window)  # (drops sends older than the window)
         if len(self._sends) < _FEW_SENDS and current is not None:
             peak = current  # a 429 after a lull: too few sends to measure, keep the pace
         else:
             # the rate requests really went out at, and what the upstream accepted
             # meanwhile (it only exceeds the limit by the upstream's burst)
             peak = sent
-            accepted = _rate(self._accepts, now, self.window)
+            accepted = _rate(self._accepts, now, window)
             if len(self._accepts) >= _FEW_SENDS:
                 peak = min(peak, accepted)
             if current is not None:
                 peak = min(peak, current)
+        bounds = self.bounds()
+        if bounds is not None:
+            peak = min(max(peak, bounds[0]), bounds[1])
         previous, self._peak = self._peak, max(self.floor, peak)
         peak = self._peak
         drop = peak * (1.0 - self.beta)
+        if bounds is not None:
+            drop = min(drop, peak - min(peak, bounds[0]))  # it refills at least that fast
         k_growth = (drop / self.growth) ** (1.0 / 3.0)
         if previous is not None and abs(peak - previous) <= _SAME_PEAK * previous:
             # the limit is where the last 429 said: back at it only after about

@@ -208,6 +208,22 @@ def parse_duration(value: str | None) -> float | None:
     return _clamp(total, "x-ratelimit-reset", _MAX_RESET)
 
 
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_LAST_NUMBER = re.compile(r"(\d+)(?:\.(\d+))?(h|ms|m|s)?$")
+
+
+def duration_resolution(value: str | None) -> float | None:
+    """The unit of a reset value's last digit, in seconds: ``"250ms"`` -> 0.001,
+    ``"1.25s"`` -> 0.01, ``"6m0s"`` -> 1, ``"20"`` -> 1 (``None``: unreadable)."""
+    if value is None:
+        return None
+    match = _LAST_NUMBER.search(value.strip().lower())
+    if match is None:
+        return None
+    decimals = len(match.group(2) or "")
+    return _UNITS[match.group(3) or "s"] * 10.0**-decimals
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimitInfo:
     """What an upstream's ``x-ratelimit-*`` headers said (``None``: not sent)."""
@@ -215,6 +231,7 @@ class RateLimitInfo:
     remaining_requests: float | None = None
     limit_requests: float | None = None
     reset_requests: float | None = None  # seconds until the request budget resets
+    reset_requests_resolution: float | None = None  # the unit of its last digit (s)
     remaining_tokens: float | None = None
     limit_tokens: float | None = None
     reset_tokens: float | None = None
@@ -245,6 +262,7 @@ def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitInfo:
         remaining_requests=_count(headers, "x-ratelimit-remaining-requests"),
         limit_requests=_count(headers, "x-ratelimit-limit-requests"),
         reset_requests=parse_duration(headers.get("x-ratelimit-reset-requests")),
+        reset_requests_resolution=duration_resolution(headers.get("x-ratelimit-reset-requests")),
         remaining_tokens=_count(headers, "x-ratelimit-remaining-tokens"),
         limit_tokens=_count(headers, "x-ratelimit-limit-tokens"),
         reset_tokens=parse_duration(headers.get("x-ratelimit-reset-tokens")),

@@ -366,6 +366,17 @@ class UpstreamHealth:
         if info.empty:
             return
         self._limits, self._limits_at = info, self._clock.now()
+        if (
+            info.limit_requests is not None
+            and info.remaining_requests is not None
+            and info.reset_requests is not None
+        ):
+            self.pacer.observe_budget(
+                info.limit_requests,
+                info.remaining_requests,
+                info.reset_requests,
+                info.reset_requests_resolution or 0.0,
+            )
         for bucket, remaining, limit in (
             (self._rpm, info.remaining_requests, info.limit_requests),
             (self._tpm, info.remaining_tokens, info.limit_tokens),

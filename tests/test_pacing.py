@@ -4,6 +4,7 @@ the upstream grants and not one more)."""
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from dataclasses import dataclass
 
@@ -13,7 +14,8 @@ from hypothesis import strategies as st
 
 from scheduler import BreakerConfig, FakeClock
 from scheduler.breaker import BreakerState, CircuitBreaker
-from scheduler.upstream import SUCCESS, Classified, FailureKind
+from scheduler.limits import LearnedRate
+from scheduler.upstream import SUCCESS, Classified, FailureKind, duration_resolution
 from scheduler.upstream_health import Denied, Permit, Upstream, UpstreamHealth
 
 THROTTLED = Classified(FailureKind.RATE_LIMITED, None, 429)
@@ -156,9 +158,12 @@ def drive(
     seconds: float,
     measure_from: float,
     seed: int = 1,
+    headers: bool = False,
 ) -> Run:
     """Batch work with an endless backlog against a hidden leaky bucket of ``limit``
-    req/s and ``burst``: ``seats`` attempts at once, each asking for a permit."""
+    req/s and ``burst``: ``seats`` attempts at once, each asking for a permit.
+    With ``headers`` each answer carries OpenAI-style ``x-ratelimit-*-requests``
+    headers (whole tokens left, the time until the bucket is full in ms)."""
     rng = random.Random(seed)
     level, level_at = 0.0, clock.now()
     answers: list[tuple[float, int, Permit]] = []  # (time, seq, permit)
@@ -191,6 +196,10 @@ def drive(
             _, n, permit = heapq.heappop(answers)
             free += 1
             accepted = statuses.pop(n)
+            if headers:
+                level = max(0.0, level - (clock.now() - level_at) * limit)
+                level_at = clock.now()
+                health.observe_headers(budget_headers(burst, burst - level, level / limit))
             permit.finish(SUCCESS if accepted else THROTTLED, latency)
             if permit.sent_at >= measure_from:
                 if accepted:
@@ -198,6 +207,15 @@ def drive(
                 else:
                     run.throttled += 1
     return run
+
+
+def budget_headers(limit: float, tokens: float, full_in: float) -> dict[str, str]:
+    """What a token bucket holding ``tokens`` of ``limit`` says, as OpenAI words it."""
+    return {
+        "x-ratelimit-limit-requests": str(int(limit)),
+        "x-ratelimit-remaining-requests": str(int(tokens)),
+        "x-ratelimit-reset-requests": f"{math.ceil(full_in * 1000)}ms",
+    }
 
 
 def test_rate_discovery_converges_under_a_fixed_limit() -> None:
@@ -367,3 +385,120 @@ def test_the_error_window_does_not_starve_a_half_open_breakers_trials() -> None:
     second.finish(SUCCESS, 0.01)
     assert health.breaker.state is BreakerState.CLOSED
     assert health.blocked() is None
+
+
+# -- rate-limit headers bound the refill rate ---------------------------------------------
+
+
+def test_a_reset_values_resolution_is_the_unit_of_its_last_digit() -> None:
+    assert duration_resolution("250ms") == pytest.approx(0.001)
+    assert duration_resolution("1.25s") == pytest.approx(0.01)
+    assert duration_resolution("6m0s") == pytest.approx(1.0)
+    assert duration_resolution("20") == pytest.approx(1.0)
+    assert duration_resolution("soon") is None
+    assert duration_resolution(None) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rate=st.floats(min_value=0.5, max_value=2000.0),
+    limit=st.integers(min_value=1, max_value=10_000),
+    draws=st.lists(
+        st.tuples(st.floats(min_value=0.0, max_value=0.5), st.integers(0, 50)),
+        min_size=1,
+        max_size=60,
+    ),
+)
+def test_header_bounds_always_hold_a_token_buckets_true_rate(
+    rate: float, limit: int, draws: list[tuple[float, int]]
+) -> None:
+    clock = FakeClock()
+    pacer = LearnedRate(clock)
+    tokens = float(limit)
+    for gap, taken in draws:
+        clock.advance(gap)
+        tokens = min(float(limit), tokens + gap * rate)
+        tokens = max(0.0, tokens - taken)
+        header = budget_headers(limit, tokens, (limit - tokens) / rate)
+        pacer.observe_budget(
+            float(header["x-ratelimit-limit-requests"]),
+            float(header["x-ratelimit-remaining-requests"]),
+            math.ceil((limit - tokens) / rate * 1000) / 1000,
+            0.001,
+        )
+        bounds = pacer.bounds()
+        if bounds is not None:
+            low, high = bounds
+            assert low <= rate * (1 + 1e-9)
+            assert rate <= high * (1 + 1e-9)
+
+
+def test_header_bounds_narrow_to_the_rate_and_start_afresh_when_the_budget_changes() -> None:
+    clock = FakeClock()
+    pacer = LearnedRate(clock)
+    rng = random.Random(7)
+    for _ in range(200):  # a bucket of 5 refilling 40/s, drawn to random levels
+        clock.advance(0.02)
+        tokens = rng.uniform(0.0, 4.99)
+        pacer.observe_budget(5, int(tokens), math.ceil((5 - tokens) / 40 * 1000) / 1000, 0.001)
+    bounds = pacer.bounds()
+    assert bounds is not None
+    assert 38.0 <= bounds[0] <= 40.0 <= bounds[1] <= 42.0
+    pacer.observe_budget(5, 0, 0.5, 0.001)  # now 10/s: contradicts, so only it counts
+    bounds = pacer.bounds()
+    assert bounds is not None
+    assert bounds[0] <= 10.0 <= bounds[1] < 38.0
+    clock.advance(11.0)  # headers older than the horizon bound nothing
+    assert pacer.bounds() is None
+    pacer.observe_budget(5, 5, 0.0, 0.001)  # a full budget says nothing about its rate
+    pacer.observe_budget(5, 7, 0.1, 0.001)  # nor does a malformed one
+    assert pacer.bounds() is None
+
+
+def test_a_429_within_header_bounds_cuts_no_lower_and_probes_no_higher() -> None:
+    clock = FakeClock()
+    pacer = LearnedRate(clock)
+    for _ in range(40):
+        clock.advance(0.025)
+        pacer.take()
+        pacer.on_success()
+
+    def headers() -> None:
+        for tokens in (0.05, 0.98, 1.02, 1.97, 0.5):
+            pacer.observe_budget(5, int(tokens), (5 - tokens) / 40, 0.0)
+
+    headers()
+    bounds = pacer.bounds()
+    assert bounds is not None
+    low, high = bounds
+    pacer.on_throttle(clock.now())
+    rate = pacer.rate()
+    assert rate is not None
+    assert low <= rate <= high  # not beta x an over- or under-measured send rate
+    for step in range(600):  # a minute of pushing: the probe stops at what it refills
+        clock.advance(0.1)
+        if step % 10 == 0:
+            headers()  # answers keep saying the same
+        while pacer.take():
+            pass
+        now_rate = pacer.rate()
+        assert now_rate is not None
+        assert now_rate <= high + 1e-9
+
+
+def test_with_rate_limit_headers_discovery_costs_a_handful_of_429s() -> None:
+    clock = FakeClock()
+    health = UpstreamHealth(Upstream("llm"), clock)
+    run = drive(
+        health,
+        clock,
+        limit=40,
+        burst=5,
+        latency=0.05,
+        seats=8,
+        seconds=120,
+        measure_from=0,
+        headers=True,
+    )
+    assert run.throttled <= 5
+    assert run.goodput >= 0.95 * 40
