@@ -27,7 +27,7 @@ from .errors import (
 from .health import GateStats, HealthGate
 from .jobs import Job, JobContext, JobState, current_job
 from .lanes import Lane
-from .metrics import LaneStats, LatencySummary, SchedulerStats, UpstreamStats
+from .metrics import FleetStats, LaneStats, LatencySummary, SchedulerStats, UpstreamStats
 from .retry import RetryBudget, RetryBudgetStats, RetryPolicy
 from .scheduler import DEFAULT_LANES, Scheduler
 from .tasks import Task
@@ -49,6 +49,7 @@ __all__ = [
     "ConfigError",
     "DeadlineExceeded",
     "FakeClock",
+    "FleetStats",
     "GateStats",
     "HealthGate",
     "Job",

@@ -50,6 +50,8 @@ _log = get_logger()
 _PURGE_EVERY = 300.0
 #: seconds a retry waits at least when its upstream's retry budget is spent
 _BUDGET_WAIT = 1.0
+#: job ids named in ``backlog.outcomes_unsaved`` (the count is always complete)
+_UNSAVED_IDS_SHOWN = 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,6 +132,10 @@ class DurableRunner:
         self._flushed = asyncio.Event()
         self._flush_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False  # the flush loop ends after its current flush
+        self._giving_up = False  # failed writes are no longer retried
+        self._backoff: asyncio.Future[None] | None = None
+        self._write_error = ""
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -144,15 +150,42 @@ class DurableRunner:
         self._stopping = True
         self.wake()
 
-    async def close(self) -> None:
-        """After every job here has ended: write outcomes, release leases, stop loops."""
+    async def close(self, give_up_at: float | None = None) -> None:
+        """After every job here has ended: write outcomes, release leases, stop loops.
+
+        Failed writes are retried until ``give_up_at`` (the scheduler's clock;
+        ``None``: for ever) or :meth:`give_up`, each tried at least once. What
+        is still unwritten then is logged once (``backlog.outcomes_unsaved``)
+        and left to the leases: those jobs are claimed and run again later.
+        """
         self.stop_claiming()
-        for task in self._tasks[:1]:
-            await task
-        await self._flush()
-        for task in self._tasks[1:]:
-            task.cancel()
-        await asyncio.gather(*self._tasks[1:], return_exceptions=True)
+        timer = None
+        if give_up_at is not None:
+            timer = self._sched.clock.call_at(give_up_at, self.give_up)
+        try:
+            for task in self._tasks[:1]:
+                await task
+            self._closing = True
+            self._flush_wanted.set()
+            # the flush loop writes what is left and ends (not cancelled mid-write)
+            flusher = self._tasks[1:2]
+            await asyncio.gather(*flusher, return_exceptions=True)
+            if any(task.cancelled() or task.exception() for task in flusher):
+                await self._flush()  # the flush loop had died: write what it left
+        finally:
+            if timer is not None:
+                timer.cancel()
+            for task in self._tasks[1:]:
+                task.cancel()
+            await asyncio.gather(*self._tasks[1:], return_exceptions=True)
+        self._log_unsaved()
+
+    def give_up(self) -> None:
+        """Stop retrying failed backlog writes (the shutdown grace is over)."""
+        self._giving_up = True
+        backoff = self._backoff
+        if backoff is not None and not backoff.done():
+            backoff.set_result(None)
 
     def wake(self) -> None:
         waiter = self._wakeup
@@ -193,7 +226,8 @@ class DurableRunner:
                 failures += 1
                 delay = min(options.poll_interval * 2**failures, 30.0)
                 _log.warning("backlog.claim_failed", lane=lane.name, error=str(exc), retry_in=delay)
-                await self._sleep(delay)
+                if not self._stopping:  # stopping: the flush writes the outcomes
+                    await self._sleep(delay)
                 continue
             except BaseException:
                 self._put_back(outcomes)  # cancelled: rewriting one that landed is ignored
@@ -421,7 +455,7 @@ class DurableRunner:
     # -- writing outcomes -----------------------------------------------------------
 
     async def _flush_loop(self) -> None:
-        while True:
+        while not self._closing:
             await self._flush_wanted.wait()
             # cleared here, not only in _flush: the claim loop may have taken the
             # outcomes that set it, and a set event with nothing to write would spin
@@ -429,7 +463,8 @@ class DurableRunner:
             await self._flush()
 
     async def _flush(self) -> None:
-        """Write every queued outcome and lease release; retry on backlog errors."""
+        """Write every queued outcome and lease release; retry on backlog errors
+        (after :meth:`give_up`, a failed write is left queued and not retried)."""
         failures = 0
         while self._outcomes or self._to_release:
             self._flush_wanted.clear()
@@ -439,18 +474,59 @@ class DurableRunner:
             try:
                 if outcomes:
                     await self._backlog.complete(outcomes, now=now)
+                    self._written(outcomes, [])
+                    outcomes = []
                 if releases:
                     await self._backlog.release(releases, owner=self._owner, now=now)
             except BacklogError as exc:
                 self._outcomes[:0] = outcomes
                 self._to_release[:0] = releases
+                self._write_error = str(exc)
+                if self._giving_up:
+                    return
                 failures += 1
                 delay = min(0.05 * 2**failures, 5.0)
                 _log.warning("backlog.complete_failed", error=str(exc), retry_in=delay)
-                await self._sched.clock.sleep(delay)
+                await self._sleep_before_retry(delay)
                 continue
             failures = 0
             self._written(outcomes, releases)
+
+    async def _sleep_before_retry(self, seconds: float) -> None:
+        """``seconds`` of the scheduler's clock, cut short by :meth:`give_up`."""
+        if self._giving_up:
+            return
+        self._backoff = waiter = asyncio.get_running_loop().create_future()
+
+        def due() -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        handle = self._sched.clock.call_at(self._sched.clock.now() + seconds, due)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            self._backoff = None
+
+    def _log_unsaved(self) -> None:
+        """Once, at close: the outcomes and lease releases the backlog never took."""
+        outcomes, self._outcomes = self._outcomes, []
+        releases, self._to_release = self._to_release, []
+        if not outcomes and not releases:
+            return
+        ids = [o.job_id for o in outcomes] + releases
+        _log.error(
+            "backlog.outcomes_unsaved",
+            lane=self.lane.name,
+            count=len(ids),
+            outcomes=len(outcomes),
+            releases=len(releases),
+            job_ids=ids[:_UNSAVED_IDS_SHOWN],
+            truncated=len(ids) > _UNSAVED_IDS_SHOWN,
+            error=self._write_error,
+            consequence="these jobs run again once their leases expire",
+        )
 
     def _written(self, outcomes: list[Outcome], releases: list[str]) -> None:
         """Bookkeeping once ``outcomes`` and ``releases`` are in the backlog."""

@@ -30,6 +30,7 @@ import httpx
 from .breaker import BreakerState
 from .clock import Clock, SystemClock, TimerHandle
 from .errors import ConfigError
+from .fleet import FleetSync, OperatorPause
 from .logs import get_logger
 from .upstream import Classified
 from .upstream_health import Upstream, UpstreamHealth
@@ -78,6 +79,7 @@ class HealthGate:
         self._timer: TimerHandle | None = None
         self._timer_at = float("inf")
         self._probes: list[asyncio.Task[None]] = []
+        self.fleet: FleetSync | None = None  # set while a scheduler shares a backlog
 
     # -- the operator's switch ------------------------------------------------------
 
@@ -91,10 +93,17 @@ class HealthGate:
         """Why the operator paused the gate, or ``None``."""
         return self._paused_reason
 
-    def pause(self, reason: str = "paused by operator") -> None:
-        """Close the gate: gated lanes start nothing new until :meth:`resume`."""
+    def pause(self, reason: str = "paused by operator", *, fleet: bool = False) -> None:
+        """Close the gate: gated lanes start nothing new until :meth:`resume`.
+
+        With ``fleet=True`` every process sharing the backlog pauses too (within
+        about a second); it is stored in the backlog with this process's id."""
         if not isinstance(reason, str) or not reason:
             raise TypeError(f"pause() needs a non-empty str reason, got {reason!r}")
+        if fleet:
+            sync = self._require_fleet()
+            sync.request_operator(OperatorPause(reason, sync.member, self.clock.wall()))
+            sync.paused_by_fleet = True  # the fleet's resume ends it here too
         was_open = self._paused_reason is None
         self._paused_reason = reason
         if was_open:
@@ -103,14 +112,25 @@ class HealthGate:
             _log.info("gate.paused", reason=reason)
             self._notify()
 
-    def resume(self) -> None:
-        """Reopen the gate; waiting gated work starts at once."""
+    def resume(self, *, fleet: bool = False) -> None:
+        """Reopen the gate; waiting gated work starts at once. With ``fleet=True``
+        the fleet-wide pause ends too, in every process sharing the backlog."""
+        if fleet:
+            self._require_fleet().request_operator(None)
         if self._paused_reason is None:
             return
         self._paused_reason = None
         self._resumes += 1
         _log.info("gate.resumed")
         self._notify()
+
+    def _require_fleet(self) -> FleetSync:
+        if self.fleet is None:
+            raise ConfigError(
+                "fleet=True needs a scheduler sharing its backlog with a fleet "
+                "(a SQLite file or PostgreSQL, started, with fleet sharing on)"
+            )
+        return self.fleet
 
     # -- upstream health --------------------------------------------------------------
 
@@ -130,7 +150,9 @@ class HealthGate:
         health = self._health.get(name)
         if health is None:
             config = self._configs.get(name) or Upstream(name)
-            health = self._health[name] = UpstreamHealth(config, self.clock, self._notify)
+            health = self._health[name] = UpstreamHealth(
+                config, self.clock, self._notify, on_news=self._fleet_news
+            )
         return health
 
     @property
@@ -206,6 +228,15 @@ class HealthGate:
     def _notify(self) -> None:
         for listener in list(self._listeners):
             listener()
+
+    def notify(self) -> None:
+        """Tell listeners something changed (waiting gated work looks again)."""
+        self._notify()
+
+    def _fleet_news(self) -> None:
+        """A pause or a breaker change here: the fleet hears of it at once."""
+        if self.fleet is not None:
+            self.fleet.wake()
 
     # -- active probes ---------------------------------------------------------------
 

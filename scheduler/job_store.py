@@ -2,8 +2,9 @@
 
 The scheduler's ``submit``, ``job``, ``jobs`` and ``requeue`` land here. A
 submit validates everything before a row is written (JSON args, a known
-durable lane, the lane's ``max_queued``), then stores the job through the
-backlog's group commit and returns a :class:`Job` once the row is durable.
+durable lane), then stores the job through the backlog's group commit, which
+enforces the lane's ``max_queued`` for the backlog as a whole (every process),
+and returns a :class:`Job` once the row is durable.
 
 Waiting for a job's end needs no polling inside one process (the runner
 that completes it wakes the waiters); across processes it polls the backlog
@@ -81,33 +82,35 @@ class JobStore:
         deadline_at = None
         if deadline is not None:
             deadline_at = due + check_number("deadline", deadline, minimum=0, exclusive=True)
-        await self._check_room(lane)
-        record = (
-            await self.backlog.submit(
-                [
-                    NewJob(
-                        task=task.name,
-                        lane=lane.name,
-                        args_json=args_json,
-                        priority=float(priority),
-                        run_at=due,
-                        key=key,
-                        max_attempts=task.retry.max_attempts,
-                        deadline_at=deadline_at,
-                        cost=job_cost,
-                    )
-                ],
-                now=now,
-            )
-        )[0]
+        if key is None:  # a stored key needs no room: the backlog gives its job back
+            await self._check_room(lane)
+        new = NewJob(
+            task=task.name,
+            lane=lane.name,
+            args_json=args_json,
+            priority=float(priority),
+            run_at=due,
+            key=key,
+            max_attempts=task.retry.max_attempts,
+            deadline_at=deadline_at,
+            cost=job_cost,
+            max_queued=lane.max_queued,
+        )
+        try:
+            [record] = await self.backlog.submit([new], now=now)
+        except Overloaded as exc:  # the backlog's own count, across every process
+            lane.count_shed("queue_full")
+            lane.backlog_queued = max(lane.backlog_queued, exc.queued or 0)
+            raise Overloaded(lane.name, lane.retry_after(), queued=exc.queued) from None
         lane.admitted += 1
         lane.backlog_queued += 1
         self._wake(lane.name)
         return self.job_from(record)
 
     async def _check_room(self, lane: LaneState) -> None:
-        """Enforce ``max_queued`` on a durable lane, counting in the backlog at most
-        once a second (and at once when the cached count nears the bound)."""
+        """Refuse early when a durable lane is full by a cached count (refreshed at most
+        once a second, and at once near the bound). The bound itself is enforced by
+        the backlog, atomically with the insert (``NewJob.max_queued``)."""
         bound = lane.max_queued
         fresh = self._clock.now() - self._counted_at.get(lane.name, -math.inf) < _COUNT_TTL
         if fresh and lane.backlog_queued < bound * 0.9:

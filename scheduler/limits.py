@@ -153,6 +153,15 @@ class TokenBucket:
             return math.inf
         return max(0.0, missing / self.rate)
 
+    def set_rate(self, rate: float, capacity: float) -> None:
+        """Refill at ``rate`` from now on, banking at most ``capacity`` (a fleet's
+        share of a limit changes as processes come and go)."""
+        check_number("rate", rate, minimum=0, exclusive=True)
+        check_number("capacity", capacity, minimum=0, exclusive=True)
+        self._refill()
+        self.rate, self.capacity = float(rate), float(capacity)
+        self._level = min(self._level, self.capacity)
+
     def set_level(self, level: float) -> None:
         """Adopt what the upstream says is left (its headers know better than we do),
         within ``[0, capacity]``: a header never raises what may be banked."""
@@ -331,7 +340,7 @@ class LearnedRate:
         growth: float = 0.4,
         floor: float = 0.5,
         burst: float = 0.02,
-        window: float = 3.0,
+        window: float = 1.0,
     ) -> None:
         check_number("beta", beta, minimum=0, exclusive=True, maximum=1)
         check_number("cycle_requests", cycle_requests, minimum=1)
@@ -359,6 +368,9 @@ class LearnedRate:
         self._accepts: deque[float] = deque()
         self._level = 1.0
         self._at = clock.now()
+        # this process's share of the rate (the fleet's processes split it): rate(),
+        # peaks and header bounds are the fleet's; this process sends share x rate()
+        self.share = 1.0
         self._low = _Extreme(largest=True)  # the upstream's refill rate is above it
         self._high = _Extreme(largest=False)  # ... and at most this
 
@@ -380,6 +392,13 @@ class LearnedRate:
             if bounds is not None:
                 rate = min(rate, max(peak, bounds[1]))  # no probing past what it refills
         return max(self.floor, rate)
+
+    def set_share(self, share: float) -> None:
+        """Send ``share`` (0-1] of the rate from now on (what the bucket banked so far
+        is kept, up to the new capacity)."""
+        self._refill(self._clock.now())
+        self.share = min(1.0, max(1e-6, share))
+        self._level = min(self._level, self._capacity())
 
     def observe_budget(
         self, limit: float, remaining: float, reset: float, resolution: float = 0.001
@@ -443,14 +462,15 @@ class LearnedRate:
         _trim(self._sends, now - self.window)
         since = max(self._settled_at, _busy_since(self._sends, self.window))
         window = min(self.window, max(_MIN_SPAN, now - since))
-        sent = _rate(self._sends, now, window)  # (drops sends older than the window)
+        # (drops sends older than the window; in the fleet's units: ours / our share)
+        sent = _rate(self._sends, now, window) / self.share
         if len(self._sends) < _FEW_SENDS and current is not None:
             peak = current  # a 429 after a lull: too few sends to measure, keep the pace
         else:
             # the rate requests really went out at, and what the upstream accepted
             # meanwhile (it only exceeds the limit by the upstream's burst)
             peak = sent
-            accepted = _rate(self._accepts, now, window)
+            accepted = _rate(self._accepts, now, window) / self.share
             if len(self._accepts) >= _FEW_SENDS:
                 peak = min(peak, accepted)
             if current is not None:
@@ -480,7 +500,7 @@ class LearnedRate:
 
     def _capacity(self) -> float:
         rate = self.rate()
-        return 1.0 if rate is None else max(1.0, rate * self.burst)
+        return 1.0 if rate is None else max(1.0, rate * self.share * self.burst)
 
     def _refill(self, now: float) -> None:
         elapsed = now - self._at
@@ -491,8 +511,8 @@ class LearnedRate:
             capacity = self._capacity()
             if self._level < capacity - 1e-9:
                 # the bucket was not full: requests are using the rate, so probe on
-                self._pushed += min(elapsed, (capacity - self._level) / rate)
-            self._level = min(capacity, self._level + elapsed * rate)
+                self._pushed += min(elapsed, (capacity - self._level) / (rate * self.share))
+            self._level = min(capacity, self._level + elapsed * rate * self.share)
         self._at = now
 
     def take(self, *, keep: float = 0.0) -> bool:
@@ -528,4 +548,4 @@ class LearnedRate:
         if rate is None:
             return 0.0
         missing = 1.0 + keep * (self._capacity() - 1.0) - self._level
-        return max(0.0, missing / rate)
+        return max(0.0, missing / (rate * self.share))

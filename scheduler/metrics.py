@@ -17,6 +17,7 @@ from typing import TypeVar
 from ddsketch import DDSketch
 
 __all__ = [
+    "FleetStats",
     "LaneStats",
     "LatencyHistogram",
     "LatencySummary",
@@ -141,6 +142,18 @@ class UpstreamStats:
     rate_limit_remaining: Mapping[str, float] = field(default_factory=lambda: _frozen({}))
     learned_rate: float | None = None  # requests/s learned from 429s (None: none seen)
     sent_rate: float | None = None  # requests/s sent over the last second
+    share: float = 1.0  # this process's share of the fleet's rpm/tpm and learned rate
+
+
+@dataclass(frozen=True, slots=True)
+class FleetStats:
+    """This process in the fleet sharing its backlog (see :mod:`scheduler.fleet`)."""
+
+    member: str  # this process's id
+    reachable: bool  # the last exchange with the shared state worked
+    paused_reason: str | None  # the fleet-wide operator pause, if on
+    paused_by: str | None
+    members: Mapping[str, int]  # upstream -> processes sharing it (last seen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +167,7 @@ class SchedulerStats:
     gate_open: bool = True
     gate_reason: str | None = None
     upstreams: Mapping[str, UpstreamStats] = field(default_factory=lambda: MappingProxyType({}))
+    fleet: FleetStats | None = None  # None: this process shares nothing
 
     def __getitem__(self, lane: str) -> LaneStats:
         return self.lanes[lane]

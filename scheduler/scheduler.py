@@ -35,7 +35,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from ._lane_state import LaneState, Ticket
 from ._validate import check_number
-from .backlog import make_backlog
+from .backlog import Backlog, make_backlog
 from .calls import call_with_policies
 from .clock import Clock, SystemClock
 from .durable import BacklogOptions, DurableRunner, new_owner_id
@@ -49,6 +49,8 @@ from .errors import (
     UnknownLane,
     UnknownTask,
 )
+from .fleet import FleetStore, FleetSync
+from .fleet_stores import PostgresFleetStore, fleet_store_for
 from .health import HealthGate
 from .job_store import JobStore
 from .jobs import Job, JobState, _current
@@ -94,11 +96,18 @@ class Scheduler:
         max_concurrency: optional ceiling across all lanes (one upstream's capacity).
         clock: the clock all timing goes through (:class:`SystemClock` by default).
         shutdown_grace: seconds running and queued jobs get to finish when the
-            scheduler stops, before they are cancelled.
+            scheduler stops, before they are cancelled (a finite number >= 0).
+            It also bounds writing their outcomes: when the backlog cannot be
+            written (a full disk), the stop ends with the grace anyway, and
+            the unsaved jobs run again later (``backlog.outcomes_unsaved``).
         backlog_options: leases, polling, batching and retention of durable
             lanes (:class:`BacklogOptions`).
         upstreams: per-upstream health settings (:class:`Upstream`); a shortcut
             for ``gate=HealthGate(upstreams)``.
+        fleet: share upstream budgets (pauses, open breakers, ``rpm``/``tpm``
+            split, the operator pause) with every process on the same backlog
+            (SQLite file or PostgreSQL; see :mod:`scheduler.fleet`). ``False``:
+            this process keeps its own; a ``FleetStore``: use that store.
     """
 
     def __init__(
@@ -112,6 +121,7 @@ class Scheduler:
         shutdown_grace: float = 30.0,
         backlog_options: BacklogOptions | None = None,
         upstreams: Sequence[Upstream] | None = None,
+        fleet: bool | FleetStore = True,
     ) -> None:
         if not isinstance(backlog, str) or not backlog:
             raise ConfigError(f"backlog must be a non-empty str (path or DSN), got {backlog!r}")
@@ -133,8 +143,7 @@ class Scheduler:
                     f"max_concurrency={max_concurrency} is below the {reserved} seats the "
                     "lanes reserve (Lane.reserved); raise it or lower the reservations"
                 )
-        if not isinstance(shutdown_grace, int | float) or shutdown_grace < 0:
-            raise ConfigError(f"shutdown_grace must be >= 0 seconds, got {shutdown_grace!r}")
+        grace = check_number("shutdown_grace", shutdown_grace, minimum=0)
 
         self.backlog = backlog
         self.lanes: tuple[Lane, ...] = lanes
@@ -144,7 +153,7 @@ class Scheduler:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.gate.bind_clock(self.clock)
         self.max_concurrency = max_concurrency
-        self.shutdown_grace = float(shutdown_grace)
+        self.shutdown_grace = grace
         self.backlog_options = backlog_options if backlog_options is not None else BacklogOptions()
 
         self._lanes: dict[str, LaneState] = {
@@ -169,6 +178,8 @@ class Scheduler:
         self._store: JobStore | None = None
         self._runners: dict[str, DurableRunner] = {}
         self.owner = new_owner_id()
+        self._fleet_option = fleet
+        self._fleet_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -235,6 +246,34 @@ class Scheduler:
         await store.refresh_counts([ln for ln in self._ordered if ln.config.durable])
         for runner in self._runners.values():
             runner.start()
+        self._start_fleet(backlog)
+
+    def _start_fleet(self, backlog: Backlog) -> None:
+        """Share upstream budgets with the other processes on this backlog."""
+        option = self._fleet_option
+        if option is False:
+            return
+        fleet_store = fleet_store_for(backlog) if option is True else option
+        if fleet_store is None:
+            return
+        sync = FleetSync(self.gate, fleet_store, self.clock, member=self.owner)
+        if isinstance(fleet_store, PostgresFleetStore):
+            fleet_store.on_notify = sync.wake
+        self.gate.fleet = sync
+        self._fleet_task = asyncio.create_task(sync.run(), name="floodgate-fleet")
+
+    async def _stop_fleet(self) -> None:
+        task, self._fleet_task = self._fleet_task, None
+        sync, self.gate.fleet = self.gate.fleet, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if sync is not None:
+            with contextlib.suppress(Exception):
+                await sync.sync_once()  # an operator pause asked for just before the stop
+            await sync.leave()
+            await sync.store.close()
 
     def _wake_runner(self, lane: str) -> None:
         runner = self._runners.get(lane)
@@ -254,6 +293,8 @@ class Scheduler:
             return
         self._state = _State.DRAINING
         _log.info("scheduler.draining", grace=self.shutdown_grace, running=self._running)
+        # the grace bounds writing the last outcomes too (a full disk must not hold the stop)
+        grace_end = self.clock.now() + (0.0 if self._grace_cut else self.shutdown_grace)
         for runner in self._runners.values():
             runner.stop_claiming()
         try:
@@ -271,7 +312,7 @@ class Scheduler:
                 # Cancelled jobs unwind in their own tasks; wait for the last seat.
                 await self._wait_idle()
             # the last outcomes and lease releases are written even if we are cancelled
-            await asyncio.shield(self._close_backlog())
+            await asyncio.shield(self._close_backlog(grace_end))
             await self.gate.stop_probes()
             self._grace_cut = False
             if self._unsubscribe_gate is not None:
@@ -280,11 +321,20 @@ class Scheduler:
             self._state = _State.STOPPED
             _log.info("scheduler.stopped")
 
-    async def _close_backlog(self) -> None:
-        """Write the last outcomes, release unfinished leases, close the backlog."""
-        runners, self._runners = self._runners, {}
-        for runner in runners.values():
-            await runner.close()
+    async def _close_backlog(self, give_up_at: float | None = None) -> None:
+        """Write the last outcomes, release unfinished leases, close the backlog.
+
+        Failed writes are retried until ``give_up_at`` (or :meth:`end_grace`).
+        """
+        try:
+            await self._stop_fleet()
+        except Exception as exc:  # e.g. a full disk: the outcomes still get their try
+            _log.warning("fleet.leave_failed", error=f"{type(exc).__name__}: {exc}")
+        try:
+            for runner in list(self._runners.values()):  # end_grace() reaches them meanwhile
+                await runner.close(give_up_at)
+        finally:
+            self._runners = {}
         store, self._store = self._store, None
         if store is not None:
             await store.backlog.close()
@@ -294,10 +344,14 @@ class Scheduler:
 
         During the grace: running jobs are cancelled now (durable ones have
         their leases released). Before the stop began: it will take no grace.
+        Outcomes and lease releases the backlog refuses (a full disk) are not
+        retried: the stop ends now, and those jobs run again later.
         """
         self._grace_cut = True
         if self._state is _State.DRAINING:
             self._resolve_idle(False)
+            for runner in self._runners.values():
+                runner.give_up()
 
     def _hard_stop(self) -> None:
         """Grace is over: drop what still waits, cancel what still runs."""
@@ -886,6 +940,7 @@ class Scheduler:
                 name: health.stats(self._limit_for(name))
                 for name, health in self.gate.upstreams.items()
             },
+            fleet=None if self.gate.fleet is None else self.gate.fleet.stats(),
         )
 
     def _limit_for(self, upstream: str) -> int | None:

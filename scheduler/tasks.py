@@ -8,7 +8,8 @@ all say ``app.summarize``. ``@sched.task(name=...)`` sets it explicitly.
 
 Arguments and results are JSON only (no pickle anywhere): :func:`encode_args`
 rejects anything else with a ``TypeError`` at submit time, before a row is
-written.
+written, and so it does with JSON nested more than :data:`MAX_JSON_DEPTH`
+arrays/objects deep (checked without recursion, however deep the input).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from .jobs import Job
     from .scheduler import Scheduler
 
-__all__ = ["Task", "encode_args", "encode_result", "task_name"]
+__all__ = ["MAX_JSON_DEPTH", "Task", "encode_args", "encode_result", "task_name"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -50,31 +51,84 @@ def task_name(fn: Callable[..., object]) -> str:
     return f"{module}.{qualname}"
 
 
+#: the deepest nesting of arrays/objects a stored args array or result may have;
+#: well below where Python's JSON encoder and decoder run out of stack
+MAX_JSON_DEPTH = 500
+_CONTAINERS = (list, tuple, dict)
+
+
+def _nested_deeper(value: object, limit: int) -> bool:
+    """Whether lists/tuples/dicts in ``value`` nest more than ``limit`` deep
+    (``[]`` is 1 deep). Iterative, and stops past ``limit``: cycles end too."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children: Iterable[object]
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, _CONTAINERS))
+    return False
+
+
+def _check_depth(value: object, what: str, limit: int) -> None:
+    if _nested_deeper(value, limit):
+        raise TypeError(
+            f"{what} is nested deeper than {MAX_JSON_DEPTH:,} levels: durable job arguments "
+            f"and results are stored as JSON at most {MAX_JSON_DEPTH:,} arrays/objects deep "
+            "(the array of arguments counts as one)"
+        )
+
+
+def _may_be_too_deep(text: str) -> bool:
+    """A cheap upper bound on the nesting of JSON ``text``: its bracket count."""
+    return text.count("[") + text.count("{") > MAX_JSON_DEPTH
+
+
 def encode_args(args: tuple[Any, ...]) -> str:
-    """JSON text of positional args; ``TypeError`` naming the culprit otherwise."""
+    """JSON text of positional args; ``TypeError`` naming the culprit otherwise (not
+    JSON, or nested deeper than :data:`MAX_JSON_DEPTH` counting the args array)."""
     try:
-        return json.dumps(list(args), allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(list(args), allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
         for i, arg in enumerate(args):
+            what = f"argument {i} ({type(arg).__name__})"
             try:
                 json.dumps(arg, allow_nan=False)
+            except RecursionError:
+                _check_depth(arg, what, MAX_JSON_DEPTH - 1)
             except (TypeError, ValueError):
                 raise TypeError(
-                    f"argument {i} ({type(arg).__name__}) is not JSON-serializable: durable "
-                    "job arguments must be JSON (str, int, float, bool, None, list, dict)"
+                    f"{what} is not JSON-serializable: durable job arguments must be JSON "
+                    "(str, int, float, bool, None, list, dict)"
                 ) from None
         raise TypeError(f"job arguments are not JSON-serializable: {exc}") from None
+    if _may_be_too_deep(text):
+        for i, arg in enumerate(args):
+            _check_depth(arg, f"argument {i} ({type(arg).__name__})", MAX_JSON_DEPTH - 1)
+    return text
 
 
 def encode_result(result: object) -> str:
-    """JSON text of a job's result; ``TypeError`` if it is not JSON."""
+    """JSON text of a job's result; ``TypeError`` if it is not JSON (or too deep)."""
+    what = f"the job's result ({type(result).__name__})"
     try:
-        return json.dumps(result, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(result, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, RecursionError):
+            _check_depth(result, what, MAX_JSON_DEPTH)
         raise TypeError(
             f"the job returned {type(result).__name__}, which is not JSON-serializable "
             f"(durable results are stored as JSON): {exc}"
         ) from None
+    if _may_be_too_deep(text):
+        _check_depth(result, what, MAX_JSON_DEPTH)
+    return text
 
 
 @dataclass(frozen=True, slots=True, eq=False)

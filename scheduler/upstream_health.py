@@ -156,11 +156,14 @@ class UpstreamHealth:
         config: Upstream,
         clock: Clock,
         on_unblock: Callable[[], None] | None = None,
+        *,
+        on_news: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
         self._clock = clock
         self._on_unblock = on_unblock
+        self._on_news = on_news  # a pause or a breaker change other processes should hear
         self.outages = 0  # times the breaker opened: a real outage (slow start after it)
         self.breaker = CircuitBreaker(
             config.breaker, clock=clock, name=config.name, on_change=self._on_breaker_change
@@ -183,6 +186,10 @@ class UpstreamHealth:
         self.failures: dict[str, int] = {}
         self.rejected_locally = 0
         self._window_cache: tuple[float, tuple[int, int, float | None]] | None = None
+        # the fleet (processes sharing a backlog): see scheduler.fleet
+        self.wanted_at = -math.inf  # when work last asked for this upstream
+        self.share = 1.0  # this process's share of rpm / tpm
+        self._fleet_breaker_until = -math.inf  # another process's breaker is open
 
     def _bucket(self, per_minute: float | None) -> TokenBucket | None:
         if not per_minute:
@@ -203,10 +210,15 @@ class UpstreamHealth:
         """
         breaker = self.breaker
         state = breaker.state
+        now = self._clock.now()
+        self.wanted_at = now
         if gated:
             reason = self.blocked(cost)
             if reason is not None:
                 return Denied(reason, self._retry_in(reason))
+        elif now < self._fleet_breaker_until:
+            # another process's breaker is open: its trials, not ours, judge the upstream
+            return Denied("breaker_open", self._fleet_breaker_until - now)
         elif (
             state is BreakerState.CLOSED
             and self._throttle is not None
@@ -290,6 +302,8 @@ class UpstreamHealth:
                 wait = max(wait, self.pacer.time_until()) + 1e-3
         elif reason in ("breaker_open", "breaker_trials"):
             wait = self.breaker.next_trial_in()
+            if now < self._fleet_breaker_until:
+                wait = max(wait or 0.0, self._fleet_breaker_until - now)
         elif reason == "retry_after":
             wait = self._paused_until - now
         elif reason == "rate_limit":
@@ -343,6 +357,8 @@ class UpstreamHealth:
             self._on_unblock()
 
     def _on_breaker_change(self, old: BreakerState, new: BreakerState) -> None:
+        if self._on_news is not None:
+            self._on_news()
         if new is BreakerState.OPEN and old is BreakerState.CLOSED:
             self.outages += 1
         if new is BreakerState.CLOSED:
@@ -358,7 +374,41 @@ class UpstreamHealth:
 
     def pause(self, seconds: float) -> None:
         """Hold gated work for this upstream for ``seconds`` (a Retry-After)."""
-        self._paused_until = max(self._paused_until, self._clock.now() + seconds)
+        until = self._clock.now() + seconds
+        if until > self._paused_until:
+            self._paused_until = until
+            if self._on_news is not None:
+                self._on_news()
+
+    @property
+    def paused_until(self) -> float:
+        """Clock time the current ``Retry-After`` pause ends (past: none)."""
+        return self._paused_until
+
+    def hold_for_fleet_breaker(self, seconds: float) -> None:
+        """Another process's breaker for this upstream is open for ``seconds`` more:
+        gated work waits and live calls are refused (or wait) as if ours were."""
+        self._fleet_breaker_until = self._clock.now() + max(0.0, seconds)
+        if seconds <= 0 and self._on_unblock is not None:
+            self._on_unblock()
+
+    @property
+    def fleet_breaker_until(self) -> float:
+        """Clock time another process's open breaker holds this upstream until."""
+        return self._fleet_breaker_until
+
+    def set_share(self, share: float) -> None:
+        """Use ``share`` (0-1] of the configured ``rpm`` / ``tpm`` and of the learned
+        rate: the fleet's processes split a limit that belongs to the API key."""
+        share = min(1.0, max(1e-6, share))
+        if share == self.share:
+            return
+        self.share = share
+        self.pacer.set_share(share)
+        for bucket, per_minute in ((self._rpm, self.config.rpm), (self._tpm, self.config.tpm)):
+            if bucket is not None and per_minute:
+                rate = per_minute / 60 * share
+                bucket.set_rate(rate, max(1.0, rate * self.config.burst))
 
     def observe_headers(self, headers: Mapping[str, str]) -> None:
         """Adopt what ``x-ratelimit-*`` headers say about the remaining budget."""
@@ -393,8 +443,11 @@ class UpstreamHealth:
     def blocked(self, cost: float = 0.0) -> str | None:
         """Why gated work may not start now, or ``None`` when it may."""
         now = self._clock.now()
+        self.wanted_at = now
         if not self.breaker.would_allow():
             return "breaker_open" if self.breaker.state is BreakerState.OPEN else "breaker_trials"
+        if now < self._fleet_breaker_until:
+            return "breaker_open"
         if now < self._paused_until:
             return "retry_after"
         if self._headroom_exhausted(now):
@@ -492,4 +545,5 @@ class UpstreamHealth:
             rate_limit_remaining=_frozen(remaining),
             learned_rate=self.pacer.rate(),
             sent_rate=self.pacer.measured(),
+            share=self.share,
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from scheduler import JobFailed, Lane, Overloaded, RetryPolicy, Scheduler
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-admin-token-0123"
 
 
 def make_scheduler(db: Path) -> Scheduler:

@@ -102,7 +102,8 @@ async def test_gate_pause_and_resume(tmp_path: Path) -> None:
         httpx.AsyncClient(base_url=url, headers=AUTH) as client,
     ):
         paused = await client.post("/api/gate/pause", json={"reason": "deploy"})
-        assert paused.json() == {"gate": {"open": False, "reason": "deploy"}}
+        assert paused.json()["gate"] == {"open": False, "reason": "deploy"}
+        assert paused.json()["fleet"]["paused"] is False  # only this worker
         assert sched.gate.reason == "deploy"
         assert not sched.stats().gate_open
         assert (await client.post("/api/gate/resume")).json()["gate"]["open"] is True

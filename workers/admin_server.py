@@ -13,13 +13,21 @@ import contextlib
 import ipaddress
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from .errors import EXIT_FAILURE, EXIT_USAGE, CommandError
 
-__all__ = ["DEFAULT_ADMIN", "UvicornServer", "bind_socket", "is_loopback", "parse_bind"]
+__all__ = [
+    "DEFAULT_ADMIN",
+    "UvicornServer",
+    "bind_socket",
+    "is_loopback",
+    "parse_bind",
+    "read_token_file",
+]
 
 DEFAULT_ADMIN = "127.0.0.1:8765"
 
@@ -49,6 +57,23 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def read_token_file(path: str, what: str) -> str:
+    """The token in the file at ``path`` (surrounding whitespace, e.g. the final newline,
+    stripped); ``CommandError`` (exit 2) naming ``what`` and the file otherwise."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(
+            f"{what}: cannot read {path}: {exc.strerror or exc}", exit_code=EXIT_USAGE
+        ) from None
+    except UnicodeDecodeError:
+        raise CommandError(f"{what}: {path} is not UTF-8 text", exit_code=EXIT_USAGE) from None
+    token = text.strip()
+    if not token:
+        raise CommandError(f"{what}: {path} is empty", exit_code=EXIT_USAGE)
+    return token
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -4,7 +4,10 @@ They need no running worker: they open the backlog directly (a SQLite file
 in WAL mode can be read while workers write to it; a ``postgresql://`` DSN
 works the same way). The target comes from ``--backlog``, or from the
 scheduler that ``--app`` names, or defaults to ``floodgate.db``; a missing
-SQLite file is an error rather than a new empty backlog.
+SQLite file is an error rather than a new empty backlog. The commands that
+only read (status, jobs list, jobs show) open a SQLite file read-only: no
+migration, no journal-mode switch, no write, so they work on a file (and in a
+directory) they may not write.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 from scheduler import BacklogError, ConfigError, Scheduler
-from scheduler.backlog import Backlog, make_backlog
+from scheduler.backlog import Backlog, SQLiteBacklog, make_backlog
 
 from .app_loader import load_scheduler
 from .errors import EXIT_FAILURE, EXIT_USAGE, CommandError
@@ -65,10 +68,16 @@ def resolve_backlog(args: argparse.Namespace) -> tuple[str, Scheduler | None]:
 
 
 @contextlib.asynccontextmanager
-async def open_backlog(target: str) -> AsyncIterator[Backlog]:
-    """The backlog at ``target``; ``CommandError`` naming it if it cannot be read."""
+async def open_backlog(target: str, *, read_only: bool = False) -> AsyncIterator[Backlog]:
+    """The backlog at ``target``; ``CommandError`` naming it if it cannot be read.
+
+    ``read_only``: a SQLite file is opened read-only (a DSN as usual).
+    """
     try:
-        backlog = make_backlog(target)
+        if read_only and not target.startswith(_DSN):
+            backlog: Backlog = SQLiteBacklog(target, read_only=True)
+        else:
+            backlog = make_backlog(target)
         await backlog.open()
     except ConfigError as exc:
         raise CommandError(str(exc), exit_code=EXIT_USAGE) from None

@@ -11,7 +11,8 @@
 
 Each sub-command lives in ``workers/commands/``. Errors the user can fix are
 printed as one line (exit 2: the command line or the app is wrong; exit 1:
-something failed at run time), without a traceback.
+something failed at run time), without a traceback. Everything printed for
+people has control characters escaped (``workers.textsafe``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from importlib import metadata
 
 from .commands import COMMANDS
 from .errors import CommandError
+from .textsafe import printable
 
 __all__ = ["build_parser", "main"]
 
@@ -65,8 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = handler(args)
     except CommandError as exc:
         if exc.detail:
-            sys.stderr.write(exc.detail.rstrip() + "\n")
-        print(f"floodgate {args.command}: error: {exc.message}", file=sys.stderr)
+            sys.stderr.write(printable(exc.detail.rstrip(), multiline=True) + "\n")
+        print(f"floodgate {args.command}: error: {printable(exc.message)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -5,7 +5,9 @@ The library emits structlog events on the stdlib logger ``floodgate`` through
 one stderr handler on the root logger, with a ``structlog.stdlib.ProcessorFormatter``,
 renders them together with plain stdlib records (uvicorn, httpx, the user's
 tasks) and structlog events from anywhere in the process: JSON lines when
-stderr is not a terminal (collectors parse them), readable colored lines on one.
+stderr is not a terminal (collectors parse them), readable colored lines on
+one (with control characters in text shown as escapes, so a task name or an
+error cannot drive the terminal).
 ``--log-level`` applies to ``floodgate``; everything else (the user's code,
 aiosqlite, asyncio) logs at INFO or above, uvicorn at WARNING or above (its
 per-request lines are noise here).
@@ -17,12 +19,16 @@ in-process (tests) leaves logging as it found it.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any, TextIO
 
 import structlog
+from structlog.typing import ExcInfo
+
+from .textsafe import printable
 
 __all__ = ["LEVELS", "get_logger", "logging_configured"]
 
@@ -38,14 +44,30 @@ def get_logger(name: str = "floodgate.worker") -> Any:
     return structlog.stdlib.get_logger(name)
 
 
+def _escape_text(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Terminal lines: control characters in text values shown as escapes."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = printable(value, multiline=key in ("exception", "stack"))
+    return event
+
+
+def _escaped_traceback(sio: TextIO, exc_info: ExcInfo) -> None:
+    buffer = io.StringIO()
+    structlog.dev.plain_traceback(buffer, exc_info)
+    sio.write(printable(buffer.getvalue(), multiline=True))
+
+
 def _formatter(json_lines: bool) -> logging.Formatter:
     renderer: Any
     if json_lines:
         tail: list[Any] = [structlog.processors.format_exc_info]
         renderer = structlog.processors.JSONRenderer()
     else:
-        tail = []
-        renderer = structlog.dev.ConsoleRenderer(colors=True)
+        tail = [_escape_text]
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=True, exception_formatter=_escaped_traceback
+        )
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_log_level, _TIMESTAMP],
         processors=[

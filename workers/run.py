@@ -13,6 +13,10 @@ claiming, waits up to ``sched.shutdown_grace`` for running jobs, cancels the
 rest and releases their leases. The second signal calls
 ``Scheduler.end_grace()``: running jobs are cancelled at once, and their
 leases are still released.
+
+A backlog that cannot be written (a full disk) holds neither: outcomes are
+retried until the grace is over (or the second signal), then the worker exits
+0 anyway, logging ``backlog.outcomes_unsaved``; those jobs run again later.
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ Mount it in any ASGI app, or let ``floodgate worker --admin HOST:PORT`` serve it
     from scheduler.asgi import admin_app
     app.mount("/admin", admin_app(sched, token=os.environ.get("FLOODGATE_ADMIN_TOKEN")))
 
+A token is 16+ printable ASCII characters. On a public bind (``bind=`` not
+loopback, or a non-loopback ``allowed_hosts`` entry) every endpoint but the
+probes needs it; every endpoint but the probes answers only a ``Host`` it
+serves (421 otherwise). See :mod:`scheduler.asgi.access`.
+
 =========================================  =====================================
 ``GET /``                                  the dashboard (one self-contained page)
 ``GET /healthz``                           200 while the process is alive

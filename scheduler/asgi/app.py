@@ -1,29 +1,36 @@
-"""The admin app: routes, the token rule and error mapping.
+"""The admin app: routes, the token and Host rules, and error mapping.
 
-Reading is open to whoever reaches the app; changing anything (requeue,
-pause, resume) needs ``Authorization: Bearer <token>``. Without a token the
-app is read-only: every mutating endpoint answers 403 and the dashboard hides
-its buttons. (The worker refuses to bind a non-loopback address without a
-token, so "no auth" only ever means "read-only, this machine only".)
+Changing anything (requeue, pause, resume) needs ``Authorization: Bearer
+<token>``. Without a token the app is read-only: every mutating endpoint
+answers 403 and the dashboard hides its buttons. Reading is open on a
+loopback bind only: a *public* app (bound to a non-loopback address, or
+accepting a non-loopback ``Host``) needs a token, and then every endpoint but
+``/healthz`` and ``/readyz`` asks for it (``Bearer``, or ``Basic`` with the
+token as the password, so a browser can sign in to the dashboard). Every
+endpoint but the probes answers only a ``Host`` it serves (421 otherwise),
+which defeats DNS rebinding. The rules live in :mod:`scheduler.asgi.access`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import BacklogError, ConfigError, SchedulerClosed, SchedulerError, UnknownJob
 from ..jobs import JobState
 from ..scheduler import Scheduler
+from .access import HostPolicy, check_token, token_matches
 from .dashboard import DASHBOARD_HTML
 from .prometheus import SchedulerCollector
 from .status import job_json, status_json
@@ -35,6 +42,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 #: seconds /readyz waits for the backlog before calling it unreachable
 _READY_TIMEOUT = 2.0
 _MAX_LIMIT = 1000
+#: answered to anyone, whatever the Host: orchestrators probe by pod IP, and they hold no job data
+_PROBES = frozenset({"/healthz", "/readyz"})
 _CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
     "connect-src 'self'; img-src data:; frame-ancestors 'none'; base-uri 'none'"
@@ -42,30 +51,92 @@ _CSP = (
 
 
 def admin_app(
-    sched: Scheduler, *, token: str | None = None, read_only: bool | None = None
+    sched: Scheduler,
+    *,
+    token: str | None = None,
+    read_only: bool | None = None,
+    bind: str | tuple[str, int] | None = None,
+    allowed_hosts: Iterable[str] = (),
 ) -> Starlette:
     """The admin ASGI app for ``sched``; mount it anywhere (``app.mount("/admin", ...)``).
 
     Args:
-        token: the bearer token that mutating endpoints require.
+        token: the bearer token that mutating endpoints require: at least 16
+            printable ASCII characters without spaces (else ``ConfigError``).
         read_only: refuse every mutation (403). Defaults to ``token is None``;
             ``read_only=False`` needs a token.
+        bind: where the app is served, ``"HOST:PORT"`` or ``(host, port)``
+            (``floodgate worker --admin`` passes its own). A non-loopback bind
+            needs a token, and then reads need it too. ``None`` (mounted in
+            another app): requests must name ``localhost``, ``127.0.0.1`` or
+            ``[::1]`` (any port) unless ``allowed_hosts`` says otherwise.
+        allowed_hosts: ``Host`` values served besides the bind's own:
+            ``"name"`` (any port) or ``"name:port"``; ``"*"`` accepts any (only
+            behind a proxy that checks ``Host``). A non-loopback entry makes the
+            app public, so it needs a token.
 
     Endpoints: ``GET /`` dashboard, ``/healthz``, ``/readyz``, ``/metrics``,
     ``/api/status``, ``/api/jobs?state=&lane=&limit=&offset=``, ``/api/jobs/{id}``;
     ``POST /api/jobs/{id}/requeue``, ``/api/jobs/requeue-dead``,
-    ``/api/gate/pause`` (JSON ``{"reason": ...}``), ``/api/gate/resume``.
+    ``/api/gate/pause`` (JSON ``{"reason": ..., "fleet": false}``), ``/api/gate/resume``
+    (JSON ``{"fleet": false}``; ``fleet: true`` reaches every process on the backlog).
     """
     if not isinstance(sched, Scheduler):
         raise TypeError(f"admin_app() needs a Scheduler, got {type(sched).__name__}")
-    if token is not None and (not isinstance(token, str) or not token):
-        raise ConfigError("token must be a non-empty str or None")
+    if token is not None:
+        check_token(token)
     if read_only is None:
         read_only = token is None
     elif not read_only and token is None:
         raise ConfigError("read_only=False needs a token: mutations are never unauthenticated")
+    hosts = HostPolicy.build(bind, allowed_hosts)
+    if hosts.public and token is None:
+        raise ConfigError(
+            f"a public admin app needs a token ({hosts.reason}): without one it serves "
+            "loopback only"
+        )
     admin = _Admin(sched, token, read_only)
-    return Starlette(routes=admin.routes())
+    guard = Middleware(_Guard, hosts=hosts, token=token if hosts.public else None)
+    return Starlette(routes=admin.routes(), middleware=[guard])
+
+
+class _Guard:
+    """Refuses a ``Host`` the app does not serve (421) and, on a public app, requests
+    without the token (401), before any route runs; the probes pass."""
+
+    def __init__(self, app: ASGIApp, *, hosts: HostPolicy, token: str | None) -> None:
+        self.app = app
+        self.hosts = hosts
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _route_path(scope) in _PROBES:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        default_port = 443 if scope.get("scheme") == "https" else 80
+        refusal = self.hosts.refusal(headers.get("host"), default_port)
+        if refusal is not None:
+            await _error(*refusal)(scope, receive, send)
+            return
+        if self.token is not None and not token_matches(
+            headers.get("authorization", ""), self.token, basic=True
+        ):
+            # the page gets a Basic challenge, so a browser asks for the token (as the password)
+            page = _route_path(scope) in ("", "/")
+            message = "this admin API is public: every endpoint but the probes needs the token"
+            await _error(401, message, auth="Basic" if page else "Bearer")(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path inside this app, wherever it is mounted."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :]
+    return path
 
 
 class _Admin:
@@ -101,11 +172,9 @@ class _Admin:
                 return _error(
                     403, "the admin API is read-only: start it with a token to allow changes"
                 )
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode(), self.token.encode()
-            ):
-                return _error(401, "missing or wrong bearer token", auth=True)
+            # Bearer only: a browser sends Basic credentials on its own, even cross-site
+            if not token_matches(request.headers.get("authorization", ""), self.token, basic=False):
+                return _error(401, "missing or wrong bearer token", auth="Bearer")
             try:
                 return await handler(request)
             except SchedulerError as exc:
@@ -220,20 +289,60 @@ class _Admin:
             if given is not None and (not isinstance(given, str) or not given.strip()):
                 return _error(400, "reason must be a non-empty string")
             reason = given.strip() if given else reason
-        self.sched.gate.pause(reason)
+        fleet = await _fleet_flag(request)
+        if isinstance(fleet, Response):
+            return fleet
+        try:
+            self.sched.gate.pause(reason, fleet=fleet)
+        except ConfigError as exc:
+            return _error(409, str(exc))
         return JSONResponse(self._gate())
 
     async def resume(self, request: Request) -> Response:
-        self.sched.gate.resume()
+        fleet = await _fleet_flag(request)
+        if isinstance(fleet, Response):
+            return fleet
+        try:
+            self.sched.gate.resume(fleet=fleet)
+        except ConfigError as exc:
+            return _error(409, str(exc))
         return JSONResponse(self._gate())
 
     def _gate(self) -> dict[str, Any]:
         gate = self.sched.gate
-        return {"gate": {"open": gate.is_open, "reason": gate.reason}}
+        body: dict[str, Any] = {"gate": {"open": gate.is_open, "reason": gate.reason}}
+        if gate.fleet is not None:
+            stats = gate.fleet.stats()
+            body["fleet"] = {
+                "paused": stats.paused_reason is not None,
+                "reason": stats.paused_reason,
+                "by": stats.paused_by,
+                "members": dict(stats.members),
+                "reachable": stats.reachable,
+            }
+        return body
 
 
-def _error(status: int, message: str, *, auth: bool = False) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Bearer realm="floodgate"'} if auth else None
+async def _fleet_flag(request: Request) -> bool | Response:
+    """The body's ``"fleet"`` (default false), or a 400 answer."""
+    if not await request.body():
+        return False
+    try:
+        body: Any = await request.json()
+    except ValueError:
+        return _error(400, 'the body must be JSON: {"reason": "...", "fleet": true}')
+    fleet = body.get("fleet", False) if isinstance(body, dict) else False
+    if not isinstance(fleet, bool):
+        return _error(400, "fleet must be true or false")
+    return fleet
+
+
+def _error(status: int, message: str, *, auth: str | None = None) -> JSONResponse:
+    headers = None
+    if auth == "Basic":
+        headers = {"WWW-Authenticate": 'Basic realm="floodgate", charset="UTF-8"'}
+    elif auth:
+        headers = {"WWW-Authenticate": f'{auth} realm="floodgate"'}
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 

@@ -6,7 +6,9 @@ p95/p99 wait and run latency, shed, backlog by state), five-minute charts on
 ``<canvas>``, upstreams (breaker, error rate, failures by class), the gate,
 and the dead jobs with requeue buttons. Buttons show only when the API takes
 changes (a token is set); the page asks for the token and sends it as
-``Authorization: Bearer``. Script errors are written into ``#errors`` and the
+``Authorization: Bearer``. On a public bind the page itself needs the token:
+the browser asks for it (HTTP Basic, the token as the password) and sends it
+with every poll. Script errors are written into ``#errors`` and the
 page keeps ``data-polls`` on ``<body>``, so a headless browser test can read
 both from the DOM.
 """
@@ -414,6 +416,9 @@ button:disabled { opacity:.5; cursor:default; }
   async function poll() {
     try {
       const response = await fetch(BASE + "api/status", { cache: "no-store" });
+      if (response.status === 401) {
+        throw new Error("the token is needed: reload, sign in with it as the password");
+      }
       if (!response.ok) throw new Error("HTTP " + response.status);
       const s = await response.json();
       renderHeader(s);

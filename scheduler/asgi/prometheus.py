@@ -23,6 +23,9 @@ floodgate_upstream_requests_total / _successes    counter  upstream
 floodgate_upstream_failures_total                 counter  upstream, class
 floodgate_upstream_breaker_state                  gauge    upstream, state (1 for current)
 floodgate_upstream_error_rate, _latency_p95_...   gauge    upstream
+floodgate_upstream_share                          gauge    upstream (this process's share)
+floodgate_fleet_paused / _reachable               gauge    (only when sharing a backlog)
+floodgate_fleet_members                           gauge    upstream
 ================================================  =======  ==========================
 
 Latency is a **summary with quantile labels**, not a histogram: the lanes
@@ -90,7 +93,37 @@ def metric_families(
     families.extend(_lanes(stats))
     families.extend(_backlog(stats, backlog, backlog_up))
     families.extend(_upstreams(stats.upstreams.values()))
+    families.extend(_fleet(stats))
     return families
+
+
+def _fleet(stats: SchedulerStats) -> list[Metric]:
+    share = GaugeMetricFamily(
+        "floodgate_upstream_share",
+        "This process's share of the fleet's rpm/tpm and learned rate.",
+        labels=["upstream"],
+    )
+    for up in stats.upstreams.values():
+        share.add_metric([up.name], up.share)
+    fleet = stats.fleet
+    if fleet is None:
+        return [share]
+    paused = GaugeMetricFamily(
+        "floodgate_fleet_paused", "1 while the fleet-wide operator pause is on."
+    )
+    paused.add_metric([], 0.0 if fleet.paused_reason is None else 1.0)
+    reachable = GaugeMetricFamily(
+        "floodgate_fleet_reachable", "1 while the fleet's shared state answers."
+    )
+    reachable.add_metric([], 1.0 if fleet.reachable else 0.0)
+    members = GaugeMetricFamily(
+        "floodgate_fleet_members",
+        "Processes sharing the upstream (seen in the last seconds).",
+        labels=["upstream"],
+    )
+    for name, count in sorted(fleet.members.items()):
+        members.add_metric([name], count)
+    return [share, paused, reachable, members]
 
 
 def _scheduler(stats: SchedulerStats) -> list[Metric]:

@@ -67,6 +67,7 @@ def status_json(
         "gate": {"open": stats.gate_open, "reason": stats.gate_reason},
         "lanes": lanes,
         "upstreams": [jsonable(u) for u in stats.upstreams.values()],
+        "fleet": None if stats.fleet is None else jsonable(stats.fleet),
         "backlog": None if backlog is None else jsonable(backlog),
         "backlog_error": backlog_error,
         "admin": {"read_only": read_only},

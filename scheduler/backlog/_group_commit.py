@@ -3,9 +3,11 @@
 Each caller of :meth:`GroupCommitter.put` queues its item and awaits a
 future. One flusher task (started on demand, gone when the queue is empty)
 takes everything queued, up to ``batch_max`` units, hands it to ``write``
-(one transaction) and resolves every caller's future with its own result,
-or with the error if the transaction failed. While a transaction is in
-flight new items pile up, so the busier the backlog, the bigger the batch.
+(one transaction) and resolves every caller's future with its own result
+(an exception instance in ``write``'s answer fails that caller alone, e.g. a
+submit refused by its lane's bound), or with the error if the transaction
+failed. While a transaction is in flight new items pile up, so the busier
+the backlog, the bigger the batch.
 A caller cancelled before its batch was taken is skipped, not written.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -35,13 +37,15 @@ class _Entry(Generic[I, R]):
 class GroupCommitter(Generic[I, R]):
     """Coalesce concurrent ``put`` calls into batched ``write`` calls; see the module docstring."""
 
-    def __init__(self, write: Callable[[list[I]], Awaitable[list[R]]], *, batch_max: int) -> None:
+    def __init__(
+        self, write: Callable[[list[I]], Awaitable[Sequence[R | Exception]]], *, batch_max: int
+    ) -> None:
         self._write = write
         self._batch_max = batch_max
         self._queue: deque[_Entry[I, R]] = deque()
         self._task: asyncio.Task[None] | None = None
         self.flushes = 0  # batches written
-        self.items = 0  # items written
+        self.items = 0  # items written (refused ones left out)
 
     @property
     def pending(self) -> int:
@@ -88,9 +92,11 @@ class GroupCommitter(Generic[I, R]):
                         _fail(entry.future, _interrupted())
                     raise
                 self.flushes += 1
-                self.items += len(batch)
+                self.items += sum(not isinstance(r, Exception) for r in results)
                 for entry, result in zip(batch, results, strict=True):
-                    if not entry.future.done():
+                    if isinstance(result, Exception):
+                        _fail(entry.future, result)
+                    elif not entry.future.done():
                         entry.future.set_result(result)
         finally:
             self._task = None

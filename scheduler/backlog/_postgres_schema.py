@@ -109,6 +109,79 @@ BEGIN
 END
 $fn$"""
 
+# Keeps floodgate_lane_queued (each lane's QUEUED count) true, once per statement over its
+# transition tables. Counter rows are taken in lane order, the order a submit locks them in
+# (see LOCK_LANES), and only for lanes whose count changed: a heartbeat or a claim's KILL_LOST
+# locks none.
+_COUNT_QUEUED_FUNCTION = """
+CREATE OR REPLACE FUNCTION floodgate_count_queued() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    r record;
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        UPDATE floodgate_lane_queued SET n = 0 WHERE n <> 0;
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        FOR r IN SELECT lane, count(*) AS k FROM floodgate_new_rows WHERE state = 'queued'
+                  GROUP BY lane ORDER BY lane LOOP
+            INSERT INTO floodgate_lane_queued AS c (lane, n) VALUES (r.lane, r.k)
+            ON CONFLICT (lane) DO UPDATE SET n = c.n + EXCLUDED.n;
+        END LOOP;
+    ELSIF TG_OP = 'DELETE' THEN
+        FOR r IN SELECT lane, -count(*) AS k FROM floodgate_old_rows WHERE state = 'queued'
+                  GROUP BY lane ORDER BY lane LOOP
+            INSERT INTO floodgate_lane_queued AS c (lane, n) VALUES (r.lane, r.k)
+            ON CONFLICT (lane) DO UPDATE SET n = c.n + EXCLUDED.n;
+        END LOOP;
+    ELSE
+        FOR r IN SELECT d.lane, sum(d.k) AS k FROM (
+                     SELECT lane, 1 AS k FROM floodgate_new_rows WHERE state = 'queued'
+                     UNION ALL
+                     SELECT lane, -1 AS k FROM floodgate_old_rows WHERE state = 'queued') d
+                  GROUP BY d.lane HAVING sum(d.k) <> 0 ORDER BY d.lane LOOP
+            INSERT INTO floodgate_lane_queued AS c (lane, n) VALUES (r.lane, r.k)
+            ON CONFLICT (lane) DO UPDATE SET n = c.n + EXCLUDED.n;
+        END LOOP;
+    END IF;
+    RETURN NULL;
+END
+$fn$"""
+
+# Ends at once the leases of lease owners whose session is gone. Every owner holds a session
+# advisory lock on (floodgate.owner:<schema>, owner) for as long as it lives (taken before its
+# floodgate_owners row is written): a claimer that can take that lock knows the owner's
+# connection, and so the owner, is gone. With p_lane: the owners of the lane's other live
+# leases; without: every other registered owner. Their leases end now, as if they had
+# expired (the next claim retries or buries the jobs, as for a lost lease); their rows go.
+_RECLAIM_DEAD_FUNCTION = """
+CREATE OR REPLACE FUNCTION floodgate_reclaim_dead(
+    p_lane text, p_owner text, p_now double precision)
+RETURNS TABLE (dead_owner text, ended bigint)
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    o text;
+BEGIN
+    FOR o IN SELECT w.owner FROM floodgate_owners w
+              WHERE w.owner <> p_owner
+                AND (p_lane IS NULL OR w.owner IN (
+                     SELECT j.lease_owner FROM floodgate_jobs j
+                      WHERE j.lane = p_lane AND j.state = 'running' AND j.lease_until > p_now))
+              ORDER BY w.owner LOOP
+        IF pg_try_advisory_xact_lock(
+               hashtext('floodgate.owner:' || current_schema()), hashtext(o)) THEN
+            UPDATE floodgate_jobs SET lease_until = p_now
+             WHERE state = 'running' AND lease_owner = o AND lease_until > p_now;
+            GET DIAGNOSTICS ended = ROW_COUNT;
+            DELETE FROM floodgate_owners w WHERE w.owner = o;
+            dead_owner := o;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$fn$"""
+
 # Forward migrations; MIGRATIONS[i] takes floodgate_meta.version i to i + 1. Append only.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -144,6 +217,31 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "ALTER TABLE floodgate_jobs ADD COLUMN cost double precision",
         _CLAIM_FUNCTION,
+    ),
+    # 3: each lane's QUEUED count, kept by statement triggers (max_queued is checked against
+    # it in the submit's transaction, in O(1)); lease owners (dead-owner detection). The
+    # triggers come before the count is taken, so no write can slip between the two.
+    (
+        "CREATE TABLE floodgate_lane_queued (lane text PRIMARY KEY, n bigint NOT NULL)",
+        _COUNT_QUEUED_FUNCTION,
+        """CREATE TRIGGER floodgate_jobs_queued_insert AFTER INSERT ON floodgate_jobs
+           REFERENCING NEW TABLE AS floodgate_new_rows
+           FOR EACH STATEMENT EXECUTE FUNCTION floodgate_count_queued()""",
+        """CREATE TRIGGER floodgate_jobs_queued_update AFTER UPDATE ON floodgate_jobs
+           REFERENCING OLD TABLE AS floodgate_old_rows NEW TABLE AS floodgate_new_rows
+           FOR EACH STATEMENT EXECUTE FUNCTION floodgate_count_queued()""",
+        """CREATE TRIGGER floodgate_jobs_queued_delete AFTER DELETE ON floodgate_jobs
+           REFERENCING OLD TABLE AS floodgate_old_rows
+           FOR EACH STATEMENT EXECUTE FUNCTION floodgate_count_queued()""",
+        """CREATE TRIGGER floodgate_jobs_queued_truncate AFTER TRUNCATE ON floodgate_jobs
+           FOR EACH STATEMENT EXECUTE FUNCTION floodgate_count_queued()""",
+        """INSERT INTO floodgate_lane_queued (lane, n)
+           SELECT lane, count(*) FROM floodgate_jobs WHERE state = 'queued' GROUP BY lane""",
+        """CREATE TABLE floodgate_owners (
+            owner         text PRIMARY KEY,
+            registered_at double precision NOT NULL
+        )""",
+        _RECLAIM_DEAD_FUNCTION,
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -288,10 +386,30 @@ PURGE = """
     DELETE FROM floodgate_jobs WHERE seq IN (
         SELECT seq FROM floodgate_jobs WHERE state = 'done' AND updated_at < $1
          LIMIT $2 FOR UPDATE SKIP LOCKED)"""
-# Params: lane, limit (NULL: all).
-QUEUED_COUNT = """
-    SELECT count(*) FROM (
-        SELECT 1 FROM floodgate_jobs WHERE lane = $1 AND state = 'queued' LIMIT $2) q"""
+# Params: lane. The lane's QUEUED count (migration 3's triggers keep it); no row: none.
+QUEUED_COUNT = "SELECT n FROM floodgate_lane_queued WHERE lane = $1"
+
+# Params: lanes. Locks the lanes' counter rows (created if missing) in lane order, the order
+# the count trigger takes them in, and answers their counts: until the submit's transaction
+# ends, no other transaction can change these lanes' QUEUED counts.
+LOCK_LANES = """
+    INSERT INTO floodgate_lane_queued AS c (lane, n)
+    SELECT l, 0 FROM unnest($1::text[]) AS l ORDER BY l
+    ON CONFLICT (lane) DO UPDATE SET n = c.n
+    RETURNING lane, n"""
+
+# The advisory lock an owner holds for its life: (floodgate.owner:<schema>, owner).
+# Params: owner.
+OWNER_LOCK = """
+    SELECT pg_try_advisory_lock(hashtext('floodgate.owner:' || current_schema()), hashtext($1))"""
+# Params: owner, now.
+REGISTER_OWNER = """
+    INSERT INTO floodgate_owners (owner, registered_at) VALUES ($1, $2)
+    ON CONFLICT (owner) DO UPDATE SET registered_at = EXCLUDED.registered_at"""
+# Params: owners.
+DELETE_OWNERS = "DELETE FROM floodgate_owners WHERE owner = ANY($1::text[])"
+# Params: lane (NULL: every registered owner), owner (the caller), now.
+RECLAIM_DEAD = "SELECT dead_owner, ended FROM floodgate_reclaim_dead($1, $2, $3)"
 COUNTS = "SELECT lane, state, count(*) FROM floodgate_jobs GROUP BY lane, state"
 GET = f"SELECT {COLUMNS} FROM floodgate_jobs WHERE id = $1"
 

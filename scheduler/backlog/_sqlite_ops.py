@@ -1,4 +1,5 @@
-"""The multi-statement transactions of the SQLite backlog: migrate, insert a batch, claim.
+"""The multi-statement transactions of the SQLite backlog: migrate, insert a batch
+(with its lanes' ``max_queued``), claim, register lease owners and reclaim dead ones.
 
 Each runs inside a ``BEGIN IMMEDIATE`` transaction opened by the caller, so
 the write lock is held throughout: a key looked up here cannot be inserted
@@ -13,12 +14,13 @@ from typing import Any, cast
 
 import aiosqlite
 
-from ..errors import BacklogError
+from ..errors import BacklogError, Overloaded
 from ..jobs import JobState
+from . import _owners
 from . import _sqlite_schema as sql
-from .base import LEASE_LOST_FMT, JobRecord, NewJob, claim_room, new_record
+from .base import LEASE_LOST_FMT, JobRecord, NewJob, admit, bounded_lanes, claim_room, new_record
 
-__all__ = ["Submit", "claim", "insert", "migrate", "rows"]
+__all__ = ["Submit", "claim", "insert", "migrate", "reclaim_dead", "register_owner", "rows"]
 
 #: One ``submit()`` call: its jobs, their decoded args, its ``now``.
 Submit = tuple[Sequence[NewJob], list[list[Any]], float]
@@ -47,11 +49,15 @@ async def migrate(db: aiosqlite.Connection, path: str) -> None:
         await db.execute(f"PRAGMA user_version={int(sql.SCHEMA_VERSION)}")
 
 
-async def insert(db: aiosqlite.Connection, batch: list[Submit]) -> list[list[JobRecord]]:
+async def insert(
+    db: aiosqlite.Connection, batch: list[Submit]
+) -> list[list[JobRecord] | Overloaded]:
     """Insert a batch of submits; one record list per submit, in order.
 
     A key already stored, or seen earlier in the batch, is not inserted again:
-    its existing record is returned in its place.
+    its existing record is returned in its place. A submit that does not fit
+    its lanes' ``max_queued`` gets its ``Overloaded`` instead and stores
+    nothing (the counts are read under the write lock the insert is made under).
     """
     keys = sorted({job.key for jobs, _, _ in batch for job in jobs if job.key is not None})
     known: dict[str | None, JobRecord] = {}
@@ -60,9 +66,19 @@ async def insert(db: aiosqlite.Connection, batch: list[Submit]) -> list[list[Job
         for row in rows(await db.execute_fetchall(sql.select_by_keys(len(chunk)), chunk)):
             record = sql.decode_row(row)[1]
             known[record.key] = record
+    calls = [jobs for jobs, _, _ in batch]
+    lanes = bounded_lanes(calls)
+    queued: dict[str, int] = {}
+    if lanes:
+        found = await db.execute_fetchall(sql.queued_counts(len(lanes)), lanes)
+        queued = {str(lane): int(n) for lane, n in rows(found)}
+    verdicts = admit(calls, queued, [k for k in known if k is not None])
     inserts: list[tuple[Any, ...]] = []
-    results: list[list[JobRecord]] = []
-    for jobs, args, when in batch:
+    results: list[list[JobRecord] | Overloaded] = []
+    for (jobs, args, when), refused in zip(batch, verdicts, strict=True):
+        if refused is not None:
+            results.append(refused)
+            continue
         now = float(when)
         records: list[JobRecord] = []
         for job, job_args in zip(jobs, args, strict=True):
@@ -134,3 +150,47 @@ async def claim(
             break
     found.sort(key=lambda sr: (sr[1].priority, sr[1].run_at, sr[0]))
     return [record for _, record in found]
+
+
+#: other owners of this host checked for death when an owner registers
+_PRUNE_LIMIT = 100
+
+
+async def register_owner(db: aiosqlite.Connection, owner: str, now: float) -> list[tuple[str, int]]:
+    """Record that this process holds ``owner``'s leases; reclaim dead owners of this host.
+
+    Returns ``(owner, leases ended)`` of each dead owner found.
+    """
+    me = _owners.this_process()
+    await db.execute(
+        sql.REGISTER_OWNER, (owner, me.host, me.boot_id, me.pidns, me.pid, me.started, now)
+    )
+    if me.boot_id is None or me.pidns is None:
+        return []
+    found = await db.execute_fetchall(
+        sql.LOCAL_OWNERS, (me.host, me.boot_id, me.pidns, owner, _PRUNE_LIMIT)
+    )
+    return await _reclaim(db, rows(found), now)
+
+
+async def reclaim_dead(
+    db: aiosqlite.Connection, lane: str, owner: str, now: float
+) -> list[tuple[str, int]]:
+    """End at once the leases of every owner of a live lease in ``lane`` whose process
+    is gone (see :mod:`._owners`); ``(owner, leases ended)`` of each."""
+    found = await db.execute_fetchall(sql.LEASING_OWNERS, (lane, _R, now, owner))
+    return await _reclaim(db, rows(found), now)
+
+
+async def _reclaim(
+    db: aiosqlite.Connection, found: list[Sequence[Any]], now: float
+) -> list[tuple[str, int]]:
+    reclaimed: list[tuple[str, int]] = []
+    for row in found:
+        if not _owners.is_dead(_owners.ProcessId.from_row(row[1:])):
+            continue
+        dead = str(row[0])
+        ended = (await db.execute(sql.EXPIRE_OWNER, (now, _R, dead, now))).rowcount
+        await db.execute(sql.DELETE_OWNER, (dead,))
+        reclaimed.append((dead, ended))
+    return reclaimed

@@ -47,7 +47,45 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 2: a job's own cost (tokens from its upstream's rate limit); NULL = the task's default
     ("ALTER TABLE jobs ADD COLUMN cost REAL",),
+    # 3: each lane's QUEUED count, kept by triggers (max_queued is checked against it in the
+    # submit's transaction, in O(1)); the processes that hold leases (dead-owner detection)
+    (
+        "CREATE TABLE lane_queued (lane TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
+        """CREATE TRIGGER jobs_queued_insert AFTER INSERT ON jobs WHEN NEW.state = 'queued'
+        BEGIN
+            INSERT OR IGNORE INTO lane_queued (lane, n) VALUES (NEW.lane, 0);
+            UPDATE lane_queued SET n = n + 1 WHERE lane = NEW.lane;
+        END""",
+        """CREATE TRIGGER jobs_queued_delete AFTER DELETE ON jobs WHEN OLD.state = 'queued'
+        BEGIN
+            UPDATE lane_queued SET n = n - 1 WHERE lane = OLD.lane;
+        END""",
+        """CREATE TRIGGER jobs_queued_leave AFTER UPDATE OF state, lane ON jobs
+        WHEN OLD.state = 'queued' AND (NEW.state IS NOT 'queued' OR NEW.lane IS NOT OLD.lane)
+        BEGIN
+            UPDATE lane_queued SET n = n - 1 WHERE lane = OLD.lane;
+        END""",
+        """CREATE TRIGGER jobs_queued_enter AFTER UPDATE OF state, lane ON jobs
+        WHEN NEW.state = 'queued' AND (OLD.state IS NOT 'queued' OR NEW.lane IS NOT OLD.lane)
+        BEGIN
+            INSERT OR IGNORE INTO lane_queued (lane, n) VALUES (NEW.lane, 0);
+            UPDATE lane_queued SET n = n + 1 WHERE lane = NEW.lane;
+        END""",
+        """INSERT INTO lane_queued (lane, n)
+        SELECT lane, COUNT(*) FROM jobs WHERE state = 'queued' GROUP BY lane""",
+        """CREATE TABLE owners (
+            owner         TEXT PRIMARY KEY,
+            host          TEXT NOT NULL,
+            boot_id       TEXT,
+            pidns         TEXT,
+            pid           INTEGER NOT NULL,
+            started       INTEGER,
+            registered_at REAL NOT NULL
+        )""",
+    ),
 )
+if JobState.QUEUED.value != "queued":
+    raise RuntimeError("migration 3 spells the queued state out; update it with JobState")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 COLUMNS = (
@@ -134,7 +172,36 @@ LIVE_LEASES = (
     "SELECT COUNT(*) FROM jobs WHERE lane = ? AND state = ? AND lease_until > ?"
     " AND lease_owner <> ?"
 )
-QUEUED_COUNT = "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE lane = ? AND state = ? LIMIT ?)"
+# Params: lane. The lane's QUEUED count (migration 3's triggers keep it); no row: 0.
+QUEUED_COUNT = "SELECT n FROM lane_queued WHERE lane = ?"
+
+
+def queued_counts(n: int) -> str:
+    """The QUEUED counts of ``n`` lanes (params: the lanes); lanes without a row are left out."""
+    return f"SELECT lane, n FROM lane_queued WHERE lane IN ({', '.join('?' * n)})"
+
+
+# Lease owners (this host's processes), for dead-owner detection.
+# Params: owner, host, boot_id, pidns, pid, started, now.
+REGISTER_OWNER = (
+    "INSERT OR REPLACE INTO owners (owner, host, boot_id, pidns, pid, started, registered_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_OWNER_COLUMNS = "owner, host, boot_id, pidns, pid, started"
+# Params: lane, running, now, owner: the owners of the lane's other live leases.
+LEASING_OWNERS = f"""
+    SELECT {_OWNER_COLUMNS} FROM owners WHERE owner IN (
+        SELECT DISTINCT lease_owner FROM jobs
+        WHERE lane = ? AND state = ? AND lease_until > ? AND lease_owner <> ?)"""
+# Params: host, boot_id, pidns, owner, limit: other owners registered from this host and boot.
+LOCAL_OWNERS = f"""
+    SELECT {_OWNER_COLUMNS} FROM owners
+    WHERE host = ? AND boot_id = ? AND pidns = ? AND owner <> ? LIMIT ?"""
+# Params: now, running, owner, now. A dead owner's leases end now (as if they had expired).
+EXPIRE_OWNER = (
+    "UPDATE jobs SET lease_until = ? WHERE state = ? AND lease_owner = ? AND lease_until > ?"
+)
+DELETE_OWNER = "DELETE FROM owners WHERE owner = ?"
 COUNTS = "SELECT lane, state, COUNT(*) FROM jobs GROUP BY lane, state"
 
 

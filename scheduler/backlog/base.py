@@ -35,6 +35,18 @@ checks them against each backend):
   fleet at or under ``ceiling`` running jobs of that lane.
 - **Idempotent submit.** A job with a ``key`` already in the backlog is not
   inserted again: ``submit`` returns the existing job, whatever its state.
+- **Queue bounds.** A :class:`NewJob` with ``max_queued=n`` is stored only if
+  its lane then holds fewer than ``n`` ``QUEUED`` jobs (scheduled retries
+  included), counted atomically with the insert for the whole backlog (every
+  process). Otherwise its ``submit`` call raises
+  :class:`~scheduler.errors.Overloaded` and stores none of its jobs; other
+  calls group-committed with it are unaffected. A job whose key is already
+  stored needs no room.
+- **Dead owners.** A backend that can tell a lease owner's process is gone
+  (SQLite: same host, the pid is not that process any more; PostgreSQL: the
+  owner's session advisory lock is free) ends that owner's leases at once when
+  a claim finds them, as if they had expired (``backlog.dead_owner_reclaimed``
+  is logged); anything it cannot judge waits for the lease.
 - **Durability.** ``submit`` returns only once its jobs are stored.
 - **Corrupt rows** (args/result not JSON, unknown state, ...) never crash a
   call: ``claim`` moves such a job to ``DEAD`` with ``error="corrupt row: ..."``
@@ -62,12 +74,12 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
-from ..errors import BacklogError
+from ..errors import BacklogError, Overloaded
 from ..jobs import JobState
 
 __all__ = [
@@ -118,7 +130,9 @@ class NewJob:
     """A job to store. ``args_json`` is a JSON array (the task's positional args).
 
     ``cost``: tokens the job draws from its upstream's token-rate limit when it
-    starts; ``None`` means the task's default cost.
+    starts; ``None`` means the task's default cost. ``max_queued``: refuse the
+    job (``Overloaded``) if its lane already holds this many ``QUEUED`` jobs;
+    ``None``: no bound.
     """
 
     task: str
@@ -130,6 +144,7 @@ class NewJob:
     max_attempts: int = 1
     deadline_at: float | None = None
     cost: float | None = None
+    max_queued: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +265,57 @@ def validate_new_job(job: NewJob) -> list[Any]:
             raise ValueError(f"cost must be a number or None, got {job.cost!r}")
         if not math.isfinite(job.cost) or job.cost < 0:
             raise ValueError(f"cost must be a finite number >= 0, got {job.cost!r}")
+    bound = job.max_queued
+    if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int) or bound < 0):
+        raise ValueError(f"max_queued must be an int >= 0 or None, got {bound!r}")
     return decode_args(job.args_json)
+
+
+#: ``retry_after`` of an ``Overloaded`` raised by a backlog (the scheduler re-raises it
+#: with the lane's own estimate)
+FULL_RETRY_AFTER = 1.0
+
+
+def admit(
+    calls: Sequence[Sequence[NewJob]], queued: Mapping[str, int], stored_keys: Collection[str]
+) -> list[Overloaded | None]:
+    """Which submit calls of a batch fit their lanes' ``max_queued``, in order.
+
+    ``queued``: each bounded lane's ``QUEUED`` count before the batch (read
+    under the lock that the insert is made under); ``stored_keys``: the
+    batch's keys already stored. A call is admitted whole (``None``) or
+    refused whole (its ``Overloaded``); an admitted call's new jobs count
+    against the calls after it. A key stored already, or by an admitted
+    call earlier in the batch, needs no room.
+    """
+    counts = dict(queued)
+    keys = set(stored_keys)
+    verdicts: list[Overloaded | None] = []
+    for jobs in calls:
+        added: dict[str, int] = {}
+        new_keys: set[str] = set()
+        refused: Overloaded | None = None
+        for job in jobs:
+            if job.key is not None:
+                if job.key in keys or job.key in new_keys:
+                    continue
+                new_keys.add(job.key)
+            n = counts.get(job.lane, 0) + added.get(job.lane, 0)
+            if job.max_queued is not None and n >= job.max_queued:
+                refused = Overloaded(job.lane, FULL_RETRY_AFTER, queued=counts.get(job.lane, 0))
+                break
+            added[job.lane] = added.get(job.lane, 0) + 1
+        if refused is None:
+            for lane, n in added.items():
+                counts[lane] = counts.get(lane, 0) + n
+            keys |= new_keys
+        verdicts.append(refused)
+    return verdicts
+
+
+def bounded_lanes(calls: Iterable[Sequence[NewJob]]) -> list[str]:
+    """The lanes (sorted) that some job of ``calls`` has a ``max_queued`` for."""
+    return sorted({job.lane for jobs in calls for job in jobs if job.max_queued is not None})
 
 
 def new_record(job: NewJob, args: list[Any], now: float) -> JobRecord:

@@ -27,6 +27,8 @@ from .base import (
     JobRecord,
     NewJob,
     Outcome,
+    admit,
+    bounded_lanes,
     check_requeue_args,
     claim_room,
     decode_args,
@@ -145,6 +147,11 @@ class MemoryBacklog(AsyncContext):
         self._check()
         for job in jobs:
             validate_new_job(job)
+        queued = {lane: len(self._queued[lane]) for lane in bounded_lanes([jobs])}
+        stored = [j.key for j in jobs if j.key is not None and j.key in self._by_key]
+        [refused] = admit([jobs], queued, stored)
+        if refused is not None:
+            raise refused
         out: list[JobRecord] = []
         for job in jobs:
             existing = self._by_key.get(job.key) if job.key is not None else None

@@ -5,7 +5,7 @@ Same protocol and semantics as :class:`~scheduler.backlog.sqlite.SQLiteBacklog`
 DSN: ``Scheduler(backlog="postgresql://user@host/db")``; install the driver
 with ``pip install 'floodgate[postgres]'``.
 
-Schema (``floodgate_meta.version`` = 2; forward migrations in
+Schema (``floodgate_meta.version`` = 3; forward migrations in
 ``_postgres_schema.MIGRATIONS`` run in order at :meth:`PostgresBacklog.open`,
 under a per-schema advisory lock so processes starting together do not
 collide)::
@@ -19,6 +19,10 @@ collide)::
     floodgate_jobs_key  UNIQUE   (key) WHERE key IS NOT NULL
     floodgate_jobs_state_updated (state, updated_at)
     floodgate_claim(...)         the claim, as one PL/pgSQL function
+    floodgate_lane_queued(lane text PRIMARY KEY, n)  each lane's QUEUED count, kept by
+                                 statement triggers on floodgate_jobs (v3)
+    floodgate_owners(owner text PRIMARY KEY, registered_at)  who holds leases (v3)
+    floodgate_reclaim_dead(...)  ends dead owners' leases (v3)
     floodgate_meta(id = 1, version)
 
 ``args``/``result`` are ``text``, not ``jsonb``, as in SQLite: a row that is
@@ -31,9 +35,12 @@ the schema if needed; a DSN's ``?search_path=name`` works as well (asyncpg
 passes unknown DSN parameters to the server as settings).
 
 Round trips: ``submit`` is group-committed: concurrent submitters share one
-``INSERT ... SELECT FROM unnest(...) ON CONFLICT (key) DO NOTHING`` (a key
-already stored costs one more ``SELECT``; rows go in by key, with ``seq``
-drawn in submission order, so batches sharing keys cannot deadlock).
+transaction that locks the batch's lanes' ``floodgate_lane_queued`` rows (in
+lane order, the order the count trigger takes them in), admits the submits
+that fit their ``max_queued`` by those counts (``Overloaded`` for the rest),
+then runs one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT (key) DO
+NOTHING`` (the batch's keys are looked up first; rows go in by key, with
+``seq`` drawn in submission order, so batches sharing keys cannot deadlock).
 ``claim`` is one call of the ``floodgate_claim`` function: expired leases
 with no attempts left go DEAD, then the lane's next due jobs are leased with
 ``FOR UPDATE SKIP LOCKED``, so concurrent claimers never wait for each
@@ -41,6 +48,17 @@ other's rows. With ``max_running`` the function first takes
 ``pg_advisory_xact_lock`` for the lane and counts the live leases other
 owners hold in it, so the ceiling holds across every process. ``complete``,
 ``heartbeat`` and ``release`` are one statement each over arrays.
+
+Dead owners: a worker's first claim opens one more connection that holds a
+session advisory lock per lease owner for the process's life, and registers
+the owner in ``floodgate_owners``. A claimer (at an owner's first claim, then
+at most once per :data:`DEAD_OWNER_CHECK` seconds per lane) tries each
+registered owner's lock with ``pg_try_advisory_xact_lock``: taking it means
+the owner's session is gone, so its leases end at once, as if expired
+(``backlog.dead_owner_reclaimed``). A cut owner connection is replaced at
+once, in the background, and its locks taken again; until then its owners
+look dead to other claimers (their jobs may then run twice, as after any
+lease loss: at-least-once).
 
 Wake-ups: submits, requeues, releases and due retries send ``NOTIFY`` (on a
 channel per schema, payload = lane) in the same transaction; one extra
@@ -59,8 +77,10 @@ without its password. Every write runs to its end even if the awaiting
 caller is cancelled (as in SQLite).
 
 Deployment notes: each backlog holds up to ``pool_max`` connections plus one
-listening connection. Statements are prepared (asyncpg's statement cache), so
-put a pooler such as PgBouncer in session mode, not transaction mode, in front.
+listening connection (and, in a process that claims, one owner connection).
+Statements are prepared (asyncpg's statement cache) and owners' locks live in
+a session, so put a pooler such as PgBouncer in session mode, not
+transaction mode, in front.
 """
 
 from __future__ import annotations
@@ -73,8 +93,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
-from ..errors import BacklogError, ConfigError
+from ..errors import BacklogError, ConfigError, Overloaded
 from ..jobs import JobState
+from ..logs import get_logger
 from . import _postgres_schema as sql
 from ._group_commit import GroupCommitter
 from .base import (
@@ -83,15 +104,20 @@ from .base import (
     JobRecord,
     NewJob,
     Outcome,
+    admit,
     check_requeue_args,
     corrupt,
     new_record,
     validate_new_job,
 )
 
-__all__ = ["PostgresBacklog"]
+__all__ = ["DEAD_OWNER_CHECK", "PostgresBacklog"]
 
 T = TypeVar("T")
+_log = get_logger()
+
+#: seconds (of the callers' ``now``) between a lane's checks for dead lease owners
+DEAD_OWNER_CHECK = 1.0
 Conn = Any  # asyncpg.Connection (asyncpg ships no type information)
 
 #: One ``submit()`` call: its jobs, their decoded args, its ``now``.
@@ -105,6 +131,7 @@ _KEY_RETRIES = 5  # a key that conflicts, then is purged before we read it: inse
 _UNREACHABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 _LISTEN_BACKOFF = (0.05, 5.0)  # first and longest pause between listener reconnects
 _LISTEN_PING = 15.0  # seconds between liveness checks of the listening connection
+_RELOCK_TRIES = 20  # background attempts to take owner locks again after a lost connection
 
 
 class PostgresBacklog(AsyncContext):
@@ -171,6 +198,14 @@ class PostgresBacklog(AsyncContext):
         self._listening = False
         self._notified: set[str] = set()
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        # dead-owner detection: the connection holding our owners' advisory locks
+        self._owner_conn: Conn | None = None
+        self._owner_lock = asyncio.Lock()
+        self._owners: set[str] = set()  # owners that claimed through this backlog
+        self._held: set[str] = set()  # ... whose lock _owner_conn holds
+        self._owner_now = 0.0  # the latest ``now`` of a claim (a registration's time)
+        self._relocking: asyncio.Task[None] | None = None
+        self._dead_checked: dict[str, float] = {}  # lane -> ``now`` of its last check
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -241,6 +276,7 @@ class PostgresBacklog(AsyncContext):
         await self._committer.drain()
         while self._inflight:
             await asyncio.wait(set(self._inflight))
+        await self._forget_owners()
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()
@@ -322,13 +358,47 @@ class PostgresBacklog(AsyncContext):
             return []
         return await self._committer.put((jobs, args, now), len(jobs))
 
-    async def _write_submits(self, batch: list[Submit]) -> list[list[JobRecord]]:
-        """One group commit: new records for new jobs; a key already stored, or seen
-        earlier in the batch, gets its existing record instead."""
+    async def _write_submits(self, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
+        """One group commit, one transaction: new records for new jobs; a key already
+        stored, or seen earlier in the batch, gets its existing record instead; a submit
+        that does not fit its lanes' ``max_queued`` gets its ``Overloaded``.
+
+        The transaction first locks the batch's lanes' counter rows (in lane order), so
+        the counts it admits by cannot change before it commits.
+        """
+        lanes = sorted({job.lane for jobs, _, _ in batch for job in jobs})
+        keys = sorted({job.key for jobs, _, _ in batch for job in jobs if job.key is not None})
+
+        async def body(conn: Conn) -> list[list[JobRecord] | Overloaded]:
+            for attempt in range(_KEY_RETRIES):  # a deadlock undid it all: run it again
+                try:
+                    async with conn.transaction():
+                        return await self._submit_in(conn, batch, lanes, keys)
+                except asyncpg.PostgresError as exc:
+                    if exc.sqlstate not in sql.RETRY_CODES or attempt == _KEY_RETRIES - 1:
+                        raise
+            raise AssertionError("unreachable")
+
+        return await self._write(body)
+
+    async def _submit_in(
+        self, conn: Conn, batch: list[Submit], lanes: list[str], keys: list[str]
+    ) -> list[list[JobRecord] | Overloaded]:
+        """The body of :meth:`_write_submits`, inside its transaction."""
+        counts = {str(r[0]): int(r[1]) for r in await conn.fetch(sql.LOCK_LANES, lanes)}
         by_key: dict[str, JobRecord] = {}
-        plan: list[list[JobRecord | str]] = []  # a record, or the key whose record it is
+        if keys:
+            for row in await conn.fetch(sql.SELECT_BY_KEYS, keys):
+                stored = sql.decode(row)[1]
+                if stored.key is not None:
+                    by_key[stored.key] = stored
+        verdicts = admit([jobs for jobs, _, _ in batch], counts, list(by_key))
+        plan: list[list[JobRecord | str] | Overloaded] = []  # per job: a record, or its key
         pending: list[tuple[JobRecord, str]] = []  # (record, args_json) to insert
-        for jobs, args, when in batch:
+        for (jobs, args, when), refused in zip(batch, verdicts, strict=True):
+            if refused is not None:
+                plan.append(refused)
+                continue
             now = float(when)
             out: list[JobRecord | str] = []
             for job, job_args in zip(jobs, args, strict=True):
@@ -343,36 +413,28 @@ class PostgresBacklog(AsyncContext):
                     by_key[job.key] = record
                     out.append(job.key)
             plan.append(out)
-
-        async def insert(conn: Conn, todo: list[tuple[JobRecord, str]]) -> set[str]:
-            for attempt in range(_KEY_RETRIES):  # one statement: all or nothing, so retry
-                try:
-                    return {row[0] for row in await conn.fetch(sql.SUBMIT, *self._columns(todo))}
-                except asyncpg.PostgresError as exc:
-                    if exc.sqlstate not in sql.RETRY_CODES or attempt == _KEY_RETRIES - 1:
-                        raise
-            raise AssertionError("unreachable")
-
-        async def body(conn: Conn) -> None:
-            todo = pending
-            for _ in range(_KEY_RETRIES):
-                inserted = await insert(conn, todo)
-                conflicts = {r.key: (r, a) for r, a in todo if r.id not in inserted}
-                if not conflicts:
-                    return
-                rows = await conn.fetch(sql.SELECT_BY_KEYS, list(conflicts))
-                for row in rows:
+        todo = pending
+        for _ in range(_KEY_RETRIES):
+            if not todo:
+                break
+            inserted = {row[0] for row in await conn.fetch(sql.SUBMIT, *self._columns(todo))}
+            # a key stored meanwhile (by a submit to another lane) is returned as stored
+            conflicts = {r.key: (r, a) for r, a in todo if r.id not in inserted}
+            if conflicts:
+                for row in await conn.fetch(sql.SELECT_BY_KEYS, list(conflicts)):
                     stored = sql.decode(row)[1]
                     if stored.key is not None:
                         by_key[stored.key] = stored
                         conflicts.pop(stored.key, None)
-                todo = list(conflicts.values())  # purged between our insert and our read
-                if not todo:
-                    return
+            todo = list(conflicts.values())  # purged between our insert and our read
+        if todo:
             raise BacklogError(f"backlog {self._where}: keys kept conflicting, then vanishing")
-
-        await self._write(body)
-        return [[by_key[p] if isinstance(p, str) else p for p in out] for out in plan]
+        return [
+            out
+            if isinstance(out, Overloaded)
+            else [by_key[k] if isinstance(k, str) else k for k in out]
+            for out in plan
+        ]
 
     def _columns(self, todo: list[tuple[JobRecord, str]]) -> list[Any]:
         """The SUBMIT statement's parameters: one array per column, then the channel."""
@@ -408,6 +470,7 @@ class PostgresBacklog(AsyncContext):
             return []
         self._notified.discard(lane)  # this claim sees whatever was announced so far
         await self._release_unheard(lane, owner, now)
+        await self._owner_checks(lane, owner, now)
         lease_until = now + lease_seconds
 
         async def body(conn: Conn) -> list[tuple[int, JobRecord]]:
@@ -451,6 +514,109 @@ class PostgresBacklog(AsyncContext):
             self._stats["unheard_released"] += released
             unheard.pop(0)
         self._unheard.pop((lane, owner), None)
+
+    # -- lease owners: dead-owner detection --------------------------------------------
+
+    async def _owner_checks(self, lane: str, owner: str, now: float) -> None:
+        """Before a claim: hold ``owner``'s lock (at its first claim here, or again after
+        the owner connection was lost), then, at most once per :data:`DEAD_OWNER_CHECK`
+        per lane, end the leases of owners whose session is gone."""
+        self._owner_now = now
+        if (owner not in self._held or self._owner_lost()) and await self._hold_owners(owner):
+            await self._reclaim_dead(None, owner, now)  # this schema's other owners
+        last = self._dead_checked.get(lane)
+        if last is None or not 0 <= now - last < DEAD_OWNER_CHECK:
+            await self._reclaim_dead(lane, owner, now)
+            self._dead_checked[lane] = now
+
+    def _owner_lost(self) -> bool:
+        conn = self._owner_conn
+        return conn is None or conn.is_closed()
+
+    async def _hold_owners(self, owner: str | None = None) -> bool:
+        """Hold the session advisory lock of ``owner`` and of every owner held before on
+        the owner connection (opened again if it was lost: its locks died with it),
+        registering each in ``floodgate_owners``. Whether ``owner`` is newly held."""
+        async with self._owner_lock:
+            try:
+                conn = self._owner_conn
+                if conn is None or conn.is_closed():
+                    self._held.clear()
+                    self._owner_conn = None
+                    if conn is not None:
+                        conn.terminate()
+                    conn = await asyncpg.connect(
+                        self.dsn, server_settings=self._settings, timeout=self.connect_timeout
+                    )
+                    conn.add_termination_listener(self._on_owner_lost)
+                    self._owner_conn = conn
+                if owner is not None:
+                    self._owners.add(owner)
+                newly = False
+                for name in sorted(self._owners - self._held):
+                    # not granted: a claimer is checking it right now; try again later
+                    if await conn.fetchval(sql.OWNER_LOCK, name):
+                        await conn.execute(sql.REGISTER_OWNER, name, self._owner_now)
+                        self._held.add(name)
+                        newly = newly or name == owner
+            except Exception as exc:
+                raise self._error(exc) from exc
+        return newly
+
+    def _on_owner_lost(self, conn: Conn) -> None:
+        """The owner connection closed: take the locks again at once, in the background
+        (until then other claimers take this process's owners for dead)."""
+        if self._closing or conn is not self._owner_conn or self._relocking is not None:
+            return
+        self._relocking = asyncio.create_task(self._relock(), name="floodgate-pg-owner")
+
+    async def _relock(self) -> None:
+        """Reconnect and lock again with backoff (a claim also does, if this gives up)."""
+        delay = _LISTEN_BACKOFF[0]
+        try:
+            for _ in range(_RELOCK_TRIES):
+                if self._closing:
+                    return
+                with contextlib.suppress(BacklogError):
+                    await self._hold_owners()
+                if not self._owner_lost() and self._held == self._owners:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _LISTEN_BACKOFF[1])
+        finally:
+            self._relocking = None
+
+    async def _reclaim_dead(self, lane: str | None, owner: str, now: float) -> None:
+        """``floodgate_reclaim_dead``: end dead owners' leases now; log each owner found."""
+
+        async def body(conn: Conn) -> list[Any]:
+            return list(await conn.fetch(sql.RECLAIM_DEAD, lane, owner, now))
+
+        for dead, ended in await self._call(body):  # one statement: all or nothing
+            _log.warning("backlog.dead_owner_reclaimed", owner=dead, jobs=int(ended), lane=lane)
+
+    async def _forget_owners(self) -> None:
+        """At close: unregister our owners, then drop the connection holding their locks."""
+        relocking, self._relocking = self._relocking, None
+        if relocking is not None:
+            relocking.cancel()
+            await asyncio.gather(relocking, return_exceptions=True)
+        owners = sorted(self._owners)
+        self._owners, self._held = set(), set()
+        conn, self._owner_conn = self._owner_conn, None
+        if owners:
+
+            async def body(c: Conn) -> None:
+                await c.execute(sql.DELETE_OWNERS, owners)
+
+            with contextlib.suppress(BacklogError):
+                await self._write(body)
+        if conn is not None:
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    await conn.close()
+            except Exception:
+                conn.terminate()
 
     async def heartbeat(
         self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float
@@ -552,9 +718,11 @@ class PostgresBacklog(AsyncContext):
                 return total
 
     async def queued_count(self, lane: str, *, limit: int | None = None) -> int:
+        """The lane's QUEUED count, kept by triggers: one row read, however deep the lane."""
         self._check_open()
-        cap = None if limit is None else max(0, limit)
-        return int((await self._fetch(sql.QUEUED_COUNT, lane, cap))[0][0])
+        found = await self._fetch(sql.QUEUED_COUNT, lane)
+        count = max(0, int(found[0][0])) if found else 0
+        return count if limit is None else min(count, max(0, limit))
 
     # -- LISTEN/NOTIFY ------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """SQLiteBacklog: the default durable backlog, one SQLite file in WAL mode.
 
-Schema (``PRAGMA user_version`` = 2; forward migrations in ``_sqlite_schema.MIGRATIONS``
+Schema (``PRAGMA user_version`` = 3; forward migrations in ``_sqlite_schema.MIGRATIONS``
 run in order at :meth:`SQLiteBacklog.open`)::
 
     jobs(seq INTEGER PRIMARY KEY,     -- insertion order (the FIFO tie-break)
@@ -12,6 +12,10 @@ run in order at :meth:`SQLiteBacklog.open`)::
     jobs_claim         (lane, state, priority, run_at, seq)  claim order, counts, queued_count
     jobs_key  UNIQUE   (key) WHERE key IS NOT NULL            idempotent submit
     jobs_state_updated (state, updated_at)                    purge
+    lane_queued(lane TEXT PRIMARY KEY, n)  -- each lane's QUEUED count, kept by four
+                                           -- triggers on jobs (migration 2 -> 3)
+    owners(owner TEXT PRIMARY KEY, host, boot_id, pidns, pid, started, registered_at)
+                                           -- who holds leases (migration 2 -> 3)
 
 Durability: ``synchronous="NORMAL"`` (default) in WAL survives a process crash
 or ``kill -9`` (commits are in the WAL before ``submit`` returns) but the last
@@ -33,6 +37,19 @@ cannot interleave.
 are one ``executemany`` transaction each; ``complete_and_claim`` runs the
 ``complete`` statement and then the claim in one transaction (one commit).
 
+Queue bounds: a group commit reads its bounded lanes' ``lane_queued`` counts
+inside its ``BEGIN IMMEDIATE`` transaction (one row per lane, however deep the
+lane) and refuses the submits that do not fit (``Overloaded``), so
+``max_queued`` holds for every process sharing the file.
+
+Dead owners: an owner's first claim here registers this process (see
+:mod:`._owners`: host, boot, pid namespace, pid, start time) and checks the
+host's other registered owners; after that each lane's claim checks, at most
+once per :data:`DEAD_OWNER_CHECK` seconds, the owners of the lane's other
+live leases. An owner whose process is surely gone has its leases ended at
+once, in the claim's transaction (``backlog.dead_owner_reclaimed``); the
+claim then takes them over as expired leases. ``close`` unregisters.
+
 Errors: a lock held past ``busy_timeout`` raises ``BacklogLocked``, a full
 disk ``BacklogFull``, a file that is not a database ``BacklogError`` naming
 the path. Reads are always ``LIMIT``-ed: a million jobs never come into RAM.
@@ -50,18 +67,24 @@ from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
-from ..errors import BacklogError, ConfigError
+from ..errors import BacklogError, ConfigError, Overloaded
 from ..jobs import JobState
+from ..logs import get_logger
 from . import _sqlite_ops as _ops
 from . import _sqlite_schema as sql
 from ._group_commit import GroupCommitter
 from ._sqlite_ops import Submit, rows
+from ._sqlite_readonly import open_read_only
 from .base import AsyncContext, JobRecord, NewJob, Outcome, check_requeue_args, validate_new_job
 
-__all__ = ["HAS_RETURNING", "SQLiteBacklog"]
+__all__ = ["DEAD_OWNER_CHECK", "HAS_RETURNING", "SQLiteBacklog"]
 
 T = TypeVar("T")
 Db = aiosqlite.Connection
+_log = get_logger()
+
+#: seconds (of the callers' ``now``) between a lane's checks for dead lease owners
+DEAD_OWNER_CHECK = 1.0
 
 #: UPDATE ... RETURNING needs SQLite 3.35+; older versions select, then update.
 HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
@@ -100,7 +123,10 @@ class SQLiteBacklog(AsyncContext):
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         busy_timeout: float = 5.0,
         batch_max: int = 512,
+        read_only: bool = False,
     ) -> None:
+        """``read_only``: open the file with ``mode=ro`` (no migration, WAL switch or
+        write; see ``_sqlite_readonly``); every write raises ``BacklogError``."""
         if synchronous not in ("NORMAL", "FULL"):
             raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
         if busy_timeout < 0 or batch_max < 1:
@@ -108,6 +134,7 @@ class SQLiteBacklog(AsyncContext):
         self.path = os.fspath(path)
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
+        self.read_only = read_only
         self.use_returning = HAS_RETURNING
         self._db: Db | None = None
         self._closing = False
@@ -117,12 +144,18 @@ class SQLiteBacklog(AsyncContext):
             self._write_submits, batch_max=batch_max
         )
         self._stats = dict.fromkeys(("commits", "claimed", "applied", "ignored"), 0)
+        self._owners: set[str] = set()  # lease owners registered by this connection
+        self._dead_checked: dict[str, float] = {}  # lane -> ``now`` of its last dead-owner check
 
     # -- lifecycle ----------------------------------------------------------------
 
     async def open(self) -> None:
-        """Connect, switch to WAL, apply pending migrations. A no-op when already open."""
+        """Connect, switch to WAL, apply pending migrations (``read_only``: connect and
+        check the schema version only). A no-op when already open."""
         if self._db is not None:
+            return
+        if self.read_only:
+            self._db, self._closing = await open_read_only(self.path, self.busy_timeout), False
             return
         try:
             # Probe with plain sqlite3 first: when aiosqlite's own connect fails, its
@@ -151,6 +184,10 @@ class SQLiteBacklog(AsyncContext):
         await self._committer.drain()
         while self._inflight:
             await asyncio.wait(set(self._inflight))
+        owners, self._owners = sorted(self._owners), set()
+        if owners:  # we hold no leases any more (or they run out): forget who we were
+            with contextlib.suppress(BacklogError):
+                await self._write_many(sql.DELETE_OWNER, [(o,) for o in owners], closing=True)
         db, self._db = self._db, None
         await db.close()
 
@@ -188,6 +225,8 @@ class SQLiteBacklog(AsyncContext):
         Shielded: a cancelled caller stops waiting, but the transaction still
         commits or rolls back before the connection is used again.
         """
+        if self.read_only:
+            raise BacklogError(f"backlog {self.path!r} was opened read-only: no writes")
         task = asyncio.ensure_future(self._run_transaction(self._live(), body))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
@@ -217,8 +256,11 @@ class SQLiteBacklog(AsyncContext):
 
         return await self._transaction(body)
 
-    async def _write_many(self, query: str, params: list[tuple[Any, ...]]) -> int:
-        self._check_open()
+    async def _write_many(
+        self, query: str, params: list[tuple[Any, ...]], *, closing: bool = False
+    ) -> int:
+        if not closing:
+            self._check_open()
         if not params:
             return 0
 
@@ -236,7 +278,7 @@ class SQLiteBacklog(AsyncContext):
             return []
         return await self._committer.put((jobs, args, now), len(jobs))
 
-    async def _write_submits(self, batch: list[Submit]) -> list[list[JobRecord]]:
+    async def _write_submits(self, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
         return await self._transaction(partial(_ops.insert, batch=batch))
 
     # -- claim and outcomes -----------------------------------------------------------
@@ -254,13 +296,18 @@ class SQLiteBacklog(AsyncContext):
         self._check_open()
         if limit <= 0 or (max_running is not None and max_running <= 0):
             return []
+        reclaimed: list[tuple[str, int]] = []
         records = await self._transaction(
-            partial(self._claim_ops, lane, limit, owner, now + lease_seconds, now, max_running)
-        )
+            partial(
+                self._claim_ops, lane, limit, owner, now + lease_seconds, now, max_running,
+                reclaimed,
+            )
+        )  # fmt: skip
+        self._claimed(lane, owner, now, reclaimed)
         self._stats["claimed"] += len(records)
         return records
 
-    def _claim_ops(
+    async def _claim_ops(
         self,
         lane: str,
         limit: int,
@@ -268,13 +315,30 @@ class SQLiteBacklog(AsyncContext):
         lease_until: float,
         now: float,
         max_running: int | None,
+        reclaimed: list[tuple[str, int]],
         db: Db,
-    ) -> Awaitable[list[JobRecord]]:
-        """The claim statements, inside the caller's transaction."""
-        return _ops.claim(
+    ) -> list[JobRecord]:
+        """The claim statements, inside the caller's transaction: first (at an owner's
+        first claim here, then at most once a second per lane) end the leases of owners
+        whose process is gone, then claim."""
+        if owner not in self._owners:
+            reclaimed += await _ops.register_owner(db, owner, now)
+        last = self._dead_checked.get(lane)
+        if last is None or not 0 <= now - last < DEAD_OWNER_CHECK:
+            reclaimed += await _ops.reclaim_dead(db, lane, owner, now)
+        return await _ops.claim(
             db, lane, limit, owner, lease_until, now,
             returning=self.use_returning, max_running=max_running,
         )  # fmt: skip
+
+    def _claimed(self, lane: str, owner: str, now: float, reclaimed: list[tuple[str, int]]) -> None:
+        """After a claim committed: remember the owner and the check; log reclaimed owners."""
+        self._owners.add(owner)
+        last = self._dead_checked.get(lane)
+        if last is None or not 0 <= now - last < DEAD_OWNER_CHECK:
+            self._dead_checked[lane] = now
+        for dead, jobs in reclaimed:
+            _log.warning("backlog.dead_owner_reclaimed", owner=dead, jobs=jobs, lane=lane)
 
     async def complete_and_claim(
         self,
@@ -299,8 +363,9 @@ class SQLiteBacklog(AsyncContext):
             return 0, records
         if not wants_claim:
             return await self.complete(outcomes, now=now), []
+        reclaimed: list[tuple[str, int]] = []
         claim_ops = partial(
-            self._claim_ops, lane, limit, owner, now + lease_seconds, now, max_running
+            self._claim_ops, lane, limit, owner, now + lease_seconds, now, max_running, reclaimed
         )
 
         async def body(db: Db) -> tuple[int, list[JobRecord]]:
@@ -308,6 +373,7 @@ class SQLiteBacklog(AsyncContext):
             return applied, await claim_ops(db)
 
         applied, records = await self._transaction(body)
+        self._claimed(lane, owner, now, reclaimed)
         self._count_outcomes(len(params), applied)
         self._stats["claimed"] += len(records)
         return applied, records
@@ -396,9 +462,11 @@ class SQLiteBacklog(AsyncContext):
                 return total
 
     async def queued_count(self, lane: str, *, limit: int | None = None) -> int:
+        """The lane's QUEUED count, kept by triggers: one row read, however deep the lane."""
         self._check_open()
-        cap = -1 if limit is None else max(0, limit)
-        return int((await self._read(sql.QUEUED_COUNT, (lane, _Q, cap)))[0][0])
+        found = await self._read(sql.QUEUED_COUNT, (lane,))
+        count = max(0, int(found[0][0])) if found else 0
+        return count if limit is None else min(count, max(0, limit))
 
     def __repr__(self) -> str:
         return f"<SQLiteBacklog {self.path!r} {'open' if self._db is not None else 'closed'}>"

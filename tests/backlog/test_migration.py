@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
-from scheduler import JobState
+import pytest
+
+from scheduler import JobState, Overloaded
 from scheduler.backlog import SQLiteBacklog
 from scheduler.backlog import _postgres_schema as pg_sql
 from scheduler.backlog import _sqlite_schema as sqlite_sql
@@ -27,7 +30,6 @@ async def test_a_version_1_sqlite_file_migrates_to_the_cost_column(tmp_path: Pat
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 1")
         conn.execute(_V1_ROW.format(table="jobs"))
-    assert sqlite_sql.SCHEMA_VERSION == 2
     async with SQLiteBacklog(path) as backlog:
         old = await backlog.get("old-job")
         assert old is not None
@@ -38,10 +40,10 @@ async def test_a_version_1_sqlite_file_migrates_to_the_cost_column(tmp_path: Pat
         claimed = await backlog.claim("batch", 10, owner="w", lease_seconds=10, now=2)
         assert [r.id for r in claimed] == ["old-job", new.id, again.id]
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_sql.SCHEMA_VERSION
         columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
         assert columns[-1] == "cost"
-    async with SQLiteBacklog(path) as backlog:  # reopening a v2 file changes nothing
+    async with SQLiteBacklog(path) as backlog:  # reopening a migrated file changes nothing
         old = await backlog.get("old-job")
         assert old is not None
         assert old.state is JobState.RUNNING
@@ -68,6 +70,58 @@ async def test_a_version_1_postgres_schema_migrates_to_the_cost_column() -> None
             claimed = await backlog.claim("batch", 10, owner="w", lease_seconds=10, now=2)
             assert [(r.id, r.cost) for r in claimed] == [("old-job", None), (new.id, None)]
         [[version]] = await pg.execute(raw, pg_sql.META_VERSION)
-        assert version == pg_sql.SCHEMA_VERSION == 2
+        assert version == pg_sql.SCHEMA_VERSION
+    finally:
+        await pg.drop_schema(dsn, schema)
+
+
+_V2_ROWS = [
+    f"INSERT INTO {{table}} (id, task, lane, args, priority, state, attempts, max_attempts,"
+    f" run_at, created_at, updated_at) VALUES ('{i}', 't', '{lane}', '[]', 0, '{state}', 0, 3,"
+    f" 0, 0, 0)"
+    for i, (lane, state) in enumerate(
+        [("a", "queued"), ("a", "queued"), ("a", "running"), ("b", "queued"), ("a", "done")]
+    )
+]
+
+
+async def test_a_version_2_sqlite_file_gets_lane_counts_and_bounds_hold(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        for statements in sqlite_sql.MIGRATIONS[:2]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 2")
+        for row in _V2_ROWS:
+            conn.execute(row.format(table="jobs"))
+    async with SQLiteBacklog(path) as backlog:
+        assert (await backlog.queued_count("a"), await backlog.queued_count("b")) == (2, 1)
+        await backlog.submit([replace(new_job(1, lane="a"), max_queued=3)], now=1)
+        with pytest.raises(Overloaded):
+            await backlog.submit([replace(new_job(2, lane="a"), max_queued=3)], now=1)
+
+
+async def test_a_version_2_postgres_schema_gets_lane_counts_and_bounds_hold() -> None:
+    from scheduler.backlog.postgres import PostgresBacklog
+
+    dsn = pg.dsn_or_skip()
+    schema = pg.new_schema()
+    try:
+        await pg.create_schema(dsn, schema)
+        raw = pg.with_settings(dsn, search_path=schema)
+        await pg.execute(raw, pg_sql.META)
+        for statements in pg_sql.MIGRATIONS[:2]:
+            for statement in statements:
+                await pg.execute(raw, statement)
+        await pg.execute(raw, pg_sql.META_SET, 2)
+        for row in _V2_ROWS:
+            await pg.execute(raw, row.format(table="floodgate_jobs"))
+        async with PostgresBacklog(dsn, schema=schema) as backlog:
+            assert (await backlog.queued_count("a"), await backlog.queued_count("b")) == (2, 1)
+            await backlog.submit([replace(new_job(1, lane="a"), max_queued=3)], now=1)
+            with pytest.raises(Overloaded):
+                await backlog.submit([replace(new_job(2, lane="a"), max_queued=3)], now=1)
+        [[version]] = await pg.execute(raw, pg_sql.META_VERSION)
+        assert version == pg_sql.SCHEMA_VERSION
     finally:
         await pg.drop_schema(dsn, schema)

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler import JobState
-from scheduler.backlog import Backlog, JobRecord, MemoryBacklog, Outcome, SQLiteBacklog
+from scheduler import JobState, Overloaded
+from scheduler.backlog import Backlog, JobRecord, MemoryBacklog, NewJob, Outcome, SQLiteBacklog
+from scheduler.backlog.base import admit
 from tests.backlog import pg
 from tests.backlog.helpers import new_job
 
@@ -101,6 +103,7 @@ SUBMIT = st.tuples(
     st.sampled_from([0.0, 1.0]),
     st.sampled_from([0.0, 3.0]),
     st.sampled_from([None, "k1", "k2"]),
+    st.sampled_from([None, None, 3, 6]),  # max_queued
 )
 CLAIM = st.tuples(st.just("claim"), st.integers(0, 4), OWNERS, st.sampled_from([2.0, 5.0]))
 COMPLETE = st.tuples(st.just("complete"), OWNERS, st.sampled_from(["done", "retry", "dead"]))
@@ -129,11 +132,15 @@ async def replay(backlog: Backlog, ops: list[tuple[Any, ...]]) -> list[Any]:
 
     for op in ops:
         match op:
-            case ("submit", n, priority, delay, key):
-                jobs = [new_job(label + i, priority=priority, run_at=now + delay, key=key,
-                                max_attempts=2) for i in range(n)]  # fmt: skip
+            case ("submit", n, priority, delay, key, bound):
+                jobs = [replace(new_job(label + i, priority=priority, run_at=now + delay,
+                                        key=key, max_attempts=2), max_queued=bound)
+                        for i in range(n)]  # fmt: skip
                 label += n
-                trace.append([norm(r) for r in await backlog.submit(jobs, now=now)])
+                try:
+                    trace.append([norm(r) for r in await backlog.submit(jobs, now=now)])
+                except Overloaded as exc:
+                    trace.append(("full", exc.lane, exc.queued))
             case ("claim", limit, owner, lease):
                 got = await backlog.claim("batch", limit, owner=owner, lease_seconds=lease, now=now)
                 trace.append([norm(r) for r in got])
@@ -165,7 +172,7 @@ async def replay(backlog: Backlog, ops: list[tuple[Any, ...]]) -> list[Any]:
 @given(ops=st.lists(OPS, min_size=5, max_size=30))
 def test_sqlite_behaves_exactly_like_memory(ops: list[tuple[Any, ...]]) -> None:
     async def body(backlog: Backlog) -> list[Any]:
-        return await replay(backlog, [("submit", 4, 0.0, 0.0, None), *ops])
+        return await replay(backlog, [("submit", 4, 0.0, 0.0, None, None), *ops])
 
     assert run_with("sqlite", body) == run_with("memory", body)
 
@@ -187,6 +194,106 @@ def test_postgres_behaves_exactly_like_memory(
     pg_property_schema: str, ops: list[tuple[Any, ...]]
 ) -> None:
     async def body(backlog: Backlog) -> list[Any]:
-        return await replay(backlog, [("submit", 4, 0.0, 0.0, None), *ops])
+        return await replay(backlog, [("submit", 4, 0.0, 0.0, None, None), *ops])
 
     assert run_with(pg_property_schema, body) == run_with("memory", body)
+
+
+# -- max_queued: the admission of a group-committed batch ---------------------------
+
+JOB_SPEC = st.tuples(
+    st.sampled_from(["a", "b"]),  # lane
+    st.sampled_from([None, None, "k1", "k2", "k3"]),  # key
+    st.sampled_from([None, 0, 1, 2, 3, 5]),  # max_queued
+)
+CALLS = st.lists(st.lists(JOB_SPEC, min_size=1, max_size=3), min_size=1, max_size=12)
+
+
+def as_calls(specs: list[list[tuple[str, str | None, int | None]]]) -> list[list[NewJob]]:
+    label = iter(range(1000))
+    return [
+        [replace(new_job(next(label), lane=lane, key=key), max_queued=bound)
+         for lane, key, bound in call]
+        for call in specs
+    ]  # fmt: skip
+
+
+@PROPERTY
+@given(
+    specs=CALLS,
+    queued=st.fixed_dictionaries({"a": st.integers(0, 4), "b": st.integers(0, 4)}),
+    stored=st.sets(st.sampled_from(["k1", "k2", "k3"])),
+)
+def test_admit_never_overfills_a_lane_and_never_refuses_a_call_that_fits(
+    specs: list[list[tuple[str, str | None, int | None]]], queued: dict[str, int], stored: set[str]
+) -> None:
+    """Replaying the verdicts one call at a time: every job of an admitted call went into
+    a lane holding fewer than its bound; every refused call had a job that would not."""
+    calls = as_calls(specs)
+    verdicts = admit(calls, queued, stored)
+    counts, keys = dict(queued), set(stored)
+    for jobs, refused in zip(calls, verdicts, strict=True):
+        trial, trial_keys, fits = dict(counts), set(keys), True
+        for job in jobs:
+            if job.key is not None and job.key in trial_keys:
+                continue  # stored already (or by this call): no room needed
+            if job.max_queued is not None and trial[job.lane] >= job.max_queued:
+                fits = False
+            trial[job.lane] += 1
+            if job.key is not None:
+                trial_keys.add(job.key)
+        assert (refused is None) == fits
+        if refused is None:
+            counts, keys = trial, trial_keys
+        else:
+            assert isinstance(refused, Overloaded)
+            assert refused.queued == counts[refused.lane]
+
+
+def check_concurrent_bounded_submits(
+    kind: str, specs: list[list[tuple[str, str | None, int | None]]]
+) -> None:
+    """Calls submitted at once (one group commit, or several in order) get exactly the
+    verdicts of ``admit`` from an empty backlog, and the lanes hold what it admitted."""
+    calls = as_calls(specs)
+
+    async def body(backlog: Backlog) -> tuple[list[bool], dict[str, int]]:
+        answers = await asyncio.gather(
+            *(backlog.submit(jobs, now=0) for jobs in calls), return_exceptions=True
+        )
+        for answer in answers:
+            assert not isinstance(answer, BaseException) or isinstance(answer, Overloaded)
+        counts = {lane: await backlog.queued_count(lane) for lane in ("a", "b")}
+        return [not isinstance(a, BaseException) for a in answers], counts
+
+    verdicts = admit(calls, {}, ())
+    admitted, counts = run_with(kind, body)
+    assert admitted == [v is None for v in verdicts]
+    expected = dict.fromkeys(("a", "b"), 0)
+    keys: set[str] = set()
+    for jobs, verdict in zip(calls, verdicts, strict=True):
+        if verdict is None:
+            for job in jobs:
+                if job.key is not None and job.key in keys:
+                    continue
+                expected[job.lane] += 1
+                if job.key is not None:
+                    keys.add(job.key)
+    assert counts == expected
+
+
+@PROPERTY
+@given(specs=CALLS)
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_concurrent_bounded_submits_get_the_verdicts_of_admit(
+    kind: str, specs: list[list[tuple[str, str | None, int | None]]]
+) -> None:
+    check_concurrent_bounded_submits(kind, specs)
+
+
+@settings(PROPERTY, max_examples=25)
+@given(specs=CALLS)
+def test_postgres_concurrent_bounded_submits_get_the_verdicts_of_admit(
+    pg_property_schema: str, specs: list[list[tuple[str, str | None, int | None]]]
+) -> None:
+    check_concurrent_bounded_submits(pg_property_schema, specs)

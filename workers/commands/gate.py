@@ -1,29 +1,41 @@
-"""``floodgate pause`` / ``floodgate resume``: the gate of a running worker, via its admin API.
+"""``floodgate pause`` / ``floodgate resume``: the gate of a running worker, or of the fleet.
 
-The gate is the manual switch in front of gated (batch) lanes. It lives in
-the worker's memory, not in the backlog file, so these commands talk to the
-worker's admin API (``floodgate worker --admin HOST:PORT --admin-token T``).
+The gate is the manual switch in front of gated (batch) lanes. One worker's
+gate lives in its memory, so without ``--fleet`` these commands talk to the
+worker's admin API (``floodgate worker --admin HOST:PORT --admin-token-file PATH``).
+With ``--fleet`` the pause is written to the backlog itself (who and why), and
+every process sharing it pauses within about a second (:mod:`scheduler.fleet`).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
 import os
+import socket
+import time
 from typing import Any
 
 import httpx
 
-from ..admin_server import DEFAULT_ADMIN
+from scheduler.fleet import OperatorPause
+from scheduler.fleet_stores import fleet_store_for
+
+from ..admin_server import DEFAULT_ADMIN, read_token_file
+from ..backlog_access import add_backlog_args, display, open_backlog, resolve_backlog
 from ..errors import CommandError
+from ..textsafe import printable
 
 __all__ = ["register"]
 
 URL_ENV = "FLOODGATE_ADMIN_URL"
 TOKEN_ENV = "FLOODGATE_ADMIN_TOKEN"
+TOKEN_FILE_ENV = "FLOODGATE_ADMIN_TOKEN_FILE"
 _HOW = (
     "Acts on a running worker through its admin API: start it with "
-    "'floodgate worker --admin HOST:PORT --admin-token TOKEN' and give the same "
-    f"address and token here (or set ${URL_ENV} and ${TOKEN_ENV})."
+    "'floodgate worker --admin HOST:PORT --admin-token-file PATH' and give the same "
+    f"address and token here (or set ${URL_ENV} and ${TOKEN_FILE_ENV} or ${TOKEN_ENV})."
 )
 
 
@@ -35,6 +47,7 @@ def register(subparsers: Any) -> None:
         "jobs finish. " + _HOW,
     )
     pause.add_argument("--reason", default="paused from the command line", help="shown in stats")
+    _add_fleet_args(pause)
     _add_admin_args(pause)
     pause.set_defaults(handler=_pause)
     resume = subparsers.add_parser(
@@ -42,8 +55,19 @@ def register(subparsers: Any) -> None:
         help="resume the gated lanes of a running worker (admin API)",
         description="Reopen the gate: waiting gated work starts at once. " + _HOW,
     )
+    _add_fleet_args(resume)
     _add_admin_args(resume)
     resume.set_defaults(handler=_resume)
+
+
+def _add_fleet_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="every process sharing the backlog, not one worker: written to the backlog "
+        "(--backlog / --app), no admin API needed; seen by all within about a second",
+    )
+    add_backlog_args(parser)
 
 
 def _add_admin_args(parser: argparse.ArgumentParser) -> None:
@@ -54,26 +78,73 @@ def _add_admin_args(parser: argparse.ArgumentParser) -> None:
         help=f"the worker's admin API (default: ${URL_ENV} or http://{DEFAULT_ADMIN})",
     )
     parser.add_argument(
-        "--token", default=os.environ.get(TOKEN_ENV), help=f"its token (default: ${TOKEN_ENV})"
+        "--token-file",
+        metavar="PATH",
+        help=f"read its token from this file, out of ps (default: ${TOKEN_FILE_ENV}, "
+        f"else ${TOKEN_ENV})",
     )
+    parser.add_argument("--token", help="its token (visible in ps: prefer --token-file)")
 
 
 def _pause(args: argparse.Namespace) -> int:
+    if args.fleet:
+        if not args.reason.strip():
+            raise CommandError("--reason must not be empty", exit_code=2)
+        by = f"{getpass.getuser()}@{socket.gethostname()} (floodgate pause)"
+        return asyncio.run(_set_fleet(args, OperatorPause(args.reason, by, time.time())))
     return _post(args, "api/gate/pause", {"reason": args.reason})
 
 
 def _resume(args: argparse.Namespace) -> int:
+    if args.fleet:
+        return asyncio.run(_set_fleet(args, None))
     return _post(args, "api/gate/resume", None)
+
+
+async def _set_fleet(args: argparse.Namespace, pause: OperatorPause | None) -> int:
+    target, _ = resolve_backlog(args)
+    async with open_backlog(target) as backlog:
+        store = fleet_store_for(backlog)
+        if store is None:
+            raise CommandError(f"the backlog {display(target)!r} is not shared: no fleet to pause")
+        try:
+            await store.set_operator(pause)
+        except Exception as exc:
+            message = f"cannot write the fleet pause to {display(target)!r}: {exc}"
+            raise CommandError(message) from None
+        finally:
+            await store.close()
+    if pause is None:
+        print(f"fleet gate resumed ({display(target)})")
+    else:
+        print(f"fleet gate paused: {printable(pause.reason)} ({display(target)})")
+    return 0
+
+
+def _token(args: argparse.Namespace) -> str:
+    """The first given of --token-file, --token, $FLOODGATE_ADMIN_TOKEN_FILE, $..._TOKEN."""
+    if args.token_file:
+        return read_token_file(args.token_file, "--token-file")
+    if args.token:
+        return str(args.token)
+    if os.environ.get(TOKEN_FILE_ENV):
+        return read_token_file(os.environ[TOKEN_FILE_ENV], f"${TOKEN_FILE_ENV}")
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV]
+    raise CommandError(
+        f"changing the gate needs the admin token: give --token-file, --token or ${TOKEN_ENV}"
+    )
 
 
 def _post(args: argparse.Namespace, path: str, body: dict[str, str] | None) -> int:
     base = args.admin if "://" in args.admin else f"http://{args.admin}"
     url = base.rstrip("/") + "/" + path
-    if not args.token:
-        raise CommandError(f"changing the gate needs the admin token: give --token or ${TOKEN_ENV}")
-    headers = {"Authorization": f"Bearer {args.token}"}
+    token = _token(args)
+    headers = {"Authorization": f"Bearer {token}"}
     try:
         response = httpx.post(url, json=body, headers=headers, timeout=10.0)
+    except httpx.InvalidURL as exc:
+        raise CommandError(f"--admin {base} is not a usable URL: {exc}", exit_code=2) from None
     except httpx.HTTPError as exc:
         raise CommandError(
             f"no admin API answering at {base} ({exc}); is the worker running with --admin?"
@@ -81,9 +152,11 @@ def _post(args: argparse.Namespace, path: str, body: dict[str, str] | None) -> i
     if response.status_code == 401:
         raise CommandError(f"{base} refused the token (check --token / ${TOKEN_ENV})")
     if response.status_code == 403:
-        raise CommandError(f"{base} is read-only: start the worker with --admin-token")
+        raise CommandError(f"{base} is read-only: start the worker with --admin-token-file")
+    if response.status_code == 421:
+        raise CommandError(f"{base} does not answer that name: {response.text[:300]}")
     if response.status_code != 200:
         raise CommandError(f"{url} answered {response.status_code}: {response.text[:200]}")
     gate = response.json()["gate"]
-    print("gate open" if gate["open"] else f"gate paused: {gate['reason']}")
+    print("gate open" if gate["open"] else f"gate paused: {printable(str(gate['reason']))}")
     return 0

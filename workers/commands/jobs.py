@@ -13,6 +13,7 @@ from scheduler.backlog import JobRecord
 
 from ..backlog_access import add_backlog_args, display, open_backlog, resolve_backlog
 from ..errors import CommandError
+from ..textsafe import printable
 
 __all__ = ["format_job", "format_jobs", "register"]
 
@@ -63,7 +64,7 @@ def _list(args: argparse.Namespace) -> int:
     state = JobState(args.state) if args.state else None
 
     async def read() -> list[JobRecord]:
-        async with open_backlog(path) as backlog:
+        async with open_backlog(path, read_only=True) as backlog:
             return await backlog.list_jobs(state, args.lane, limit=args.limit, offset=args.offset)
 
     print(format_jobs(asyncio.run(read())))
@@ -74,7 +75,7 @@ def _show(args: argparse.Namespace) -> int:
     path, _ = resolve_backlog(args)
 
     async def read() -> JobRecord | None:
-        async with open_backlog(path) as backlog:
+        async with open_backlog(path, read_only=True) as backlog:
             return await backlog.get(args.job_id)
 
     record = asyncio.run(read())
@@ -116,7 +117,8 @@ def _when(epoch: float | None) -> str:
 
 
 def format_jobs(records: list[JobRecord]) -> str:
-    """One line per job: id, task, lane, state, attempts, last update, first line of error."""
+    """One line per job: id, task, lane, state, attempts, last update, first line of error
+    (control characters escaped)."""
     if not records:
         return "(no jobs)"
     header = (
@@ -124,35 +126,38 @@ def format_jobs(records: list[JobRecord]) -> str:
     )
     rows = [header, "-" * len(header)]
     for r in records:
-        error = (r.error or "").splitlines()[0][:60] if r.error else ""
+        error = printable(r.error.split("\n")[0])[:60] if r.error else ""
+        job_id, task, lane = printable(r.id), printable(r.task), printable(r.lane)
         tries = f"{r.attempts}/{r.max_attempts}"
         rows.append(
-            f"{r.id:<32}  {r.task[:24]:<24} {r.lane[:12]:<12} {r.state.value:<8} {tries:>5}  "
+            f"{job_id:<32}  {task[:24]:<24} {lane[:12]:<12} {r.state.value:<8} {tries:>5}  "
             f"{_when(r.updated_at):<19}  {error}".rstrip()
         )
     return "\n".join(rows)
 
 
 def format_job(r: JobRecord) -> str:
-    """Every field of one job, traceback last."""
+    """Every field of one job, traceback last (control characters escaped; args and
+    result as JSON, which escapes them itself)."""
+    lease = r.lease_owner
     fields = [
-        ("id", r.id),
-        ("task", r.task),
-        ("lane", r.lane),
+        ("id", printable(r.id)),
+        ("task", printable(r.task)),
+        ("lane", printable(r.lane)),
         ("state", r.state.value),
         ("attempts", f"{r.attempts} of {r.max_attempts}"),
         ("priority", f"{r.priority:g}"),
-        ("key", r.key or "-"),
+        ("key", printable(r.key) if r.key else "-"),
         ("created", _when(r.created_at)),
         ("updated", _when(r.updated_at)),
         ("run at", _when(r.run_at)),
         ("deadline", _when(r.deadline_at)),
-        ("lease", f"{r.lease_owner} until {_when(r.lease_until)}" if r.lease_owner else "-"),
+        ("lease", f"{printable(lease)} until {_when(r.lease_until)}" if lease else "-"),
         ("args", json.dumps(r.args)),
         ("result", json.dumps(r.result) if r.state is JobState.DONE else "-"),
-        ("error", r.error or "-"),
+        ("error", printable(r.error, multiline=True) if r.error else "-"),
     ]
     lines = [f"{name + ':':<10} {value}" for name, value in fields]
     if r.traceback:
-        lines += ["traceback:", r.traceback.rstrip()]
+        lines += ["traceback:", printable(r.traceback.rstrip(), multiline=True)]
     return "\n".join(lines)

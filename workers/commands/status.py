@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from scheduler import Scheduler
+from scheduler.fleet import OperatorPause
+from scheduler.fleet_stores import fleet_store_for, read_sqlite_operator
 
 from ..backlog_access import add_backlog_args, display, open_backlog, resolve_backlog
+from ..textsafe import printable
 
 __all__ = ["format_status", "register", "run"]
 
@@ -32,23 +36,47 @@ def run(args: argparse.Namespace) -> int:
     path, sched = resolve_backlog(args)
     counts = asyncio.run(_counts(path))
     print(format_status(path, counts, sched))
+    pause = asyncio.run(_fleet_pause(path))
+    if pause is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pause.at))
+        print(
+            f"fleet gate PAUSED since {when}: {printable(pause.reason)} "
+            f"(by {printable(pause.by)}; floodgate resume --fleet ends it)"
+        )
     return 0
 
 
+async def _fleet_pause(path: str) -> OperatorPause | None:
+    """The fleet-wide operator pause, read without writing (a failure: not shown)."""
+    try:
+        if not path.startswith(("postgres://", "postgresql://")):
+            return await asyncio.to_thread(read_sqlite_operator, path)
+        async with open_backlog(path) as backlog:
+            store = fleet_store_for(backlog)
+            if store is None:
+                return None
+            try:
+                return await store.operator()
+            finally:
+                await store.close()
+    except Exception:  # the counts above are what status is for
+        return None
+
+
 async def _counts(path: str) -> dict[str, dict[str, int]]:
-    async with open_backlog(path) as backlog:
+    async with open_backlog(path, read_only=True) as backlog:
         return await backlog.counts()
 
 
 def format_status(
     path: str, counts: Mapping[str, Mapping[str, int]], sched: Scheduler | None = None
 ) -> str:
-    """The table ``floodgate status`` prints."""
+    """The table ``floodgate status`` prints (control characters in names escaped)."""
     configs = {lane.name: lane for lane in sched.lanes} if sched is not None else {}
     names = [n for n, lane in configs.items() if lane.durable or n in counts]
     names += sorted(set(counts) - set(names))
     header = f"{'lane':<14}" + "".join(f"{s:>10}" for s in _STATES) + f"{'ceiling':>9}  flags"
-    rows = [f"backlog {display(path)}", header, "-" * len(header)]
+    rows = [f"backlog {printable(display(path))}", header, "-" * len(header)]
     for name in names:
         lane = configs.get(name)
         ceiling = str(lane.max_concurrency) if lane is not None else "-"
@@ -58,7 +86,7 @@ def format_status(
                 flag for flag, on in (("durable", lane.durable), ("gated", lane.gated)) if on
             )
         cells = "".join(f"{counts.get(name, {}).get(s, 0):>10}" for s in _STATES)
-        rows.append(f"{name:<14}{cells}{ceiling:>9}  {flags}".rstrip())
+        rows.append(f"{printable(name):<14}{cells}{ceiling:>9}  {flags}".rstrip())
     if not names:
         rows.append("(no jobs)")
     totals = {s: sum(c.get(s, 0) for c in counts.values()) for s in _STATES}

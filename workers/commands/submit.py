@@ -9,9 +9,11 @@ import sys
 from typing import Any
 
 from scheduler import BacklogError, ConfigError, Job, Overloaded, Scheduler, SchedulerClosed
+from scheduler.tasks import MAX_JSON_DEPTH
 
 from ..app_loader import load_scheduler, set_backlog
 from ..errors import EXIT_USAGE, CommandError
+from ..textsafe import printable
 
 __all__ = ["register"]
 
@@ -44,6 +46,12 @@ def run(args: argparse.Namespace) -> int:
         job_args = json.loads(args.args)
     except ValueError as exc:
         raise CommandError(f"--args is not valid JSON: {exc}", exit_code=EXIT_USAGE) from None
+    except RecursionError:
+        raise CommandError(
+            f"--args is nested deeper than {MAX_JSON_DEPTH:,} levels, the limit for durable "
+            "job arguments",
+            exit_code=EXIT_USAGE,
+        ) from None
     if not isinstance(job_args, list):
         raise CommandError(
             f"--args must be a JSON array of positional arguments, e.g. '[{args.args}]'",
@@ -53,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     set_backlog(sched, args.backlog)
     job = asyncio.run(_submit(sched, args.task, job_args, args.key, args.priority))
     print(job.id)
-    print(f"submitted {job.task} as job {job.id} ({job.state.value})", file=sys.stderr)
+    print(f"submitted {printable(job.task)} as job {job.id} ({job.state.value})", file=sys.stderr)
     return 0
 
 

@@ -6,19 +6,20 @@ import argparse
 import asyncio
 import os
 import socket
-from typing import Any
+from typing import Any, NamedTuple
 
-from scheduler import Scheduler
+from scheduler import ConfigError, Scheduler
 
-from ..admin_server import DEFAULT_ADMIN, UvicornServer, bind_socket, is_loopback, parse_bind
+from ..admin_server import DEFAULT_ADMIN, UvicornServer, bind_socket, parse_bind, read_token_file
 from ..app_loader import load_scheduler, set_backlog
 from ..errors import EXIT_USAGE, CommandError
-from ..logging_setup import LEVELS, logging_configured
+from ..logging_setup import LEVELS, get_logger, logging_configured
 from ..run import Worker
 
-__all__ = ["add_run_args", "pick_lanes", "register", "run"]
+__all__ = ["add_run_args", "admin_token", "pick_lanes", "register", "run"]
 
 TOKEN_ENV = "FLOODGATE_ADMIN_TOKEN"
+TOKEN_FILE_ENV = "FLOODGATE_ADMIN_TOKEN_FILE"
 
 
 def register(subparsers: Any) -> None:
@@ -40,11 +41,26 @@ def register(subparsers: Any) -> None:
         "off unless given",
     )
     parser.add_argument(
+        "--admin-token-file",
+        metavar="PATH",
+        help="read the admin API's bearer token (16+ characters) from this file, so it "
+        f"does not show in ps (default: ${TOKEN_FILE_ENV}, else ${TOKEN_ENV}); changes "
+        "need it, and on a non-loopback address every endpoint but /healthz and /readyz "
+        "does; without a token the admin API is read-only and binds loopback only",
+    )
+    parser.add_argument(
         "--admin-token",
         metavar="TOKEN",
-        default=os.environ.get(TOKEN_ENV),
-        help=f"bearer token the admin API requires for changes (default: ${TOKEN_ENV}); "
-        "without one the admin API is read-only and may bind only a loopback address",
+        help=f"the token itself (visible in ps: prefer --admin-token-file or ${TOKEN_ENV})",
+    )
+    parser.add_argument(
+        "--admin-allowed-host",
+        metavar="HOST[:PORT]",
+        action="append",
+        default=[],
+        help="a Host header the admin API answers besides its bind address (repeatable; "
+        "no port: any port), e.g. the name a proxy or tunnel uses; a non-loopback name "
+        "needs a token. Other Hosts get 421 (this defeats DNS rebinding)",
     )
     parser.set_defaults(handler=run)
 
@@ -103,38 +119,99 @@ def prepare(args: argparse.Namespace) -> tuple[Scheduler, tuple[str, ...]]:
     set_backlog(sched, args.backlog)
     lanes = pick_lanes(sched, args.lanes)
     if args.grace is not None:
-        if not args.grace >= 0:
+        if not 0 <= args.grace < float("inf"):  # NaN fails both
             raise CommandError(
-                f"--grace must be >= 0 seconds, got {args.grace}", exit_code=EXIT_USAGE
+                f"--grace must be a finite number >= 0 (seconds), got {args.grace}",
+                exit_code=EXIT_USAGE,
             )
         sched.shutdown_grace = args.grace
     return sched, lanes
 
 
+def admin_token(args: argparse.Namespace) -> str | None:
+    """The admin token from ``--admin-token-file``, ``--admin-token``,
+    ``$FLOODGATE_ADMIN_TOKEN_FILE`` or ``$FLOODGATE_ADMIN_TOKEN`` (the first given), checked:
+    ``CommandError`` (exit 2) if it is weak, unreadable or given twice."""
+    from scheduler.asgi.access import check_token
+
+    if args.admin_token and args.admin_token_file:
+        raise CommandError(
+            "give --admin-token or --admin-token-file, not both", exit_code=EXIT_USAGE
+        )
+    env_file, env_token = os.environ.get(TOKEN_FILE_ENV), os.environ.get(TOKEN_ENV)
+    if args.admin_token_file:
+        source = f"--admin-token-file {args.admin_token_file}"
+        token = read_token_file(args.admin_token_file, "--admin-token-file")
+    elif args.admin_token:
+        source, token = "--admin-token", args.admin_token
+        get_logger().warning(
+            "worker.admin_token_visible",
+            hint=f"--admin-token shows in ps; use --admin-token-file or ${TOKEN_ENV}",
+        )
+    elif env_file and env_token:
+        raise CommandError(f"set ${TOKEN_FILE_ENV} or ${TOKEN_ENV}, not both", exit_code=EXIT_USAGE)
+    elif env_file:
+        source, token = (
+            f"${TOKEN_FILE_ENV} ({env_file})",
+            read_token_file(env_file, f"${TOKEN_FILE_ENV}"),
+        )
+    elif env_token:
+        source, token = f"${TOKEN_ENV}", env_token
+    else:
+        return None
+    try:
+        return check_token(token, source=f"the admin token from {source}")
+    except ConfigError as exc:
+        raise CommandError(str(exc), exit_code=EXIT_USAGE) from None
+
+
 def run(args: argparse.Namespace) -> int:
     with logging_configured(args.log_level):
         sched, lanes = prepare(args)
-        sock = None
+        sock, admin = None, None
         if args.admin is not None:
+            from scheduler.asgi.access import HostPolicy
+
             host, port = parse_bind(args.admin)
-            if not is_loopback(host) and not args.admin_token:
+            token = admin_token(args)
+            try:
+                policy = HostPolicy.build((host, port), args.admin_allowed_host)
+            except ConfigError as exc:
+                raise CommandError(f"--admin-allowed-host: {exc}", exit_code=EXIT_USAGE) from None
+            if policy.public and token is None:
                 raise CommandError(
-                    f"--admin {args.admin}: a non-loopback address needs --admin-token "
-                    f"(or ${TOKEN_ENV}); without a token the admin API binds 127.0.0.1 only",
+                    f"--admin {args.admin}: {policy.reason}, so it needs --admin-token-file PATH "
+                    f"(or ${TOKEN_ENV}, or --admin-token); without a token the admin API "
+                    "serves loopback only",
                     exit_code=EXIT_USAGE,
                 )
             sock = bind_socket(host, port)
-        return asyncio.run(_work(sched, lanes, sock, args.admin_token))
+            admin = _AdminConfig(
+                token, (host, sock.getsockname()[1]), tuple(args.admin_allowed_host)
+            )
+        return asyncio.run(_work(sched, lanes, sock, admin))
+
+
+class _AdminConfig(NamedTuple):
+    token: str | None
+    bind: tuple[str, int]
+    allowed_hosts: tuple[str, ...]
 
 
 async def _work(
-    sched: Scheduler, lanes: tuple[str, ...], sock: socket.socket | None, token: str | None
+    sched: Scheduler,
+    lanes: tuple[str, ...],
+    sock: socket.socket | None,
+    config: _AdminConfig | None,
 ) -> int:
     admin = None
-    if sock is not None:
+    if sock is not None and config is not None:
         from scheduler.asgi import admin_app  # starlette and prometheus only when serving
 
-        admin = UvicornServer(admin_app(sched, token=token), sock)
+        app = admin_app(
+            sched, token=config.token, bind=config.bind, allowed_hosts=config.allowed_hosts
+        )
+        admin = UvicornServer(app, sock)
     try:
         await Worker(sched, lanes, admin=admin).run()
     finally:

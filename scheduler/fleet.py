@@ -1,0 +1,365 @@
+"""One upstream budget for every process that shares a backlog.
+
+A provider's limit belongs to the API key, not to the process. Processes that
+share a backlog (one SQLite file on a machine, or one PostgreSQL database)
+share this about each upstream, through small tables beside the backlog::
+
+    holds       a Retry-After pause, or an open breaker, seen by one process
+                holds the upstream in all of them until the same wall-clock
+                time; while one process's breaker is open, only it runs the
+                trials (the others refuse live calls or let them wait)
+    members     each process that uses an upstream says so about once a
+                second; ``rpm`` / ``tpm`` are split between the processes
+                seen in the last ``member_ttl`` seconds (a crashed process
+                drops out after that)
+    operator    a fleet-wide gate pause with who and why
+                (``gate.pause(reason, fleet=True)``, ``floodgate pause --fleet``)
+
+:class:`FleetSync` exchanges that with the store every ``interval`` seconds
+(0.25 s: a pause reaches every process within about that), one round trip,
+never one per request. If the store cannot be reached a process keeps the
+last split it saw, so it never sends more than its share, and logs
+``fleet.unreachable`` once (``fleet.reachable`` when it is back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import socket
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from .breaker import BreakerState
+from .clock import Clock
+from .logs import get_logger
+from .metrics import FleetStats
+
+if TYPE_CHECKING:
+    from .health import HealthGate
+
+__all__ = [
+    "FleetStore",
+    "FleetSync",
+    "FleetView",
+    "Hold",
+    "MemoryFleetStore",
+    "OperatorPause",
+    "new_member_id",
+]
+
+_log = get_logger()
+
+#: hold kinds
+RETRY_AFTER = "retry_after"
+BREAKER_OPEN = "breaker_open"
+#: seconds an open breaker's hold reaches past its next trial (refreshed every sync)
+_BREAKER_MARGIN = 1.0
+#: a local pause is published when it ends this much later than what the fleet knows
+_NEWER = 0.05
+
+
+def new_member_id() -> str:
+    """An id for this process in the fleet: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """An upstream held fleet-wide until ``until`` (wall-clock seconds)."""
+
+    upstream: str
+    kind: str  # RETRY_AFTER or BREAKER_OPEN
+    until: float
+    by: str  # the member that set it
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorPause:
+    """A fleet-wide pause of the gated lanes: why, who, since when (wall clock)."""
+
+    reason: str
+    by: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FleetView:
+    """What the store holds now: live holds, the operator pause, members per upstream."""
+
+    holds: tuple[Hold, ...] = ()
+    operator: OperatorPause | None = None
+    members: Mapping[str, int] = field(default_factory=dict)
+
+
+class FleetStore(Protocol):
+    """Where a fleet's shared upstream state lives (the backlog's database)."""
+
+    async def exchange(
+        self,
+        member: str,
+        now: float,
+        holds: Sequence[Hold],
+        active: Sequence[str],
+        member_ttl: float,
+    ) -> FleetView:
+        """Publish ``holds`` (a later ``until`` wins; the setter of a breaker hold may
+        shorten it), say ``member`` uses the ``active`` upstreams at ``now``, and
+        read back the live holds, the operator pause and the members seen within
+        ``member_ttl`` seconds, in one round trip."""
+        ...
+
+    async def set_operator(self, pause: OperatorPause | None) -> None:
+        """Set (or with ``None`` clear) the fleet-wide operator pause."""
+        ...
+
+    async def operator(self) -> OperatorPause | None:
+        """The fleet-wide operator pause, if any."""
+        ...
+
+    async def leave(self, member: str) -> None:
+        """``member`` stops: its share goes to the others at once."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryFleetStore:
+    """A :class:`FleetStore` in memory, shared by schedulers in one process (tests)."""
+
+    def __init__(self) -> None:
+        self.holds: dict[tuple[str, str], Hold] = {}
+        self.members: dict[tuple[str, str], float] = {}
+        self.paused: OperatorPause | None = None
+        self.fail = False  # tests: make it unreachable
+
+    def _check(self) -> None:
+        if self.fail:
+            raise ConnectionError("the fleet store is unreachable (test)")
+
+    async def exchange(
+        self,
+        member: str,
+        now: float,
+        holds: Sequence[Hold],
+        active: Sequence[str],
+        member_ttl: float,
+    ) -> FleetView:
+        self._check()
+        for hold in holds:
+            key = (hold.upstream, hold.kind)
+            old = self.holds.get(key)
+            if (
+                old is None
+                or hold.until > old.until
+                or (hold.kind == BREAKER_OPEN and old.by == hold.by)
+            ):
+                self.holds[key] = hold
+        for name in active:
+            self.members[(name, member)] = now
+        counts: dict[str, int] = {}
+        for (name, _), seen in self.members.items():
+            if seen > now - member_ttl:
+                counts[name] = counts.get(name, 0) + 1
+        live = tuple(h for h in self.holds.values() if h.until > now)
+        return FleetView(live, self.paused, counts)
+
+    async def set_operator(self, pause: OperatorPause | None) -> None:
+        self._check()
+        self.paused = pause
+
+    async def operator(self) -> OperatorPause | None:
+        self._check()
+        return self.paused
+
+    async def leave(self, member: str) -> None:
+        self._check()
+        for key in [k for k in self.members if k[1] == member]:
+            del self.members[key]
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class _Published:
+    """What this process last told the fleet about one upstream (wall clock)."""
+
+    retry_after: float = -math.inf
+    breaker: float = -math.inf
+
+
+class FleetSync:
+    """Keeps one process's :class:`~scheduler.health.HealthGate` in step with the
+    fleet's shared upstream state (see the module docstring)."""
+
+    def __init__(
+        self,
+        gate: HealthGate,
+        store: FleetStore,
+        clock: Clock,
+        *,
+        member: str | None = None,
+        interval: float = 0.25,
+        member_ttl: float = 3.0,
+        active_for: float = 5.0,
+    ) -> None:
+        self.gate = gate
+        self.store = store
+        self.clock = clock
+        self.member = member or new_member_id()
+        self.interval = interval
+        self.member_ttl = member_ttl
+        self.active_for = active_for
+        self.reachable = True
+        self.syncs = 0
+        self.members: dict[str, int] = {}  # upstream -> processes sharing it (last seen)
+        self.operator: OperatorPause | None = None
+        self._published: dict[str, _Published] = {}
+        self._fleet_known: dict[str, float] = {}  # upstream -> latest fleet retry_after
+        self._operator_ops: list[OperatorPause | None] = []
+        self.paused_by_fleet = False  # the gate is paused because the fleet is
+        self._wake = asyncio.Event()
+
+    def stats(self) -> FleetStats:
+        """What ``stats().fleet`` shows."""
+        pause = self.operator
+        return FleetStats(
+            member=self.member,
+            reachable=self.reachable,
+            paused_reason=None if pause is None else pause.reason,
+            paused_by=None if pause is None else pause.by,
+            members=dict(self.members),
+        )
+
+    # -- the operator pause ----------------------------------------------------------
+
+    def request_operator(self, pause: OperatorPause | None) -> None:
+        """Queue a fleet-wide operator pause (or its end) for the next exchange."""
+        self._operator_ops.append(pause)
+        self._wake.set()
+
+    # -- one exchange ----------------------------------------------------------------
+
+    def _outgoing(self) -> tuple[list[Hold], list[str]]:
+        now, wall = self.clock.now(), self.clock.wall()
+        holds: list[Hold] = []
+        active: list[str] = []
+        for name, health in self.gate.upstreams.items():
+            if now - health.wanted_at <= self.active_for:
+                active.append(name)
+            sent = self._published.setdefault(name, _Published())
+            paused = wall + (health.paused_until - now)
+            known = max(sent.retry_after, self._fleet_known.get(name, -math.inf))
+            if paused > wall and paused > known + _NEWER:
+                holds.append(Hold(name, RETRY_AFTER, paused, self.member))
+                sent.retry_after = paused
+            breaker = health.breaker
+            if breaker.state is not BreakerState.CLOSED:
+                wait = breaker.next_trial_in() or 0.0
+                until = wall + wait + _BREAKER_MARGIN + self.interval
+                holds.append(Hold(name, BREAKER_OPEN, until, self.member))
+                sent.breaker = until
+            elif sent.breaker > wall:  # ours closed: end the hold now
+                holds.append(Hold(name, BREAKER_OPEN, wall, self.member))
+                sent.breaker = -math.inf
+        return holds, active
+
+    def _apply(self, view: FleetView) -> None:
+        now, wall = self.clock.now(), self.clock.wall()
+        for hold in view.holds:
+            if hold.by == self.member:
+                continue
+            health = self.gate.upstream(hold.upstream)
+            left = hold.until - wall
+            if hold.kind == RETRY_AFTER:
+                self._fleet_known[hold.upstream] = max(
+                    self._fleet_known.get(hold.upstream, -math.inf), hold.until
+                )
+                if now + left > health.paused_until + 1e-3:
+                    health.pause(left)
+                    _log.info("fleet.paused", upstream=hold.upstream, seconds=left, by=hold.by)
+                    self.gate.notify()
+            elif hold.kind == BREAKER_OPEN and health.breaker.state is BreakerState.CLOSED:
+                if health.fleet_breaker_until <= now:
+                    _log.info("fleet.breaker_held", upstream=hold.upstream, by=hold.by)
+                health.hold_for_fleet_breaker(left)
+                self.gate.notify()
+        held = {h.upstream for h in view.holds if h.kind == BREAKER_OPEN and h.by != self.member}
+        for name, health in self.gate.upstreams.items():
+            if name not in held and health.fleet_breaker_until > now:
+                health.hold_for_fleet_breaker(0.0)  # its owner closed it (or died)
+                self.gate.notify()
+        self.members = dict(view.members)
+        for name, health in self.gate.upstreams.items():
+            health.set_share(1.0 / max(1, self.members.get(name, 1)))
+        self._apply_operator(view.operator)
+
+    def _apply_operator(self, pause: OperatorPause | None) -> None:
+        self.operator = pause
+        gate = self.gate
+        if pause is not None:
+            reason = f"fleet: {pause.reason} (by {pause.by})"
+            if gate.reason != reason and (gate.is_open or self.paused_by_fleet):
+                gate.pause(reason)
+                self.paused_by_fleet = True
+        elif self.paused_by_fleet:
+            self.paused_by_fleet = False
+            gate.resume()
+
+    async def sync_once(self) -> None:
+        """One exchange with the store (what the loop does every ``interval``)."""
+        try:
+            while self._operator_ops:
+                await self.store.set_operator(self._operator_ops[0])
+                self._operator_ops.pop(0)
+            holds, active = self._outgoing()
+            view = await self.store.exchange(
+                self.member, self.clock.wall(), holds, active, self.member_ttl
+            )
+        except Exception as exc:  # any store failure: keep the last split, say so once
+            if self.reachable:
+                self.reachable = False
+                _log.warning(
+                    "fleet.unreachable",
+                    error=f"{type(exc).__name__}: {exc}",
+                    members=dict(self.members),
+                )
+            for sent in self._published.values():
+                sent.retry_after = -math.inf  # publish again once it is back
+            return
+        if not self.reachable:
+            self.reachable = True
+            _log.info("fleet.reachable")
+        self.syncs += 1
+        self._apply(view)
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Exchange every ``interval`` seconds (sooner when there is news) until cancelled."""
+        while True:
+            await self.sync_once()
+            self._wake.clear()
+            sleeper = asyncio.ensure_future(self.clock.sleep(self.interval))
+            waker = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for pending in (sleeper, waker):
+                    pending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await pending
+
+    def wake(self) -> None:
+        """Exchange now (a local pause or breaker change is news for the others)."""
+        self._wake.set()
+
+    async def leave(self) -> None:
+        """Give this process's shares back (on a clean stop)."""
+        with contextlib.suppress(Exception):
+            await self.store.leave(self.member)

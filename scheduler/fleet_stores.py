@@ -1,0 +1,312 @@
+"""Where a fleet's shared upstream state lives: tables beside the backlog.
+
+:class:`SQLiteFleetStore` (processes on one machine sharing a SQLite file) and
+:class:`PostgresFleetStore` (processes anywhere sharing a PostgreSQL backlog;
+``NOTIFY`` wakes the others at once) keep three small tables, created if
+missing::
+
+    floodgate_fleet_holds    (upstream, kind) -> until, by_member
+    floodgate_fleet_members  (upstream, member) -> seen
+    floodgate_fleet_gate     one row while the fleet is paused: reason, by_member, at
+
+Times are wall-clock seconds. Every exchange is one short transaction; SQL is
+always parameterized. :func:`fleet_store_for` picks the store for a backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .backlog import Backlog, SQLiteBacklog
+from .fleet import FleetStore, FleetView, Hold, OperatorPause
+from .logs import get_logger
+
+__all__ = ["PostgresFleetStore", "SQLiteFleetStore", "fleet_store_for", "read_sqlite_operator"]
+
+_log = get_logger()
+
+#: rows of members not seen for this long are deleted (seconds)
+_FORGET_AFTER = 600.0
+#: the PostgreSQL channel other processes are woken on
+CHANNEL = "floodgate_fleet"
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS floodgate_fleet_holds ("
+    " upstream TEXT NOT NULL, kind TEXT NOT NULL, until DOUBLE PRECISION NOT NULL,"
+    " by_member TEXT NOT NULL, PRIMARY KEY (upstream, kind))",
+    "CREATE TABLE IF NOT EXISTS floodgate_fleet_members ("
+    " upstream TEXT NOT NULL, member TEXT NOT NULL, seen DOUBLE PRECISION NOT NULL,"
+    " PRIMARY KEY (upstream, member))",
+    "CREATE TABLE IF NOT EXISTS floodgate_fleet_gate ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1), reason TEXT NOT NULL,"
+    " by_member TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
+)
+# a later hold wins; the member that set a breaker hold may end it early
+_UPSERT_HOLD = (
+    "INSERT INTO floodgate_fleet_holds (upstream, kind, until, by_member) VALUES ({}, {}, {}, {})"
+    " ON CONFLICT (upstream, kind) DO UPDATE SET until = excluded.until,"
+    " by_member = excluded.by_member WHERE excluded.until > floodgate_fleet_holds.until"
+    " OR (excluded.kind = 'breaker_open'"
+    " AND excluded.by_member = floodgate_fleet_holds.by_member)"
+)
+_UPSERT_MEMBER = (
+    "INSERT INTO floodgate_fleet_members (upstream, member, seen) VALUES ({}, {}, {})"
+    " ON CONFLICT (upstream, member) DO UPDATE SET seen = excluded.seen"
+)
+_READ_HOLDS = "SELECT upstream, kind, until, by_member FROM floodgate_fleet_holds WHERE until > {}"
+_READ_MEMBERS = (
+    "SELECT upstream, count(*) FROM floodgate_fleet_members WHERE seen > {} GROUP BY upstream"
+)
+_READ_GATE = "SELECT reason, by_member, at FROM floodgate_fleet_gate WHERE id = 1"
+_FORGET = "DELETE FROM floodgate_fleet_members WHERE seen < {}"
+_FORGET_HOLDS = "DELETE FROM floodgate_fleet_holds WHERE until < {}"
+_SET_GATE = (
+    "INSERT INTO floodgate_fleet_gate (id, reason, by_member, at) VALUES (1, {}, {}, {})"
+    " ON CONFLICT (id) DO UPDATE SET reason = excluded.reason,"
+    " by_member = excluded.by_member, at = excluded.at"
+)
+_CLEAR_GATE = "DELETE FROM floodgate_fleet_gate"
+_LEAVE = "DELETE FROM floodgate_fleet_members WHERE member = {}"
+
+
+def _qmarks(sql: str) -> str:
+    return sql.format(*("?" * sql.count("{}")))
+
+
+def _dollars(sql: str) -> str:
+    return sql.format(*(f"${i + 1}" for i in range(sql.count("{}"))))
+
+
+def _pause(row: Any | None) -> OperatorPause | None:
+    return None if row is None else OperatorPause(str(row[0]), str(row[1]), float(row[2]))
+
+
+def _view(holds: Sequence[Any], members: Sequence[Any], gate: Any | None) -> FleetView:
+    return FleetView(
+        holds=tuple(Hold(str(u), str(k), float(t), str(b)) for u, k, t, b in holds),
+        operator=_pause(gate),
+        members={str(u): int(n) for u, n in members},
+    )
+
+
+class SQLiteFleetStore:
+    """The fleet tables in the backlog's SQLite file (its own connection, in a thread)."""
+
+    def __init__(self, path: str, *, busy_timeout: float = 0.5) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._exchanges = 0
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    async def _run(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        async with self._lock:
+            return await asyncio.to_thread(self._transaction, work)
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            result = work(conn)
+            conn.execute("COMMIT")
+            return result
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+    async def exchange(
+        self,
+        member: str,
+        now: float,
+        holds: Sequence[Hold],
+        active: Sequence[str],
+        member_ttl: float,
+    ) -> FleetView:
+        self._exchanges += 1
+        forget = self._exchanges % 200 == 1
+
+        def work(conn: sqlite3.Connection) -> FleetView:
+            for hold in holds:
+                conn.execute(_qmarks(_UPSERT_HOLD), (hold.upstream, hold.kind, hold.until, hold.by))
+            for name in active:
+                conn.execute(_qmarks(_UPSERT_MEMBER), (name, member, now))
+            if forget:
+                conn.execute(_qmarks(_FORGET), (now - _FORGET_AFTER,))
+                conn.execute(_qmarks(_FORGET_HOLDS), (now - _FORGET_AFTER,))
+            return _view(
+                conn.execute(_qmarks(_READ_HOLDS), (now,)).fetchall(),
+                conn.execute(_qmarks(_READ_MEMBERS), (now - member_ttl,)).fetchall(),
+                conn.execute(_READ_GATE).fetchone(),
+            )
+
+        view: FleetView = await self._run(work)
+        return view
+
+    async def set_operator(self, pause: OperatorPause | None) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            if pause is None:
+                conn.execute(_CLEAR_GATE)
+            else:
+                conn.execute(_qmarks(_SET_GATE), (pause.reason, pause.by, pause.at))
+
+        await self._run(work)
+
+    async def operator(self) -> OperatorPause | None:
+        """The fleet-wide operator pause, if any (for ``status``)."""
+
+        def work(conn: sqlite3.Connection) -> OperatorPause | None:
+            return _pause(conn.execute(_READ_GATE).fetchone())
+
+        result: OperatorPause | None = await self._run(work)
+        return result
+
+    async def leave(self, member: str) -> None:
+        await self._run(lambda conn: conn.execute(_qmarks(_LEAVE), (member,)))
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                await asyncio.to_thread(conn.close)
+
+
+class PostgresFleetStore:
+    """The fleet tables in the backlog's PostgreSQL schema (one connection of its
+    own; ``NOTIFY floodgate_fleet`` after a write wakes every other process)."""
+
+    def __init__(self, dsn: str, settings: dict[str, str] | None = None) -> None:
+        self.dsn = dsn
+        self.settings = dict(settings or {})
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
+        self.on_notify: Callable[[], None] | None = None
+        self._exchanges = 0
+
+    async def _connection(self) -> Any:
+        import asyncpg  # type: ignore[import-untyped]
+
+        if self._conn is not None and not self._conn.is_closed():
+            return self._conn
+        conn = await asyncpg.connect(self.dsn, server_settings=self.settings, timeout=5.0)
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('floodgate_fleet'))")
+                for statement in _SCHEMA:
+                    await conn.execute(statement)
+            await conn.add_listener(CHANNEL, self._notified)
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _notified(self, *_: object) -> None:
+        if self.on_notify is not None:
+            self.on_notify()
+
+    async def exchange(
+        self,
+        member: str,
+        now: float,
+        holds: Sequence[Hold],
+        active: Sequence[str],
+        member_ttl: float,
+    ) -> FleetView:
+        self._exchanges += 1
+        forget = self._exchanges % 200 == 1
+        async with self._lock:
+            conn = await self._connection()
+            async with conn.transaction():
+                for hold in holds:
+                    await conn.execute(
+                        _dollars(_UPSERT_HOLD), hold.upstream, hold.kind, hold.until, hold.by
+                    )
+                for name in active:
+                    await conn.execute(_dollars(_UPSERT_MEMBER), name, member, now)
+                if forget:
+                    await conn.execute(_dollars(_FORGET), now - _FORGET_AFTER)
+                    await conn.execute(_dollars(_FORGET_HOLDS), now - _FORGET_AFTER)
+                if holds:
+                    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, member)
+                held = await conn.fetch(_dollars(_READ_HOLDS), now)
+                members = await conn.fetch(_dollars(_READ_MEMBERS), now - member_ttl)
+                gate = await conn.fetchrow(_READ_GATE)
+        return _view([tuple(r) for r in held], [tuple(r) for r in members], gate)
+
+    async def set_operator(self, pause: OperatorPause | None) -> None:
+        async with self._lock:
+            conn = await self._connection()
+            async with conn.transaction():
+                if pause is None:
+                    await conn.execute(_CLEAR_GATE)
+                else:
+                    await conn.execute(_dollars(_SET_GATE), pause.reason, pause.by, pause.at)
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, "gate")
+
+    async def operator(self) -> OperatorPause | None:
+        """The fleet-wide operator pause, if any (for ``status``)."""
+        async with self._lock:
+            conn = await self._connection()
+            row = await conn.fetchrow(_READ_GATE)
+        return _pause(row)
+
+    async def leave(self, member: str) -> None:
+        async with self._lock:
+            conn = await self._connection()
+            await conn.execute(_dollars(_LEAVE), member)
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                with contextlib.suppress(Exception):
+                    await conn.close()
+
+
+def fleet_store_for(backlog: Backlog) -> FleetStore | None:
+    """The fleet store beside ``backlog`` (``None``: it is not shared, e.g. in memory)."""
+    if isinstance(backlog, SQLiteBacklog):
+        return SQLiteFleetStore(str(backlog.path))
+    if type(backlog).__name__ == "PostgresBacklog":
+        dsn: str = getattr(backlog, "dsn")  # noqa: B009
+        settings: dict[str, str] = dict(getattr(backlog, "_settings", {}))
+        return PostgresFleetStore(dsn, settings)
+    return None
+
+
+def read_sqlite_operator(path: str) -> OperatorPause | None:
+    """The fleet-wide operator pause in a SQLite backlog, read without writing
+    (for ``floodgate status``; ``None`` when the fleet never paused)."""
+    from pathlib import Path
+
+    file = Path(path).resolve()
+    # no -wal beside it: nobody writes now, and immutable creates no -wal / -shm either
+    quiet = "" if Path(f"{file}-wal").exists() else "&immutable=1"
+    conn = sqlite3.connect(f"{file.as_uri()}?mode=ro{quiet}", uri=True, timeout=1.0)
+    try:
+        table = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+            ("floodgate_fleet_gate",),
+        ).fetchone()
+        return None if table is None else _pause(conn.execute(_READ_GATE).fetchone())
+    finally:
+        conn.close()

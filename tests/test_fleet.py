@@ -1,0 +1,394 @@
+"""One upstream budget for a fleet: shared pauses, breaker holds, rpm split and the
+fleet-wide operator pause (fake clock and in-memory store; the real SQLite file
+and PostgreSQL at the end)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scheduler import BreakerConfig, FakeClock, Scheduler
+from scheduler.breaker import BreakerState
+from scheduler.errors import ConfigError
+from scheduler.fleet import FleetSync, MemoryFleetStore
+from scheduler.fleet_stores import PostgresFleetStore, SQLiteFleetStore
+from scheduler.health import HealthGate
+from scheduler.limits import LearnedRate
+from scheduler.upstream import SUCCESS, Classified, FailureKind
+from scheduler.upstream_health import Denied, Permit, Upstream, UpstreamHealth
+
+from .test_pacing import THROTTLED, budget_headers
+
+DOWN = Classified(FailureKind.SERVER_ERROR, None, 503)
+PG_DSN = os.environ.get("FLOODGATE_TEST_POSTGRES_DSN")
+
+
+def member(
+    name: str, store: object, clock: FakeClock, *upstreams: Upstream
+) -> tuple[HealthGate, FleetSync]:
+    gate = HealthGate(upstreams, clock=clock)
+    sync = FleetSync(gate, store, clock, member=name)  # type: ignore[arg-type]
+    gate.fleet = sync
+    return gate, sync
+
+
+async def sync_all(*syncs: FleetSync) -> None:
+    for sync in syncs:
+        await sync.sync_once()
+
+
+async def test_a_retry_after_in_one_process_holds_every_other() -> None:
+    clock, store = FakeClock(), MemoryFleetStore()
+    gate_a, a = member("a", store, clock)
+    gate_b, b = member("b", store, clock)
+    gate_b.upstream("llm")
+    gate_a.upstream("llm").pause(5.0)
+    await sync_all(a, b)
+    held = gate_b.upstream("llm")
+    assert held.blocked() == "retry_after"
+    assert held.paused_until == pytest.approx(clock.now() + 5.0)
+    clock.advance(5.01)
+    await sync_all(a, b)
+    assert held.blocked() is None
+
+
+async def test_an_open_breaker_holds_the_others_and_only_its_owner_runs_trials() -> None:
+    clock, store = FakeClock(), MemoryFleetStore()
+    config = Upstream("llm", breaker=BreakerConfig(min_volume=4))
+    gate_a, a = member("a", store, clock, config)
+    gate_b, b = member("b", store, clock, config)
+    owner = gate_a.upstream("llm")
+    for _ in range(4):
+        got = owner.admit(gated=False)
+        assert isinstance(got, Permit)
+        got.finish(DOWN, 0.1)
+    assert owner.breaker.state is BreakerState.OPEN
+    await sync_all(a, b)
+    other = gate_b.upstream("llm")
+    assert other.blocked() == "breaker_open"
+    live = other.admit(gated=False)
+    assert isinstance(live, Denied)
+    assert live.reason == "breaker_open"
+    # the owner's trial succeeds: its breaker closes and the hold ends everywhere
+    clock.advance(owner.breaker.next_trial_in(live=True) or 0.0)
+    trial = owner.admit(gated=False)
+    assert isinstance(trial, Permit)
+    trial.finish(SUCCESS, 0.1)
+    while owner.breaker.state is not BreakerState.CLOSED:
+        got = owner.admit(gated=False)
+        assert isinstance(got, Permit)
+        got.finish(SUCCESS, 0.1)
+    await sync_all(a, b)
+    assert other.blocked() is None
+    assert isinstance(other.admit(gated=False), Permit)
+
+
+async def test_a_dead_owners_breaker_hold_expires_by_itself() -> None:
+    clock, store = FakeClock(), MemoryFleetStore()
+    gate_a, a = member("a", store, clock)
+    gate_b, b = member("b", store, clock)
+    owner = gate_a.upstream("llm")
+    for _ in range(30):
+        got = owner.admit(gated=False)
+        if isinstance(got, Permit):
+            got.finish(DOWN, 0.1)
+    assert owner.breaker.state is BreakerState.OPEN
+    await sync_all(a, b)
+    other = gate_b.upstream("llm")
+    assert other.blocked() == "breaker_open"
+    # a is killed: nobody refreshes its hold; b waits no longer than the hold's end
+    for _ in range(40):
+        clock.advance(0.25)
+        await b.sync_once()
+        if other.blocked() is None:
+            break
+    assert other.blocked() is None
+    assert clock.now() <= 2.0 + 1.0 + 0.25 + 0.25  # first trial + margin + one sync
+
+
+async def test_rpm_is_split_between_the_processes_using_the_upstream() -> None:
+    clock, store = FakeClock(), MemoryFleetStore()
+    config = Upstream("llm", rpm=600)  # 10/s for the whole fleet
+    gates = [member(n, store, clock, config) for n in "abc"]
+    for gate, _ in gates:
+        gate.upstream("llm").admit(gated=True)  # each uses it
+    await sync_all(*(s for _, s in gates))
+    await sync_all(*(s for _, s in gates))
+    assert [g.upstream("llm").share for g, _ in gates] == pytest.approx([1 / 3] * 3)
+    # a long steady run: all three together stay within the fleet's 10/s
+    sent = 0
+    for step in range(400):  # 40 s
+        clock.advance(0.1)
+        for gate, _ in gates:
+            while isinstance(gate.upstream("llm").admit(gated=False), Permit):
+                sent += 1
+        if step % 3 == 0:
+            await sync_all(*(s for _, s in gates))
+    assert sent <= 10 * 40 + 3 * 10  # the limit, plus what each banked at the start
+    assert sent >= 0.9 * 10 * 40
+    # c stops cleanly: a and b take its share at once
+    await gates[2][1].leave()
+    await sync_all(gates[0][1], gates[1][1])
+    assert gates[0][0].upstream("llm").share == pytest.approx(0.5)
+
+
+async def test_a_crashed_process_share_returns_after_the_member_ttl() -> None:
+    clock, store = FakeClock(), MemoryFleetStore()
+    config = Upstream("llm", rpm=600)
+    gate_a, a = member("a", store, clock, config)
+    gate_b, b = member("b", store, clock, config)
+    for gate in (gate_a, gate_b):
+        gate.upstream("llm").admit(gated=True)
+    await sync_all(a, b, a)
+    assert gate_a.upstream("llm").share == pytest.approx(0.5)
+    for _ in range(16):  # b was killed: it never syncs again
+        clock.advance(0.25)
+        gate_a.upstream("llm").admit(gated=True)
+        await a.sync_once()
+    assert gate_a.upstream("llm").share == pytest.approx(1.0)
+
+
+async def test_the_operator_pause_reaches_every_process_with_who_and_why() -> None:
+    clock, store = FakeClock(), MemoryFleetStore()
+    gate_a, a = member("a", store, clock)
+    gate_b, b = member("b", store, clock)
+    gate_a.pause("provider maintenance", fleet=True)
+    assert not gate_a.is_open
+    await sync_all(a, b)
+    assert not gate_b.is_open
+    assert gate_b.reason == "fleet: provider maintenance (by a)"
+    assert store.paused is not None
+    assert store.paused.by == "a"
+    gate_b.resume(fleet=True)
+    await sync_all(b, a)
+    assert gate_a.is_open
+    assert gate_b.is_open
+
+
+def test_a_fleet_pause_without_a_fleet_is_a_clear_error() -> None:
+    gate = HealthGate(clock=FakeClock())
+    with pytest.raises(ConfigError, match="fleet"):
+        gate.pause("x", fleet=True)
+
+
+async def test_an_unreachable_store_keeps_the_last_share_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="floodgate")
+    clock, store = FakeClock(), MemoryFleetStore()
+    config = Upstream("llm", rpm=600)
+    gate_a, a = member("a", store, clock, config)
+    gate_b, b = member("b", store, clock, config)
+    for gate in (gate_a, gate_b):
+        gate.upstream("llm").admit(gated=True)
+    await sync_all(a, b, a)
+    store.fail = True
+    for _ in range(20):
+        clock.advance(0.25)
+        await a.sync_once()
+    assert gate_a.upstream("llm").share == pytest.approx(0.5)  # never more than its share
+    events = [r.msg["event"] for r in caplog.records if isinstance(r.msg, dict)]
+    assert events.count("fleet.unreachable") == 1
+    store.fail = False
+    gate_a.upstream("llm").admit(gated=True)
+    await a.sync_once()
+    assert "fleet.reachable" in [r.msg["event"] for r in caplog.records if isinstance(r.msg, dict)]
+    assert a.reachable
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    pauses=st.lists(
+        st.tuples(st.integers(0, 3), st.floats(0.1, 30.0), st.integers(0, 3)), max_size=12
+    )
+)
+def test_every_process_ends_up_held_as_long_as_the_longest_pause_and_no_longer(
+    pauses: list[tuple[int, float, int]],
+) -> None:
+    async def scenario() -> None:
+        clock, store = FakeClock(), MemoryFleetStore()
+        members = [member(str(i), store, clock) for i in range(4)]
+        for gate, _ in members:
+            gate.upstream("llm")
+        longest = -1.0
+        for who, seconds, syncs in pauses:
+            members[who][0].upstream("llm").pause(seconds)
+            longest = max(longest, clock.now() + seconds)
+            for _, sync in members[:syncs]:
+                await sync.sync_once()
+            clock.advance(0.05)
+        for _ in range(2):
+            await sync_all(*(s for _, s in members))
+        for gate, _ in members:
+            until = gate.upstream("llm").paused_until
+            # a pause only a hair (< 50 ms) beyond what the fleet knows is not news
+            assert until <= longest + 1e-6
+            if longest > clock.now():
+                assert until >= longest - 0.05 - 1e-6
+
+    asyncio.run(scenario())
+
+
+# -- the real stores --------------------------------------------------------------
+
+
+async def _shared_pause_through(store_a: object, store_b: object) -> None:
+    clock = FakeClock()
+    gate_a, a = member("a", store_a, clock, Upstream("llm", rpm=600))
+    gate_b, b = member("b", store_b, clock, Upstream("llm", rpm=600))
+    try:
+        for gate in (gate_a, gate_b):
+            gate.upstream("llm").admit(gated=True)
+        gate_a.upstream("llm").pause(7.0)
+        gate_a.pause("maintenance", fleet=True)
+        await sync_all(a, b, a)
+        assert gate_b.upstream("llm").blocked() == "retry_after"
+        assert gate_b.upstream("llm").paused_until == pytest.approx(7.0, abs=0.01)
+        assert gate_b.reason == "fleet: maintenance (by a)"
+        assert gate_a.upstream("llm").share == pytest.approx(0.5)
+        assert gate_b.upstream("llm").share == pytest.approx(0.5)
+        gate_a.resume(fleet=True)
+        await b.leave()
+        await sync_all(a, b)
+        assert gate_b.is_open
+    finally:
+        await a.store.close()
+        await b.store.close()
+
+
+async def test_two_connections_to_one_sqlite_file_share_pauses_and_splits(tmp_path: Path) -> None:
+    path = str(tmp_path / "fleet.db")
+    await _shared_pause_through(SQLiteFleetStore(path), SQLiteFleetStore(path))
+
+
+@pytest.mark.skipif(PG_DSN is None, reason="PostgreSQL tests need FLOODGATE_TEST_POSTGRES_DSN")
+async def test_two_connections_to_postgresql_share_pauses_and_splits() -> None:
+    assert PG_DSN is not None
+    schema = f"fleet_{os.getpid()}"
+    import asyncpg  # type: ignore[import-untyped]
+
+    admin = await asyncpg.connect(PG_DSN)
+    try:
+        await admin.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        settings_ = {"search_path": f'"{schema}"'}
+        first, second = PostgresFleetStore(PG_DSN, settings_), PostgresFleetStore(PG_DSN, settings_)
+        woken = asyncio.Event()
+        second.on_notify = woken.set
+        await second.operator()  # connected and listening
+        await _shared_pause_through(first, second)
+    finally:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.close()
+
+
+PAUSER = """
+import asyncio, sys
+from scheduler import Scheduler
+from scheduler.upstream import Classified, FailureKind
+
+async def main():
+    async with Scheduler(sys.argv[1]) as sched:
+        health = sched.gate.upstream("llm")
+        got = health.admit(gated=False)
+        got.finish(Classified(FailureKind.RATE_LIMITED, 30.0, 429), 0.05)
+        print("paused", flush=True)
+        await asyncio.sleep(20)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_429_in_another_process_pauses_this_one_through_the_sqlite_file(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "b.db")
+    async with Scheduler(path) as sched:
+        health = sched.gate.upstream("llm")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", PAUSER, path, stdout=asyncio.subprocess.PIPE
+        )
+        try:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line.strip() == b"paused"
+            for _ in range(100):  # bounded: 100 x 0.05 s
+                if health.blocked() == "retry_after":
+                    break
+                await asyncio.sleep(0.05)
+            assert health.blocked() == "retry_after"
+            stats = sched.stats().upstreams["llm"]
+            assert stats.paused_for is not None
+            assert 20 < stats.paused_for <= 30
+        finally:
+            proc.kill()
+            await proc.wait()
+
+
+# -- the learned rate, split -------------------------------------------------------
+
+
+def test_a_learned_rate_is_the_fleets_and_each_process_sends_its_share() -> None:
+    clock = FakeClock()
+    pacer = LearnedRate(clock)
+    pacer.set_share(0.5)
+    for _ in range(40):  # this process sent 20/s for 2 s, then a 429
+        clock.advance(0.05)
+        assert pacer.take()
+        pacer.on_success()
+    pacer.on_throttle(clock.now())
+    rate = pacer.rate()
+    assert rate is not None
+    assert 0.85 * 40 <= rate <= 40  # the fleet's rate, cut from 2 x what we sent
+    sent, allowed = 0, 0.0
+    for _ in range(1000):  # 10 s: half of the fleet's rate is ours
+        clock.advance(0.01)
+        now_rate = pacer.rate()
+        assert now_rate is not None
+        allowed += 0.5 * now_rate * 0.01
+        while pacer.take():
+            sent += 1
+    assert 0.85 * allowed <= sent <= allowed + 1  # (a bucket of one turn, 10 ms steps)
+
+
+def test_processes_sharing_a_hidden_limit_stay_within_it_together() -> None:
+    """Three processes, each with its own health and a third of the rate, against
+    one hidden bucket of 40/s and a burst of 5 with OpenAI-style headers."""
+    clock = FakeClock()
+    healths = [UpstreamHealth(Upstream("llm"), clock) for _ in range(3)]
+    for health in healths:
+        health.set_share(1 / 3)
+    limit, burst, latency = 40.0, 5.0, 0.05
+    tokens, at = burst, 0.0
+    in_flight: list[tuple[float, bool, UpstreamHealth, Permit]] = []
+    ok = throttled = 0
+    while clock.now() < 120:
+        now = clock.now()
+        for health in healths:
+            while sum(1 for _, _, h, _ in in_flight if h is health) < 4:
+                got = health.admit(gated=True)
+                if isinstance(got, Denied):
+                    break
+                tokens, at = min(burst, tokens + (now - at) * limit), now
+                accepted = tokens >= 1
+                tokens -= accepted
+                in_flight.append((now + latency, accepted, health, got))
+        clock.advance(0.005)
+        done = [f for f in in_flight if f[0] <= clock.now()]
+        in_flight = [f for f in in_flight if f[0] > clock.now()]
+        for _, accepted, health, permit in done:
+            tokens, at = min(burst, tokens + (clock.now() - at) * limit), clock.now()
+            health.observe_headers(budget_headers(burst, tokens, (burst - tokens) / limit))
+            permit.finish(SUCCESS if accepted else THROTTLED, latency)
+            if clock.now() >= 20:
+                ok += accepted
+                throttled += not accepted
+    assert ok / 100 >= 0.9 * limit
+    assert ok / 100 <= limit + 1
+    assert throttled / (ok + throttled) <= 0.01
