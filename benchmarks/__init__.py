@@ -20,4 +20,7 @@ is 1 when a benchmark misses its target.
 - ``postgres``: drain throughput of the PostgreSQL backlog with 1, 2 and 4 worker
   processes vs procrastinate on the same server (about 3.5 minutes; needs
   ``FLOODGATE_TEST_POSTGRES_DSN``, skipped without it).
+- ``fleet``: 1, 2, 4 and 8 worker processes sharing one upstream that allows R req/s
+  (aggregate goodput as a share of R), the cost of sharing per request, and how fast a
+  pause reaches another process (p50/p99; PostgreSQL too when the DSN is set).
 """

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from . import __doc__ as package_doc
-from . import durable, head_of_line, overhead, pacing, postgres
+from . import durable, fleet, head_of_line, overhead, pacing, postgres
 from ._common import Options, Outcome, add_common_arguments, options_from, progress, verdict
 
 #: every benchmark, in the order a full run goes through them
@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, Callable[[Options], Outcome]] = {
     durable.NAME: durable.run,
     postgres.NAME: postgres.run,
     pacing.NAME: pacing.run,
+    fleet.NAME: fleet.run,
 }
 
 

@@ -52,6 +52,8 @@ _PURGE_EVERY = 300.0
 _BUDGET_WAIT = 1.0
 #: job ids named in ``backlog.outcomes_unsaved`` (the count is always complete)
 _UNSAVED_IDS_SHOWN = 20
+#: seconds between looks at a fleet share's paced room while it is full
+_PACED_RECHECK = 0.05
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -212,7 +214,12 @@ class DurableRunner:
         sched, lane, options = self._sched, self.lane, self._options
         failures = 0
         while not self._stopping:
-            tickets = sched._reserve_seats(lane, options.claim_batch)
+            room = self._pacing_room()
+            if room == 0:  # the fleet's seats go to processes whose slice is free
+                await self._sleep(_PACED_RECHECK)
+                continue
+            most = options.claim_batch if room is None else min(options.claim_batch, room)
+            tickets = sched._reserve_seats(lane, most)
             if not tickets:
                 await self._sleep(None)  # a seat frees, the gate opens, or we stop
                 continue
@@ -242,6 +249,16 @@ class DurableRunner:
                 self._start_job(record, ticket)
             if not records:
                 await self._idle(options.poll_interval)
+
+    def _pacing_room(self) -> int | None:
+        """Most jobs worth claiming now for the lane's upstreams' paced slices
+        (``None``: no such limit; see :meth:`UpstreamHealth.pacing_room`)."""
+        rooms = [
+            room
+            for name in self.lane.upstreams
+            if (room := self._sched.gate.upstream(name).pacing_room()) is not None
+        ]
+        return min(rooms) if rooms else None
 
     def _take_outcomes(self) -> list[Outcome]:
         """The queued outcomes, to be written with the next claim (one commit for

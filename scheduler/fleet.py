@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import math
 import os
+import random
 import socket
 import uuid
 from collections.abc import Mapping, Sequence
@@ -61,6 +62,10 @@ BREAKER_OPEN = "breaker_open"
 _BREAKER_MARGIN = 1.0
 #: a local pause is published when it ends this much later than what the fleet knows
 _NEWER = 0.05
+#: another process's pause is held up to this share of it longer here (random) ...
+_JITTER = 0.1
+#: ... and at most this many seconds longer
+_MAX_JITTER = 0.5
 
 
 def new_member_id() -> str:
@@ -221,9 +226,11 @@ class FleetSync:
         self.operator: OperatorPause | None = None
         self._published: dict[str, _Published] = {}
         self._fleet_known: dict[str, float] = {}  # upstream -> latest fleet retry_after
+        self._applied: dict[str, float] = {}  # upstream -> a fleet pause as held here
         self._operator_ops: list[OperatorPause | None] = []
         self.paused_by_fleet = False  # the gate is paused because the fleet is
         self._wake = asyncio.Event()
+        self._rng = random.Random()
 
     def stats(self) -> FleetStats:
         """What ``stats().fleet`` shows."""
@@ -255,7 +262,8 @@ class FleetSync:
             sent = self._published.setdefault(name, _Published())
             paused = wall + (health.paused_until - now)
             known = max(sent.retry_after, self._fleet_known.get(name, -math.inf))
-            if paused > wall and paused > known + _NEWER:
+            ours = health.paused_until != self._applied.get(name)  # not the fleet's own
+            if ours and paused > wall and paused > known + _NEWER:
                 holds.append(Hold(name, RETRY_AFTER, paused, self.member))
                 sent.retry_after = paused
             breaker = health.breaker
@@ -281,7 +289,11 @@ class FleetSync:
                     self._fleet_known.get(hold.upstream, -math.inf), hold.until
                 )
                 if now + left > health.paused_until + 1e-3:
-                    health.pause(left)
+                    # processes resume a little apart: together they would spend the
+                    # upstream's whole burst at once and meet the next 429
+                    jitter = self._rng.uniform(0.0, min(_MAX_JITTER, _JITTER * left))
+                    health.pause(left + jitter)
+                    self._applied[hold.upstream] = health.paused_until  # not news
                     _log.info("fleet.paused", upstream=hold.upstream, seconds=left, by=hold.by)
                     self.gate.notify()
             elif hold.kind == BREAKER_OPEN and health.breaker.state is BreakerState.CLOSED:
@@ -343,8 +355,8 @@ class FleetSync:
     async def run(self) -> None:
         """Exchange every ``interval`` seconds (sooner when there is news) until cancelled."""
         while True:
+            self._wake.clear()  # news during the exchange wakes the next one at once
             await self.sync_once()
-            self._wake.clear()
             sleeper = asyncio.ensure_future(self.clock.sleep(self.interval))
             waker = asyncio.ensure_future(self._wake.wait())
             try:

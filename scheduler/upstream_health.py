@@ -189,6 +189,7 @@ class UpstreamHealth:
         # the fleet (processes sharing a backlog): see scheduler.fleet
         self.wanted_at = -math.inf  # when work last asked for this upstream
         self.share = 1.0  # this process's share of rpm / tpm
+        self.pacing_waiters = 0  # gated attempts holding a seat while they wait for a turn
         self._fleet_breaker_until = -math.inf  # another process's breaker is open
 
     def _bucket(self, per_minute: float | None) -> TokenBucket | None:
@@ -243,15 +244,32 @@ class UpstreamHealth:
         reasons, up to ``MAX_PACING_WAIT`` s at a time) is waited out in place,
         unless ``give_up()`` says so; any other denial is returned at once."""
         got = self.admit(gated=True, cost=cost)
-        for _ in range(_MAX_PACING_WAITS):
-            if isinstance(got, Permit):
-                return got
-            wait = got.retry_in
-            if wait is None or got.reason not in PACING or wait > MAX_PACING_WAIT or give_up():
-                return got
-            await self._clock.sleep(max(wait, 1e-3))
-            got = self.admit(gated=True, cost=cost)
-        return got
+        self.pacing_waiters += 1
+        try:
+            for _ in range(_MAX_PACING_WAITS):
+                if isinstance(got, Permit):
+                    return got
+                wait = got.retry_in
+                if wait is None or got.reason not in PACING or wait > MAX_PACING_WAIT or give_up():
+                    return got
+                await self._clock.sleep(max(wait, 1e-3))
+                got = self.admit(gated=True, cost=cost)
+            return got
+        finally:
+            self.pacing_waiters -= 1
+
+    def pacing_room(self, horizon: float = 0.25) -> int | None:
+        """How many more gated attempts are worth holding seats for now: about
+        ``horizon`` seconds of this process's paced rate, less those already
+        waiting for a turn (``None``: no limit). Only with a fleet share below
+        one: the lane's seats are the fleet's, and attempts waiting for this
+        process's slice would keep the others' slices from being used."""
+        if self.share >= 1.0:
+            return None
+        rate = self.pacer.rate()
+        if rate is None:
+            return None
+        return max(0, math.ceil(rate * self.share * horizon) - self.pacing_waiters)
 
     def _take_rate(self, gated: bool, cost: float) -> Denied | None:
         """Take one request (and ``cost`` tokens) from the pacers, or say when to ask."""
