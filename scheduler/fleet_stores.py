@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -101,9 +102,13 @@ class SQLiteFleetStore:
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self._in_use = threading.Lock()
+        self._closed = False
         self._exchanges = 0
 
     def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise sqlite3.ProgrammingError("the fleet store is closed")
         if self._conn is None:
             conn = sqlite3.connect(
                 self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
@@ -122,6 +127,12 @@ class SQLiteFleetStore:
             return await asyncio.to_thread(self._transaction, work)
 
     def _transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        # a cancelled caller does not stop its thread: the connection is used by one
+        # thread at a time, and closed only between transactions
+        with self._in_use:
+            return self._transaction_locked(work)
+
+    def _transaction_locked(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         conn = self._connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -184,9 +195,14 @@ class SQLiteFleetStore:
 
     async def close(self) -> None:
         async with self._lock:
+            await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with self._in_use:
+            self._closed = True
             if self._conn is not None:
                 conn, self._conn = self._conn, None
-                await asyncio.to_thread(conn.close)
+                conn.close()
 
 
 class PostgresFleetStore:

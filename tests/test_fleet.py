@@ -9,6 +9,7 @@ import contextlib
 import logging
 import math
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from scheduler import BreakerConfig, FakeClock, Scheduler
 from scheduler.breaker import BreakerState
 from scheduler.errors import ConfigError
-from scheduler.fleet import FleetSync, FleetView, MemoryFleetStore
+from scheduler.fleet import FleetSync, FleetView, Hold, MemoryFleetStore
 from scheduler.fleet_stores import PostgresFleetStore, SQLiteFleetStore
 from scheduler.health import HealthGate
 from scheduler.limits import LearnedRate
@@ -467,3 +468,24 @@ async def test_a_fleet_share_claims_no_more_than_its_paced_slice_can_start() -> 
         waiter.cancel()
     await asyncio.gather(*waiters, return_exceptions=True)
     assert health.pacing_waiters == 0
+
+
+async def test_a_cancelled_exchange_never_shares_the_connection_with_close(
+    tmp_path: Path,
+) -> None:
+    """A cancelled caller leaves its thread running: close waits for it (this
+    crashed the interpreter when close ran beside a running exchange)."""
+    path = str(tmp_path / "fleet.db")
+    for round_ in range(30):
+        store = SQLiteFleetStore(path)
+        holds = [Hold("llm", "retry_after", 1e12, f"m{round_}")]
+        tasks = [
+            asyncio.create_task(store.exchange(f"m{i}", 1.0, holds, ["llm"], 3.0)) for i in range(3)
+        ]
+        await asyncio.sleep(0)
+        for task in tasks:
+            task.cancel()
+        await store.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            await store.exchange("late", 1.0, (), (), 3.0)
