@@ -231,6 +231,7 @@ class FleetSync:
         self.paused_by_fleet = False  # the gate is paused because the fleet is
         self._wake = asyncio.Event()
         self._rng = random.Random()
+        self._applying = False
 
     def stats(self) -> FleetStats:
         """What ``stats().fleet`` shows."""
@@ -278,7 +279,22 @@ class FleetSync:
         return holds, active
 
     def _apply(self, view: FleetView) -> None:
+        self._applying = True  # what the fleet said is not news to tell it back
+        try:
+            changed = self._apply_holds(view)
+        finally:
+            self._applying = False
+        self.members = dict(view.members)
+        for name, health in self.gate.upstreams.items():
+            health.set_share(1.0 / max(1, self.members.get(name, 1)))
+        if changed:
+            self.gate.notify()
+        self._apply_operator(view.operator)
+
+    def _apply_holds(self, view: FleetView) -> bool:
+        """Hold this process's upstreams as the fleet's holds say; True if any changed."""
         now, wall = self.clock.now(), self.clock.wall()
+        changed = False
         for hold in view.holds:
             if hold.by == self.member:
                 continue
@@ -295,21 +311,18 @@ class FleetSync:
                     health.pause(left + jitter)
                     self._applied[hold.upstream] = health.paused_until  # not news
                     _log.info("fleet.paused", upstream=hold.upstream, seconds=left, by=hold.by)
-                    self.gate.notify()
+                    changed = True
             elif hold.kind == BREAKER_OPEN and health.breaker.state is BreakerState.CLOSED:
                 if health.fleet_breaker_until <= now:
                     _log.info("fleet.breaker_held", upstream=hold.upstream, by=hold.by)
                 health.hold_for_fleet_breaker(left)
-                self.gate.notify()
+                changed = True
         held = {h.upstream for h in view.holds if h.kind == BREAKER_OPEN and h.by != self.member}
         for name, health in self.gate.upstreams.items():
             if name not in held and health.fleet_breaker_until > now:
                 health.hold_for_fleet_breaker(0.0)  # its owner closed it (or died)
-                self.gate.notify()
-        self.members = dict(view.members)
-        for name, health in self.gate.upstreams.items():
-            health.set_share(1.0 / max(1, self.members.get(name, 1)))
-        self._apply_operator(view.operator)
+                changed = True
+        return changed
 
     def _apply_operator(self, pause: OperatorPause | None) -> None:
         self.operator = pause
@@ -369,7 +382,8 @@ class FleetSync:
 
     def wake(self) -> None:
         """Exchange now (a local pause or breaker change is news for the others)."""
-        self._wake.set()
+        if not self._applying:
+            self._wake.set()
 
     async def leave(self) -> None:
         """Give this process's shares back (on a clean stop)."""

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -74,12 +76,32 @@ _CLEAR_GATE = "DELETE FROM floodgate_fleet_gate"
 _LEAVE = "DELETE FROM floodgate_fleet_members WHERE member = {}"
 
 
+@functools.cache
 def _qmarks(sql: str) -> str:
     return sql.format(*("?" * sql.count("{}")))
 
 
+@functools.cache
 def _dollars(sql: str) -> str:
     return sql.format(*(f"${i + 1}" for i in range(sql.count("{}"))))
+
+
+#: one exchange every this many also forgets long-gone members and holds
+_FORGET_EVERY = 200
+
+
+def _exchange_writes(
+    member: str, now: float, holds: Sequence[Hold], active: Sequence[str], forget: bool
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements (``{}`` placeholders) and arguments one exchange writes."""
+    writes: list[tuple[str, tuple[Any, ...]]] = [
+        (_UPSERT_HOLD, (hold.upstream, hold.kind, hold.until, hold.by)) for hold in holds
+    ]
+    writes.extend((_UPSERT_MEMBER, (name, member, now)) for name in active)
+    if forget:
+        writes.append((_FORGET, (now - _FORGET_AFTER,)))
+        writes.append((_FORGET_HOLDS, (now - _FORGET_AFTER,)))
+    return writes
 
 
 def _pause(row: Any | None) -> OperatorPause | None:
@@ -153,16 +175,11 @@ class SQLiteFleetStore:
         member_ttl: float,
     ) -> FleetView:
         self._exchanges += 1
-        forget = self._exchanges % 200 == 1
+        writes = _exchange_writes(member, now, holds, active, self._exchanges % _FORGET_EVERY == 1)
 
         def work(conn: sqlite3.Connection) -> FleetView:
-            for hold in holds:
-                conn.execute(_qmarks(_UPSERT_HOLD), (hold.upstream, hold.kind, hold.until, hold.by))
-            for name in active:
-                conn.execute(_qmarks(_UPSERT_MEMBER), (name, member, now))
-            if forget:
-                conn.execute(_qmarks(_FORGET), (now - _FORGET_AFTER,))
-                conn.execute(_qmarks(_FORGET_HOLDS), (now - _FORGET_AFTER,))
+            for sql, args in writes:
+                conn.execute(_qmarks(sql), args)
             return _view(
                 conn.execute(_qmarks(_READ_HOLDS), (now,)).fetchall(),
                 conn.execute(_qmarks(_READ_MEMBERS), (now - member_ttl,)).fetchall(),
@@ -248,19 +265,12 @@ class PostgresFleetStore:
         member_ttl: float,
     ) -> FleetView:
         self._exchanges += 1
-        forget = self._exchanges % 200 == 1
+        writes = _exchange_writes(member, now, holds, active, self._exchanges % _FORGET_EVERY == 1)
         async with self._lock:
             conn = await self._connection()
             async with conn.transaction():
-                for hold in holds:
-                    await conn.execute(
-                        _dollars(_UPSERT_HOLD), hold.upstream, hold.kind, hold.until, hold.by
-                    )
-                for name in active:
-                    await conn.execute(_dollars(_UPSERT_MEMBER), name, member, now)
-                if forget:
-                    await conn.execute(_dollars(_FORGET), now - _FORGET_AFTER)
-                    await conn.execute(_dollars(_FORGET_HOLDS), now - _FORGET_AFTER)
+                for sql, args in writes:
+                    await conn.execute(_dollars(sql), *args)
                 if holds:
                     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, member)
                 held = await conn.fetch(_dollars(_READ_HOLDS), now)
@@ -302,10 +312,11 @@ def fleet_store_for(backlog: Backlog) -> FleetStore | None:
     """The fleet store beside ``backlog`` (``None``: it is not shared, e.g. in memory)."""
     if isinstance(backlog, SQLiteBacklog):
         return SQLiteFleetStore(str(backlog.path))
-    if type(backlog).__name__ == "PostgresBacklog":
-        dsn: str = getattr(backlog, "dsn")  # noqa: B009
-        settings: dict[str, str] = dict(getattr(backlog, "_settings", {}))
-        return PostgresFleetStore(dsn, settings)
+    if "asyncpg" in sys.modules:  # a PostgresBacklog exists only once asyncpg is imported
+        from .backlog.postgres import PostgresBacklog
+
+        if isinstance(backlog, PostgresBacklog):
+            return PostgresFleetStore(backlog.dsn, backlog.server_settings)
     return None
 
 

@@ -498,21 +498,26 @@ class LearnedRate:
 
     # -- pacing --------------------------------------------------------------------
 
-    def _capacity(self) -> float:
+    def _sending(self) -> float | None:
+        """Requests per second this process may send: its share of :meth:`rate`."""
         rate = self.rate()
-        return 1.0 if rate is None else max(1.0, rate * self.share * self.burst)
+        return None if rate is None else rate * self.share
+
+    def _capacity(self) -> float:
+        rate = self._sending()
+        return 1.0 if rate is None else max(1.0, rate * self.burst)
 
     def _refill(self, now: float) -> None:
         elapsed = now - self._at
         if elapsed <= 0:
             return
-        rate = self.rate()
+        rate = self._sending()
         if rate is not None:
-            capacity = self._capacity()
+            capacity = max(1.0, rate * self.burst)
             if self._level < capacity - 1e-9:
                 # the bucket was not full: requests are using the rate, so probe on
-                self._pushed += min(elapsed, (capacity - self._level) / (rate * self.share))
-            self._level = min(capacity, self._level + elapsed * rate * self.share)
+                self._pushed += min(elapsed, (capacity - self._level) / rate)
+            self._level = min(capacity, self._level + elapsed * rate)
         self._at = now
 
     def take(self, *, keep: float = 0.0) -> bool:
@@ -544,8 +549,8 @@ class LearnedRate:
     def time_until(self, *, keep: float = 0.0) -> float:
         """Seconds until :meth:`take` (keeping ``keep``) can succeed."""
         self._refill(self._clock.now())
-        rate = self.rate()
+        rate = self._sending()
         if rate is None:
             return 0.0
         missing = 1.0 + keep * (self._capacity() - 1.0) - self._level
-        return max(0.0, missing / (rate * self.share))
+        return max(0.0, missing / rate)

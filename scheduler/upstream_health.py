@@ -188,15 +188,18 @@ class UpstreamHealth:
         self._window_cache: tuple[float, tuple[int, int, float | None]] | None = None
         # the fleet (processes sharing a backlog): see scheduler.fleet
         self.wanted_at = -math.inf  # when work last asked for this upstream
-        self.share = 1.0  # this process's share of rpm / tpm
         self.pacing_waiters = 0  # gated attempts holding a seat while they wait for a turn
         self._fleet_breaker_until = -math.inf  # another process's breaker is open
 
     def _bucket(self, per_minute: float | None) -> TokenBucket | None:
         if not per_minute:
             return None
-        rate = per_minute / 60
-        return TokenBucket(rate, max(1.0, rate * self.config.burst), self._clock)
+        return TokenBucket(*self._bucket_shape(per_minute, 1.0), self._clock)
+
+    def _bucket_shape(self, per_minute: float, share: float) -> tuple[float, float]:
+        """(rate per second, capacity) of ``share`` of a per-minute limit."""
+        rate = per_minute / 60 * share
+        return rate, max(1.0, rate * self.config.burst)
 
     # -- the seam: admit, then finish ------------------------------------------------
 
@@ -405,15 +408,19 @@ class UpstreamHealth:
 
     def hold_for_fleet_breaker(self, seconds: float) -> None:
         """Another process's breaker for this upstream is open for ``seconds`` more:
-        gated work waits and live calls are refused (or wait) as if ours were."""
+        gated work waits and live calls are refused (or wait) as if ours were
+        (the caller tells the gate's listeners)."""
         self._fleet_breaker_until = self._clock.now() + max(0.0, seconds)
-        if seconds <= 0 and self._on_unblock is not None:
-            self._on_unblock()
 
     @property
     def fleet_breaker_until(self) -> float:
         """Clock time another process's open breaker holds this upstream until."""
         return self._fleet_breaker_until
+
+    @property
+    def share(self) -> float:
+        """This process's share (0-1] of the fleet's ``rpm`` / ``tpm`` and learned rate."""
+        return self.pacer.share
 
     def set_share(self, share: float) -> None:
         """Use ``share`` (0-1] of the configured ``rpm`` / ``tpm`` and of the learned
@@ -421,12 +428,10 @@ class UpstreamHealth:
         share = min(1.0, max(1e-6, share))
         if share == self.share:
             return
-        self.share = share
         self.pacer.set_share(share)
         for bucket, per_minute in ((self._rpm, self.config.rpm), (self._tpm, self.config.tpm)):
             if bucket is not None and per_minute:
-                rate = per_minute / 60 * share
-                bucket.set_rate(rate, max(1.0, rate * self.config.burst))
+                bucket.set_rate(*self._bucket_shape(per_minute, share))
 
     def observe_headers(self, headers: Mapping[str, str]) -> None:
         """Adopt what ``x-ratelimit-*`` headers say about the remaining budget."""

@@ -207,6 +207,11 @@ class PostgresBacklog(AsyncContext):
         self._relocking: asyncio.Task[None] | None = None
         self._dead_checked: dict[str, float] = {}  # lane -> ``now`` of its last check
 
+    @property
+    def server_settings(self) -> dict[str, str]:
+        """The session settings every connection of this backlog uses (a copy)."""
+        return dict(self._settings)
+
     # -- lifecycle ----------------------------------------------------------------
 
     async def open(self) -> None:
