@@ -54,6 +54,13 @@ _BUDGET_WAIT = 1.0
 _UNSAVED_IDS_SHOWN = 20
 #: seconds between looks at a fleet share's paced room while it is full
 _PACED_RECHECK = 0.05
+#: a claim for a fleet share's next turn goes this many seconds before it is due ...
+_PACED_LEAD = 0.05
+#: ... and waits at least this long between looks
+_PACED_MIN_WAIT = 0.002
+#: seconds before the first look again after a claim found nothing, when the one
+#: before found work (doubling up to ``poll_interval``)
+_RECHECK_AFTER_WORK = 0.05
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -213,10 +220,11 @@ class DurableRunner:
     async def _claim_loop(self) -> None:
         sched, lane, options = self._sched, self.lane, self._options
         failures = 0
+        recheck = options.poll_interval  # after an empty claim: see below
         while not self._stopping:
             room = self._pacing_room()
             if room == 0:  # the fleet's seats go to processes whose slice is free
-                await self._sleep(_PACED_RECHECK)
+                await self._sleep(self._until_paced_room())
                 continue
             most = options.claim_batch if room is None else min(options.claim_batch, room)
             tickets = sched._reserve_seats(lane, most)
@@ -247,8 +255,14 @@ class DurableRunner:
                 sched._release(lane, ticket)
             for record, ticket in zip(records, tickets, strict=False):
                 self._start_job(record, ticket)
-            if not records:
-                await self._idle(options.poll_interval)
+            if records:
+                recheck = min(_RECHECK_AFTER_WORK, options.poll_interval)
+            else:
+                # work was flowing a moment ago: the claim came back empty most likely
+                # because the lane's ceiling is full across processes (their leases
+                # end within moments), so look again soon, backing off to the poll
+                await self._idle(recheck)
+                recheck = min(recheck * 2, options.poll_interval)
 
     def _pacing_room(self) -> int | None:
         """Most jobs worth claiming now for the lane's upstreams' paced slices
@@ -259,6 +273,14 @@ class DurableRunner:
             if (room := self._sched.gate.upstream(name).pacing_room()) is not None
         ]
         return min(rooms) if rooms else None
+
+    def _until_paced_room(self) -> float:
+        """Seconds to wait before looking at the paced room again: until the next
+        turn of the slowest of the lane's upstreams is near, at most
+        ``_PACED_RECHECK`` (a seat frees or the slice grows meanwhile)."""
+        gate = self._sched.gate
+        wait = max((gate.upstream(name).next_turn_in() for name in self.lane.upstreams), default=0)
+        return min(_PACED_RECHECK, max(_PACED_MIN_WAIT, wait - _PACED_LEAD))
 
     def _take_outcomes(self) -> list[Outcome]:
         """The queued outcomes, to be written with the next claim (one commit for

@@ -8,10 +8,17 @@ share this about each upstream, through small tables beside the backlog::
                 holds the upstream in all of them until the same wall-clock
                 time; while one process's breaker is open, only it runs the
                 trials (the others refuse live calls or let them wait)
-    members     each process that uses an upstream says so about once a
-                second; ``rpm`` / ``tpm`` are split between the processes
-                seen in the last ``member_ttl`` seconds (a crashed process
-                drops out after that)
+    presence    each process says which upstreams it knows, and which of them
+                it used in the last ``active_for`` seconds, at every exchange;
+                ``rpm`` / ``tpm`` and the learned rate are split between the
+                processes using an upstream; a process that is not using it
+                yet reckons with every process that knows it, so a fleet that
+                wakes up at once starts at its share instead of a burst (a
+                crashed process drops out ``member_ttl`` seconds after its
+                last exchange)
+    cuts        the learned rate's last cut (after a 429) in any process: every
+                process follows the latest cut's curve, so one 429 teaches the
+                whole fleet and the processes probe in step, not each for itself
     operator    a fleet-wide gate pause with who and why
                 (``gate.pause(reason, fleet=True)``, ``floodgate pause --fleet``)
 
@@ -50,6 +57,7 @@ __all__ = [
     "Hold",
     "MemoryFleetStore",
     "OperatorPause",
+    "SharedCut",
     "new_member_id",
 ]
 
@@ -93,12 +101,28 @@ class OperatorPause:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedCut:
+    """A cut of an upstream's learned rate (after a 429) made by member ``by`` at
+    wall-clock time ``at``: the curve (:meth:`LearnedRate.curve`) it set."""
+
+    upstream: str
+    at: float
+    peak: float
+    k: float
+    c: float
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
 class FleetView:
-    """What the store holds now: live holds, the operator pause, members per upstream."""
+    """What the store holds now: live holds, the operator pause, per upstream the
+    processes using it (``members``) and knowing it (``alive``), and the latest cuts."""
 
     holds: tuple[Hold, ...] = ()
     operator: OperatorPause | None = None
     members: Mapping[str, int] = field(default_factory=dict)
+    alive: Mapping[str, int] = field(default_factory=dict)
+    cuts: Mapping[str, SharedCut] = field(default_factory=dict)
 
 
 class FleetStore(Protocol):
@@ -111,11 +135,15 @@ class FleetStore(Protocol):
         holds: Sequence[Hold],
         active: Sequence[str],
         member_ttl: float,
+        *,
+        known: Sequence[str] = (),
+        cuts: Sequence[SharedCut] = (),
     ) -> FleetView:
         """Publish ``holds`` (a later ``until`` wins; the setter of a breaker hold may
-        shorten it), say ``member`` uses the ``active`` upstreams at ``now``, and
-        read back the live holds, the operator pause and the members seen within
-        ``member_ttl`` seconds, in one round trip."""
+        shorten it) and ``cuts`` (a later ``at`` wins), say ``member`` knows the
+        ``known`` upstreams and uses the ``active`` ones at ``now``, and read back
+        the live holds, the operator pause, the members seen within ``member_ttl``
+        seconds and the latest cuts, in one round trip."""
         ...
 
     async def set_operator(self, pause: OperatorPause | None) -> None:
@@ -138,7 +166,8 @@ class MemoryFleetStore:
 
     def __init__(self) -> None:
         self.holds: dict[tuple[str, str], Hold] = {}
-        self.members: dict[tuple[str, str], float] = {}
+        self.members: dict[tuple[str, str], tuple[float, bool]] = {}  # -> (seen, active)
+        self.cuts: dict[str, SharedCut] = {}
         self.paused: OperatorPause | None = None
         self.fail = False  # tests: make it unreachable
 
@@ -153,6 +182,9 @@ class MemoryFleetStore:
         holds: Sequence[Hold],
         active: Sequence[str],
         member_ttl: float,
+        *,
+        known: Sequence[str] = (),
+        cuts: Sequence[SharedCut] = (),
     ) -> FleetView:
         self._check()
         for hold in holds:
@@ -164,14 +196,22 @@ class MemoryFleetStore:
                 or (hold.kind == BREAKER_OPEN and old.by == hold.by)
             ):
                 self.holds[key] = hold
-        for name in active:
-            self.members[(name, member)] = now
+        for cut in cuts:
+            old_cut = self.cuts.get(cut.upstream)
+            if old_cut is None or cut.at > old_cut.at:
+                self.cuts[cut.upstream] = cut
+        using = set(active)
+        for name in using.union(known):
+            self.members[(name, member)] = (now, name in using)
         counts: dict[str, int] = {}
-        for (name, _), seen in self.members.items():
+        alive: dict[str, int] = {}
+        for (name, _), (seen, is_active) in self.members.items():
             if seen > now - member_ttl:
-                counts[name] = counts.get(name, 0) + 1
+                alive[name] = alive.get(name, 0) + 1
+                if is_active:
+                    counts[name] = counts.get(name, 0) + 1
         live = tuple(h for h in self.holds.values() if h.until > now)
-        return FleetView(live, self.paused, counts)
+        return FleetView(live, self.paused, counts, alive, dict(self.cuts))
 
     async def set_operator(self, pause: OperatorPause | None) -> None:
         self._check()
@@ -226,7 +266,9 @@ class FleetSync:
         self.operator: OperatorPause | None = None
         self._published: dict[str, _Published] = {}
         self._fleet_known: dict[str, float] = {}  # upstream -> latest fleet retry_after
-        self._applied: dict[str, float] = {}  # upstream -> a fleet pause as held here
+        self._cuts_sent: dict[str, int] = {}  # upstream -> the pacer's cut count published
+        self._cut_known: dict[str, float] = {}  # upstream -> wall time of the newest cut here
+        self._active: set[str] = set()  # what the last exchange said this process uses
         self._operator_ops: list[OperatorPause | None] = []
         self.paused_by_fleet = False  # the gate is paused because the fleet is
         self._wake = asyncio.Event()
@@ -253,18 +295,24 @@ class FleetSync:
 
     # -- one exchange ----------------------------------------------------------------
 
-    def _outgoing(self) -> tuple[list[Hold], list[str]]:
+    def _outgoing(self) -> tuple[list[Hold], list[str], list[SharedCut]]:
         now, wall = self.clock.now(), self.clock.wall()
         holds: list[Hold] = []
         active: list[str] = []
+        cuts: list[SharedCut] = []
         for name, health in self.gate.upstreams.items():
             if now - health.wanted_at <= self.active_for:
                 active.append(name)
+            pacer, curve = health.pacer, health.pacer.curve()
+            if curve is not None and pacer.cuts != self._cuts_sent.get(name, 0):
+                self._cuts_sent[name] = pacer.cuts  # a cut of our own: news for the others
+                at = wall + (pacer.cut_at - now)
+                self._cut_known[name] = max(self._cut_known.get(name, -math.inf), at)
+                cuts.append(SharedCut(name, at, *curve, self.member))
             sent = self._published.setdefault(name, _Published())
-            paused = wall + (health.paused_until - now)
+            paused = wall + (health.own_paused_until - now)  # not the fleet's, held here
             known = max(sent.retry_after, self._fleet_known.get(name, -math.inf))
-            ours = health.paused_until != self._applied.get(name)  # not the fleet's own
-            if ours and paused > wall and paused > known + _NEWER:
+            if paused > wall and paused > known + _NEWER:
                 holds.append(Hold(name, RETRY_AFTER, paused, self.member))
                 sent.retry_after = paused
             breaker = health.breaker
@@ -276,7 +324,8 @@ class FleetSync:
             elif sent.breaker > wall:  # ours closed: end the hold now
                 holds.append(Hold(name, BREAKER_OPEN, wall, self.member))
                 sent.breaker = -math.inf
-        return holds, active
+        self._active = set(active)
+        return holds, active, cuts
 
     def _apply(self, view: FleetView) -> None:
         self._applying = True  # what the fleet said is not news to tell it back
@@ -286,7 +335,12 @@ class FleetSync:
             self._applying = False
         self.members = dict(view.members)
         for name, health in self.gate.upstreams.items():
-            health.set_share(1.0 / max(1, self.members.get(name, 1)))
+            using = self.members.get(name, 0)
+            if name in self._active:  # counted among them
+                health.set_share(1.0 / max(1, using))
+            else:  # when it starts, so may every process that knows the upstream
+                health.set_share(1.0 / max(1, using + 1, view.alive.get(name, 1)))
+        self._adopt_cuts(view)
         if changed:
             self.gate.notify()
         self._apply_operator(view.operator)
@@ -308,8 +362,7 @@ class FleetSync:
                     # processes resume a little apart: together they would spend the
                     # upstream's whole burst at once and meet the next 429
                     jitter = self._rng.uniform(0.0, min(_MAX_JITTER, _JITTER * left))
-                    health.pause(left + jitter)
-                    self._applied[hold.upstream] = health.paused_until  # not news
+                    health.pause(left + jitter, from_fleet=True)
                     _log.info("fleet.paused", upstream=hold.upstream, seconds=left, by=hold.by)
                     changed = True
             elif hold.kind == BREAKER_OPEN and health.breaker.state is BreakerState.CLOSED:
@@ -323,6 +376,20 @@ class FleetSync:
                 health.hold_for_fleet_breaker(0.0)  # its owner closed it (or died)
                 changed = True
         return changed
+
+    def _adopt_cuts(self, view: FleetView) -> None:
+        """Follow a cut of the learned rate made in another process since ours."""
+        wall = self.clock.wall()
+        for name, cut in view.cuts.items():
+            if cut.by == self.member or cut.at <= self._cut_known.get(name, -math.inf):
+                continue
+            health = self.gate.upstreams.get(name)
+            if health is None:
+                continue
+            self._cut_known[name] = cut.at
+            health.pacer.adopt(cut.peak, cut.k, cut.c, age=wall - cut.at)
+            self._cuts_sent[name] = health.pacer.cuts  # adopted, not news
+            _log.debug("fleet.rate_adopted", upstream=name, peak=cut.peak, by=cut.by)
 
     def _apply_operator(self, pause: OperatorPause | None) -> None:
         self.operator = pause
@@ -342,9 +409,15 @@ class FleetSync:
             while self._operator_ops:
                 await self.store.set_operator(self._operator_ops[0])
                 self._operator_ops.pop(0)
-            holds, active = self._outgoing()
+            holds, active, cuts = self._outgoing()
             view = await self.store.exchange(
-                self.member, self.clock.wall(), holds, active, self.member_ttl
+                self.member,
+                self.clock.wall(),
+                holds,
+                active,
+                self.member_ttl,
+                known=list(self.gate.upstreams),
+                cuts=cuts,
             )
         except Exception as exc:  # any store failure: keep the last split, say so once
             if self.reachable:
@@ -356,6 +429,7 @@ class FleetSync:
                 )
             for sent in self._published.values():
                 sent.retry_after = -math.inf  # publish again once it is back
+            self._cuts_sent.clear()  # ... and the cuts
             return
         if not self.reachable:
             self.reachable = True

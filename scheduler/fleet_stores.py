@@ -2,12 +2,13 @@
 
 :class:`SQLiteFleetStore` (processes on one machine sharing a SQLite file) and
 :class:`PostgresFleetStore` (processes anywhere sharing a PostgreSQL backlog;
-``NOTIFY`` wakes the others at once) keep three small tables, created if
+``NOTIFY`` wakes the others at once) keep four small tables, created if
 missing::
 
-    floodgate_fleet_holds    (upstream, kind) -> until, by_member
-    floodgate_fleet_members  (upstream, member) -> seen
-    floodgate_fleet_gate     one row while the fleet is paused: reason, by_member, at
+    floodgate_fleet_holds     (upstream, kind) -> until, by_member
+    floodgate_fleet_presence  (upstream, member) -> seen, active (0 or 1)
+    floodgate_fleet_cuts      upstream -> at, peak, k, c, by_member (the latest cut)
+    floodgate_fleet_gate      one row while the fleet is paused: reason, by_member, at
 
 Times are wall-clock seconds. Every exchange is one short transaction; SQL is
 always parameterized. :func:`fleet_store_for` picks the store for a backlog.
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .backlog import Backlog, SQLiteBacklog
-from .fleet import FleetStore, FleetView, Hold, OperatorPause
+from .fleet import FleetStore, FleetView, Hold, OperatorPause, SharedCut
 from .logs import get_logger
 
 __all__ = ["PostgresFleetStore", "SQLiteFleetStore", "fleet_store_for", "read_sqlite_operator"]
@@ -41,9 +42,13 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS floodgate_fleet_holds ("
     " upstream TEXT NOT NULL, kind TEXT NOT NULL, until DOUBLE PRECISION NOT NULL,"
     " by_member TEXT NOT NULL, PRIMARY KEY (upstream, kind))",
-    "CREATE TABLE IF NOT EXISTS floodgate_fleet_members ("
+    "CREATE TABLE IF NOT EXISTS floodgate_fleet_presence ("
     " upstream TEXT NOT NULL, member TEXT NOT NULL, seen DOUBLE PRECISION NOT NULL,"
-    " PRIMARY KEY (upstream, member))",
+    " active INTEGER NOT NULL, PRIMARY KEY (upstream, member))",
+    "CREATE TABLE IF NOT EXISTS floodgate_fleet_cuts ("
+    " upstream TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL,"
+    " peak DOUBLE PRECISION NOT NULL, k DOUBLE PRECISION NOT NULL,"
+    " c DOUBLE PRECISION NOT NULL, by_member TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS floodgate_fleet_gate ("
     " id INTEGER PRIMARY KEY CHECK (id = 1), reason TEXT NOT NULL,"
     " by_member TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
@@ -57,15 +62,26 @@ _UPSERT_HOLD = (
     " AND excluded.by_member = floodgate_fleet_holds.by_member)"
 )
 _UPSERT_MEMBER = (
-    "INSERT INTO floodgate_fleet_members (upstream, member, seen) VALUES ({}, {}, {})"
-    " ON CONFLICT (upstream, member) DO UPDATE SET seen = excluded.seen"
+    "INSERT INTO floodgate_fleet_presence (upstream, member, seen, active) VALUES ({}, {}, {}, {})"
+    " ON CONFLICT (upstream, member) DO UPDATE SET seen = excluded.seen,"
+    " active = excluded.active"
+)
+# the latest cut wins
+_UPSERT_CUT = (
+    "INSERT INTO floodgate_fleet_cuts (upstream, at, peak, k, c, by_member)"
+    " VALUES ({}, {}, {}, {}, {}, {})"
+    " ON CONFLICT (upstream) DO UPDATE SET at = excluded.at, peak = excluded.peak,"
+    " k = excluded.k, c = excluded.c, by_member = excluded.by_member"
+    " WHERE excluded.at > floodgate_fleet_cuts.at"
 )
 _READ_HOLDS = "SELECT upstream, kind, until, by_member FROM floodgate_fleet_holds WHERE until > {}"
 _READ_MEMBERS = (
-    "SELECT upstream, count(*) FROM floodgate_fleet_members WHERE seen > {} GROUP BY upstream"
+    "SELECT upstream, sum(active), count(*) FROM floodgate_fleet_presence"
+    " WHERE seen > {} GROUP BY upstream"
 )
+_READ_CUTS = "SELECT upstream, at, peak, k, c, by_member FROM floodgate_fleet_cuts"
 _READ_GATE = "SELECT reason, by_member, at FROM floodgate_fleet_gate WHERE id = 1"
-_FORGET = "DELETE FROM floodgate_fleet_members WHERE seen < {}"
+_FORGET = "DELETE FROM floodgate_fleet_presence WHERE seen < {}"
 _FORGET_HOLDS = "DELETE FROM floodgate_fleet_holds WHERE until < {}"
 _SET_GATE = (
     "INSERT INTO floodgate_fleet_gate (id, reason, by_member, at) VALUES (1, {}, {}, {})"
@@ -73,7 +89,7 @@ _SET_GATE = (
     " by_member = excluded.by_member, at = excluded.at"
 )
 _CLEAR_GATE = "DELETE FROM floodgate_fleet_gate"
-_LEAVE = "DELETE FROM floodgate_fleet_members WHERE member = {}"
+_LEAVE = "DELETE FROM floodgate_fleet_presence WHERE member = {}"
 
 
 @functools.cache
@@ -91,13 +107,19 @@ _FORGET_EVERY = 200
 
 
 def _exchange_writes(
-    member: str, now: float, holds: Sequence[Hold], active: Sequence[str], forget: bool
+    member: str,
+    now: float,
+    holds: Sequence[Hold],
+    presence: Sequence[tuple[str, bool]],
+    cuts: Sequence[SharedCut],
+    forget: bool,
 ) -> list[tuple[str, tuple[Any, ...]]]:
     """The statements (``{}`` placeholders) and arguments one exchange writes."""
     writes: list[tuple[str, tuple[Any, ...]]] = [
         (_UPSERT_HOLD, (hold.upstream, hold.kind, hold.until, hold.by)) for hold in holds
     ]
-    writes.extend((_UPSERT_MEMBER, (name, member, now)) for name in active)
+    writes.extend((_UPSERT_MEMBER, (name, member, now, int(using))) for name, using in presence)
+    writes.extend((_UPSERT_CUT, (c.upstream, c.at, c.peak, c.k, c.c, c.by)) for c in cuts)
     if forget:
         writes.append((_FORGET, (now - _FORGET_AFTER,)))
         writes.append((_FORGET_HOLDS, (now - _FORGET_AFTER,)))
@@ -108,11 +130,25 @@ def _pause(row: Any | None) -> OperatorPause | None:
     return None if row is None else OperatorPause(str(row[0]), str(row[1]), float(row[2]))
 
 
-def _view(holds: Sequence[Any], members: Sequence[Any], gate: Any | None) -> FleetView:
+def _presence(active: Sequence[str], known: Sequence[str]) -> list[tuple[str, bool]]:
+    """(upstream, in use) for every upstream a member knows or uses, sorted (one
+    lock order for every writer)."""
+    using = set(active)
+    return [(name, name in using) for name in sorted(using.union(known))]
+
+
+def _view(
+    holds: Sequence[Any], members: Sequence[Any], cuts: Sequence[Any], gate: Any | None
+) -> FleetView:
     return FleetView(
         holds=tuple(Hold(str(u), str(k), float(t), str(b)) for u, k, t, b in holds),
         operator=_pause(gate),
-        members={str(u): int(n) for u, n in members},
+        members={str(u): int(n or 0) for u, n, _ in members if n},
+        alive={str(u): int(n) for u, _, n in members},
+        cuts={
+            str(u): SharedCut(str(u), float(at), float(p), float(k), float(c), str(by))
+            for u, at, p, k, c, by in cuts
+        },
     )
 
 
@@ -173,9 +209,13 @@ class SQLiteFleetStore:
         holds: Sequence[Hold],
         active: Sequence[str],
         member_ttl: float,
+        *,
+        known: Sequence[str] = (),
+        cuts: Sequence[SharedCut] = (),
     ) -> FleetView:
         self._exchanges += 1
-        writes = _exchange_writes(member, now, holds, active, self._exchanges % _FORGET_EVERY == 1)
+        forget = self._exchanges % _FORGET_EVERY == 1
+        writes = _exchange_writes(member, now, holds, _presence(active, known), cuts, forget)
 
         def work(conn: sqlite3.Connection) -> FleetView:
             for sql, args in writes:
@@ -183,6 +223,7 @@ class SQLiteFleetStore:
             return _view(
                 conn.execute(_qmarks(_READ_HOLDS), (now,)).fetchall(),
                 conn.execute(_qmarks(_READ_MEMBERS), (now - member_ttl,)).fetchall(),
+                conn.execute(_READ_CUTS).fetchall(),
                 conn.execute(_READ_GATE).fetchone(),
             )
 
@@ -263,20 +304,30 @@ class PostgresFleetStore:
         holds: Sequence[Hold],
         active: Sequence[str],
         member_ttl: float,
+        *,
+        known: Sequence[str] = (),
+        cuts: Sequence[SharedCut] = (),
     ) -> FleetView:
         self._exchanges += 1
-        writes = _exchange_writes(member, now, holds, active, self._exchanges % _FORGET_EVERY == 1)
+        forget = self._exchanges % _FORGET_EVERY == 1
+        writes = _exchange_writes(member, now, holds, _presence(active, known), cuts, forget)
         async with self._lock:
             conn = await self._connection()
             async with conn.transaction():
                 for sql, args in writes:
                     await conn.execute(_dollars(sql), *args)
-                if holds:
+                if holds or cuts:
                     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, member)
                 held = await conn.fetch(_dollars(_READ_HOLDS), now)
                 members = await conn.fetch(_dollars(_READ_MEMBERS), now - member_ttl)
+                cut_rows = await conn.fetch(_READ_CUTS)
                 gate = await conn.fetchrow(_READ_GATE)
-        return _view([tuple(r) for r in held], [tuple(r) for r in members], gate)
+        return _view(
+            [tuple(r) for r in held],
+            [tuple(r) for r in members],
+            [tuple(r) for r in cut_rows],
+            gate,
+        )
 
     async def set_operator(self, pause: OperatorPause | None) -> None:
         async with self._lock:

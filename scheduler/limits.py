@@ -373,6 +373,8 @@ class LearnedRate:
         self.share = 1.0
         self._low = _Extreme(largest=True)  # the upstream's refill rate is above it
         self._high = _Extreme(largest=False)  # ... and at most this
+        self.cuts = 0  # 429s that cut the rate here (not cuts adopted from the fleet)
+        self.cut_at = -math.inf  # clock time of the last cut, made here or adopted
 
     # -- the rate ------------------------------------------------------------------
 
@@ -495,6 +497,31 @@ class LearnedRate:
         self._pushed = 0.0
         self._settled_at = now + max(_SETTLE, hold or 0.0)
         self._level = min(self._level, self._capacity())
+        self.cuts += 1
+        self.cut_at = now
+
+    def curve(self) -> tuple[float, float, float] | None:
+        """The last cut's ``(peak, k, c)``: the curve :meth:`rate` follows since it
+        (``None`` before the first cut); what a fleet's processes share."""
+        if self._peak is None:
+            return None
+        return (self._peak, self._k, self._c)
+
+    def adopt(self, peak: float, k: float, c: float, age: float = 0.0) -> None:
+        """Follow the curve of a cut another process made ``age`` seconds ago (its
+        :meth:`curve`): processes sharing one limit learn it together, so one
+        429 teaches all of them and none probes from scratch."""
+        values = (peak, k, c, age)
+        if not all(math.isfinite(v) for v in values) or peak <= 0 or k <= 0 or c < 0:
+            return
+        now = self._clock.now()
+        self._refill(now)
+        self._peak, self._k, self._c = max(self.floor, peak), k, c
+        self._pushed = 0.0
+        # 429s for what was sent before: the cut that taught this answered them
+        self._settled_at = max(self._settled_at, now + _SETTLE)
+        self._level = min(self._level, self._capacity())
+        self.cut_at = now - max(0.0, age)
 
     # -- pacing --------------------------------------------------------------------
 
@@ -502,6 +529,13 @@ class LearnedRate:
         """Requests per second this process may send: its share of :meth:`rate`."""
         rate = self.rate()
         return None if rate is None else rate * self.share
+
+    def turns_within(self, horizon: float) -> float | None:
+        """Turns this process's bucket gives within ``horizon`` seconds (``None``:
+        nothing is paced)."""
+        self._refill(self._clock.now())
+        rate = self._sending()
+        return None if rate is None else self._level + rate * horizon
 
     def _capacity(self) -> float:
         rate = self._sending()

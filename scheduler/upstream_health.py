@@ -174,6 +174,7 @@ class UpstreamHealth:
         )
         self._samples: deque[tuple[float, bool, float]] = deque(maxlen=_SAMPLES)
         self._paused_until = -math.inf
+        self.own_paused_until = -math.inf  # the latest pause this process asked for
         self._limits = RateLimitInfo()
         self._limits_at = -math.inf
         self.pacer = LearnedRate(clock)
@@ -261,18 +262,29 @@ class UpstreamHealth:
         finally:
             self.pacing_waiters -= 1
 
-    def pacing_room(self, horizon: float = 0.25) -> int | None:
-        """How many more gated attempts are worth holding seats for now: about
-        ``horizon`` seconds of this process's paced rate, less those already
-        waiting for a turn (``None``: no limit). Only with a fleet share below
-        one: the lane's seats are the fleet's, and attempts waiting for this
-        process's slice would keep the others' slices from being used."""
+    def pacing_room(self, horizon: float = 0.1) -> int | None:
+        """How many more gated attempts are worth holding seats for now: the turns
+        this process's paced slice (its learned rate and its ``rpm``) gives within
+        ``horizon`` seconds, less the attempts already waiting for one (``None``:
+        no limit). Only with a fleet share below one: the lane's seats are the
+        fleet's, and an attempt that holds a seat while it waits for this
+        process's next turn keeps another process from using its own."""
         if self.share >= 1.0:
             return None
-        rate = self.pacer.rate()
-        if rate is None:
+        turns: float | None = self.pacer.turns_within(horizon)
+        if self._rpm is not None:
+            rpm = self._rpm.level + self._rpm.rate * horizon
+            turns = rpm if turns is None else min(turns, rpm)
+        if turns is None:
             return None
-        return max(0, math.ceil(rate * self.share * horizon) - self.pacing_waiters)
+        return max(0, math.floor(turns + 1e-9) - self.pacing_waiters)
+
+    def next_turn_in(self) -> float:
+        """Seconds until this process's paced slice gives its next turn (0: now)."""
+        wait = self.pacer.time_until()
+        if self._rpm is not None:
+            wait = max(wait, self._rpm.time_until(1.0))
+        return wait
 
     def _take_rate(self, gated: bool, cost: float) -> Denied | None:
         """Take one request (and ``cost`` tokens) from the pacers, or say when to ask."""
@@ -393,12 +405,15 @@ class UpstreamHealth:
         if permit is not None:
             self.pacer.give_back()
 
-    def pause(self, seconds: float) -> None:
-        """Hold gated work for this upstream for ``seconds`` (a Retry-After)."""
+    def pause(self, seconds: float, *, from_fleet: bool = False) -> None:
+        """Hold gated work for this upstream for ``seconds`` (a Retry-After);
+        ``from_fleet``: another process's pause, held here (not news to tell)."""
         until = self._clock.now() + seconds
+        if not from_fleet:
+            self.own_paused_until = max(self.own_paused_until, until)
         if until > self._paused_until:
             self._paused_until = until
-            if self._on_news is not None:
+            if self._on_news is not None and not from_fleet:
                 self._on_news()
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -374,3 +375,40 @@ async def test_results_must_be_json(backlog_target: str) -> None:
         with pytest.raises(JobFailed, match="not JSON-serializable"):
             await job.result(timeout=5)
     assert json.dumps([1]) == "[1]"
+
+
+async def test_an_empty_claim_right_after_work_looks_again_soon_then_backs_off(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an empty claim while work was flowing most likely met the lane's ceiling,
+    # full with other processes' leases (they end within moments): looking again
+    # only after poll_interval would leave the seat they free unused for that long
+    from scheduler.backlog import MemoryBacklog
+
+    claims: list[float] = []
+    for name in ("claim", "complete_and_claim"):
+        original = getattr(MemoryBacklog, name)
+
+        def counted(*args: object, _original: Any = original, **kwargs: object) -> Any:
+            claims.append(clock.now())
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(MemoryBacklog, name, counted)
+    sched = durable_sched(":memory:", clock)
+
+    @sched.task(lane="batch")
+    async def work() -> None:
+        return None
+
+    async with sched:
+        job = await work.submit()
+        await until(lambda: sched.stats()["batch"].completed == 1, clock, step=0.01)
+        await until(lambda: len(claims) >= 2, clock, step=0.01)
+        start = len(claims) - 1  # the first claim that found nothing
+        for _ in range(300):  # 3 s of fake time in small steps
+            await clock.advance_and_settle(0.01)
+        gaps = [round(b - a, 2) for a, b in zip(claims[start:], claims[start + 1 :])]
+        assert (await sched.job(job.id)).state is JobState.DONE
+    assert gaps[0] <= 0.11, gaps  # soon after the work ...
+    assert all(a <= b + 0.02 for a, b in zip(gaps, gaps[1:])), gaps  # ... then longer ...
+    assert all(abs(gap - 0.5) <= 0.02 for gap in gaps[4:]), gaps  # ... up to poll_interval

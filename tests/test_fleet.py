@@ -241,6 +241,85 @@ def test_every_process_ends_up_held_as_long_as_the_longest_pause_and_no_longer(
     asyncio.run(scenario())
 
 
+def cut_here(health: UpstreamHealth, clock: FakeClock, rate: float) -> None:
+    """Send 20 requests at ``rate``/s through ``health``'s pacer, then a 429: a cut."""
+    clock.advance(1.0)  # past the last cut's settling
+    for _ in range(20):
+        clock.advance(1.0 / rate)
+        health.pacer.take()
+    health.pacer.on_throttle(clock.now())
+
+
+async def test_one_429_teaches_the_whole_fleet_the_rate() -> None:
+    clock, store = FakeClock(), MemoryFleetStore()
+    members = [member(name, store, clock) for name in "abc"]
+    healths = [gate.upstream("llm") for gate, _ in members]
+    syncs = [sync for _, sync in members]
+    await sync_all(*syncs)
+    assert all(h.pacer.rate() is None for h in healths)  # nothing learned anywhere
+    cut_here(healths[0], clock, 30.0)
+    curve = healths[0].pacer.curve()
+    assert curve is not None
+    await sync_all(*syncs, *syncs)
+    for health in healths[1:]:
+        assert health.pacer.curve() == curve  # they follow the same curve ...
+        assert health.pacer.cuts == 0  # ... adopted, not learned
+        assert health.pacer.rate() == pytest.approx(healths[0].pacer.rate(), rel=0.05)
+    assert store.cuts["llm"].by == "a"  # nobody told it back as their own
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 2), st.floats(5.0, 200.0), st.integers(0, 3)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_every_process_follows_the_latest_cut_in_the_fleet(
+    steps: list[tuple[int, float, int]],
+) -> None:
+    async def scenario() -> None:
+        clock, store = FakeClock(), MemoryFleetStore()
+        members = [member(str(i), store, clock) for i in range(3)]
+        healths = [gate.upstream("llm") for gate, _ in members]
+        latest = None
+        for who, rate, syncs in steps:
+            cut_here(healths[who], clock, rate)
+            latest = healths[who].pacer.curve()
+            for _, sync in members[:syncs]:
+                await sync.sync_once()
+        for _ in range(2):
+            await sync_all(*(sync for _, sync in members))
+        assert all(h.pacer.curve() == latest for h in healths)
+
+    asyncio.run(scenario())
+
+
+async def test_a_fleet_that_wakes_at_once_starts_at_its_share() -> None:
+    clock, store = FakeClock(), MemoryFleetStore()
+    members = [member(name, store, clock, Upstream("llm", rpm=600)) for name in "abc"]
+    (gate_a, a), (gate_b, b), (gate_c, c) = members
+    for gate, _ in members:
+        gate.upstream("llm")  # known, not used yet
+    await sync_all(a, b, c, a, b)  # each has seen the others
+    # none uses it: any may start next, and so may all three
+    assert [g.upstream("llm").share for g, _ in members] == [pytest.approx(1 / 3)] * 3
+    gate_a.upstream("llm").admit(gated=True)
+    await sync_all(a, b, c)
+    assert gate_a.upstream("llm").share == 1.0  # the only one using it
+    assert gate_b.upstream("llm").share == pytest.approx(1 / 3)  # idle: ready to join
+    gate_b.upstream("llm").admit(gated=True)
+    await sync_all(b, a, c)
+    assert gate_a.upstream("llm").share == pytest.approx(0.5)
+    assert gate_b.upstream("llm").share == pytest.approx(0.5)
+    assert gate_c.upstream("llm").share == pytest.approx(1 / 3)
+    for _ in range(int(a.active_for / a.interval) + 2):  # a and b stop using it
+        clock.advance(a.interval)
+        await sync_all(a, b, c)
+    assert [g.upstream("llm").share for g, _ in members] == [pytest.approx(1 / 3)] * 3
+
+
 # -- the real stores --------------------------------------------------------------
 
 
@@ -259,6 +338,10 @@ async def _shared_pause_through(store_a: object, store_b: object) -> None:
         assert gate_b.reason == "fleet: maintenance (by a)"
         assert gate_a.upstream("llm").share == pytest.approx(0.5)
         assert gate_b.upstream("llm").share == pytest.approx(0.5)
+        cut_here(gate_b.upstream("llm"), clock, 40.0)  # b learns; a follows
+        await sync_all(b, a)
+        assert gate_a.upstream("llm").pacer.curve() == gate_b.upstream("llm").pacer.curve()
+        assert gate_a.upstream("llm").pacer.cuts == 0
         gate_a.resume(fleet=True)
         await b.leave()
         await sync_all(a, b)
@@ -460,7 +543,8 @@ async def test_a_fleet_share_claims_no_more_than_its_paced_slice_can_start() -> 
     rate = health.pacer.rate()
     assert rate is not None
     room = health.pacing_room()
-    assert room == math.ceil(rate * 0.25 * 0.25)
+    turns = health.pacer.turns_within(0.1)
+    assert turns is not None and room == math.floor(turns) >= 1  # turns within 0.1 s
     waiters = [asyncio.create_task(health.paced_permit()) for _ in range(room + 3)]
     await asyncio.sleep(0)
     assert health.pacing_room() == 0
@@ -468,6 +552,23 @@ async def test_a_fleet_share_claims_no_more_than_its_paced_slice_can_start() -> 
         waiter.cancel()
     await asyncio.gather(*waiters, return_exceptions=True)
     assert health.pacing_waiters == 0
+
+
+async def test_a_fleet_share_of_rpm_claims_only_what_its_next_turns_start() -> None:
+    clock = FakeClock()
+    health = UpstreamHealth(Upstream("llm", rpm=600, burst=0.1), clock)  # 10/s, 1 banked
+    assert health.pacing_room() is None  # alone: no cap
+    health.set_share(0.25)  # ours: 2.5/s, one turn banked
+    assert health.pacing_room() == 1 and health.next_turn_in() == 0.0
+    got = health.admit(gated=True)
+    assert isinstance(got, Permit)
+    got.finish(SUCCESS, 0.01)
+    assert health.pacing_room() == 0  # the next turn is 0.4 s away
+    assert health.next_turn_in() == pytest.approx(0.4)
+    clock.advance(0.25)
+    assert health.pacing_room() == 0  # still 0.15 s away
+    clock.advance(0.06)
+    assert health.pacing_room() == 1  # within 0.1 s: worth a seat now
 
 
 async def test_a_cancelled_exchange_never_shares_the_connection_with_close(
