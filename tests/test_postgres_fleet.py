@@ -162,7 +162,6 @@ async def test_kill_9_of_one_worker_mid_drain_loses_nothing(
     assert await leased_by(dsn, victim.pid), "the victim holds leases when killed"
     victim.send_signal(signal.SIGKILL)
     assert await victim.wait() == -signal.SIGKILL
-    leased_by_victim = await leased_by(dsn, victim.pid)
     codes = await asyncio.wait_for(asyncio.gather(*(w.wait() for w in others)), 60)
     assert codes == [0, 0]
 
@@ -171,8 +170,11 @@ async def test_kill_9_of_one_worker_mid_drain_loses_nothing(
     counts = collections.Counter(job_id for job_id, _ in runs(log))
     assert set(counts) == set(ids), "every job ran"
     rerun = {job_id for job_id, k in counts.items() if k > 1}
-    assert rerun <= leased_by_victim, "only jobs leased by the killed worker ran twice"
-    assert leased_by_victim, "the kill landed while the victim held leases"
+    # (the others may reclaim a dead owner's leases before the count after the kill
+    # reads them, so what the victim started is taken from the run log)
+    started_by_victim = {job_id for job_id, pid in runs(log) if pid == victim.pid}
+    assert rerun <= started_by_victim, "only jobs the killed worker had started ran twice"
+    assert all(counts[job_id] == 2 for job_id in rerun)
 
 
 async def leased_by(dsn: str, pid: int | None) -> set[str]:
