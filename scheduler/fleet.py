@@ -49,6 +49,7 @@ from .metrics import FleetStats
 
 if TYPE_CHECKING:
     from .health import HealthGate
+    from .upstream_health import UpstreamHealth
 
 __all__ = [
     "FleetStore",
@@ -66,6 +67,10 @@ _log = get_logger()
 #: hold kinds
 RETRY_AFTER = "retry_after"
 BREAKER_OPEN = "breaker_open"
+PROBE = "probe"  # the member that runs the upstream's probe for the fleet (a lease)
+PROBE_FAILED = "probe_failed"  # ... and its probe fails
+#: kinds whose setter may shorten its own hold (end it early)
+OWNED = (BREAKER_OPEN, PROBE, PROBE_FAILED)
 #: seconds an open breaker's hold reaches past its next trial (refreshed every sync)
 _BREAKER_MARGIN = 1.0
 #: a local pause is published when it ends this much later than what the fleet knows
@@ -190,11 +195,12 @@ class MemoryFleetStore:
         for hold in holds:
             key = (hold.upstream, hold.kind)
             old = self.holds.get(key)
-            if (
-                old is None
-                or hold.until > old.until
-                or (hold.kind == BREAKER_OPEN and old.by == hold.by)
-            ):
+            if hold.kind == PROBE:  # a lease: its holder's until it lapses
+                wins = old is None or old.by == hold.by or old.until <= now
+            else:  # a later hold wins; the setter of an owned one may end it early
+                wins = old is None or hold.until > old.until
+                wins = wins or (hold.kind in OWNED and old is not None and old.by == hold.by)
+            if wins:
                 self.holds[key] = hold
         for cut in cuts:
             old_cut = self.cuts.get(cut.upstream)
@@ -236,6 +242,7 @@ class _Published:
 
     retry_after: float = -math.inf
     breaker: float = -math.inf
+    probe_failed: float = -math.inf
 
 
 class FleetSync:
@@ -324,8 +331,25 @@ class FleetSync:
             elif sent.breaker > wall:  # ours closed: end the hold now
                 holds.append(Hold(name, BREAKER_OPEN, wall, self.member))
                 sent.breaker = -math.inf
+            holds.extend(self._probe_holds(health, sent, wall))
         self._active = set(active)
         return holds, active, cuts
+
+    def _probe_holds(self, health: UpstreamHealth, sent: _Published, wall: float) -> list[Hold]:
+        """The probe's lease (one process probes for the fleet) and, while the probe
+        fails here, the hold that says so."""
+        config, name = health.config, health.config.name
+        if config.probe_url is None or health.probe_elsewhere():
+            return []
+        lease = wall + 2 * config.probe_interval + _BREAKER_MARGIN
+        holds = [Hold(name, PROBE, lease, self.member)]
+        if not health.probe_ok:
+            sent.probe_failed = wall + config.probe_interval + _BREAKER_MARGIN + self.interval
+            holds.append(Hold(name, PROBE_FAILED, sent.probe_failed, self.member))
+        elif sent.probe_failed > wall:  # it answers again: end the hold now
+            holds.append(Hold(name, PROBE_FAILED, wall, self.member))
+            sent.probe_failed = -math.inf
+        return holds
 
     def _apply(self, view: FleetView) -> None:
         self._applying = True  # what the fleet said is not news to tell it back
@@ -370,10 +394,25 @@ class FleetSync:
                     _log.info("fleet.breaker_held", upstream=hold.upstream, by=hold.by)
                 health.hold_for_fleet_breaker(left)
                 changed = True
-        held = {h.upstream for h in view.holds if h.kind == BREAKER_OPEN and h.by != self.member}
+            elif hold.kind == PROBE:
+                health.fleet_probe_until = now + left
+            elif hold.kind == PROBE_FAILED:
+                if health.fleet_probe_failed_until <= now:
+                    _log.info("fleet.probe_failed", upstream=hold.upstream, by=hold.by)
+                    changed = True
+                health.fleet_probe_failed_until = now + left
+        theirs: dict[str, set[str]] = {}
+        for hold in view.holds:
+            if hold.by != self.member:
+                theirs.setdefault(hold.kind, set()).add(hold.upstream)
         for name, health in self.gate.upstreams.items():
-            if name not in held and health.fleet_breaker_until > now:
+            if name not in theirs.get(BREAKER_OPEN, ()) and health.fleet_breaker_until > now:
                 health.hold_for_fleet_breaker(0.0)  # its owner closed it (or died)
+                changed = True
+            if name not in theirs.get(PROBE, ()):
+                health.fleet_probe_until = -math.inf  # nobody else probes: we may
+            if name not in theirs.get(PROBE_FAILED, ()) and health.fleet_probe_failed_until > now:
+                health.fleet_probe_failed_until = -math.inf  # it answers again
                 changed = True
         return changed
 

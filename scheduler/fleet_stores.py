@@ -53,13 +53,17 @@ _SCHEMA = (
     " id INTEGER PRIMARY KEY CHECK (id = 1), reason TEXT NOT NULL,"
     " by_member TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
 )
-# a later hold wins; the member that set a breaker hold may end it early
+# a later hold wins; the member that set a breaker or probe hold may end it early;
+# the probe's lease stays its holder's until it lapses (params: ..., now)
 _UPSERT_HOLD = (
     "INSERT INTO floodgate_fleet_holds (upstream, kind, until, by_member) VALUES ({}, {}, {}, {})"
     " ON CONFLICT (upstream, kind) DO UPDATE SET until = excluded.until,"
-    " by_member = excluded.by_member WHERE excluded.until > floodgate_fleet_holds.until"
-    " OR (excluded.kind = 'breaker_open'"
-    " AND excluded.by_member = floodgate_fleet_holds.by_member)"
+    " by_member = excluded.by_member WHERE"
+    " (excluded.kind = 'probe' AND (floodgate_fleet_holds.until <= {}"
+    " OR excluded.by_member = floodgate_fleet_holds.by_member))"
+    " OR (excluded.kind <> 'probe' AND (excluded.until > floodgate_fleet_holds.until"
+    " OR (excluded.kind IN ('breaker_open', 'probe_failed')"
+    " AND excluded.by_member = floodgate_fleet_holds.by_member)))"
 )
 _UPSERT_MEMBER = (
     "INSERT INTO floodgate_fleet_presence (upstream, member, seen, active) VALUES ({}, {}, {}, {})"
@@ -116,7 +120,7 @@ def _exchange_writes(
 ) -> list[tuple[str, tuple[Any, ...]]]:
     """The statements (``{}`` placeholders) and arguments one exchange writes."""
     writes: list[tuple[str, tuple[Any, ...]]] = [
-        (_UPSERT_HOLD, (hold.upstream, hold.kind, hold.until, hold.by)) for hold in holds
+        (_UPSERT_HOLD, (hold.upstream, hold.kind, hold.until, hold.by, now)) for hold in holds
     ]
     writes.extend((_UPSERT_MEMBER, (name, member, now, int(using))) for name, using in presence)
     writes.extend((_UPSERT_CUT, (c.upstream, c.at, c.peak, c.k, c.c, c.by)) for c in cuts)

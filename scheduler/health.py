@@ -39,6 +39,11 @@ __all__ = ["GateStats", "HealthGate"]
 
 _log = get_logger()
 
+#: a probe loop waits up to this many steps of this many seconds for the fleet's
+#: first exchange (which says whether another process probes already)
+_FIRST_SYNC_WAITS = 8
+_FIRST_SYNC_STEP = 0.125
+
 
 @dataclass(frozen=True, slots=True)
 class GateStats:
@@ -238,6 +243,11 @@ class HealthGate:
         if self.fleet is not None:
             self.fleet.wake()
 
+    def touch_configured(self) -> None:
+        """Create the live state of every configured upstream now (not on first use)."""
+        for name in self._configs:
+            self.upstream(name)
+
     # -- active probes ---------------------------------------------------------------
 
     def start_probes(self) -> None:
@@ -255,8 +265,19 @@ class HealthGate:
     async def _probe(self, config: Upstream) -> None:
         assert config.probe_url is not None
         health = self.upstream(config.name)
+        fleet = self.fleet
+        for _ in range(_FIRST_SYNC_WAITS):  # the fleet says first whether another probes
+            if fleet is None or fleet.syncs or not fleet.reachable:
+                break
+            await self.clock.sleep(_FIRST_SYNC_STEP)
         async with httpx.AsyncClient(timeout=config.probe_timeout) as client:
             while True:
+                if health.probe_elsewhere():  # one process probes for the fleet
+                    if not health.probe_ok:
+                        health.probe_ok = True  # its answer holds now, not our last one
+                        self._notify()
+                    await self.clock.sleep(config.probe_interval)
+                    continue
                 try:
                     response = await client.get(config.probe_url)
                     ok = response.status_code < 500 and response.status_code != 429

@@ -256,6 +256,7 @@ class Scheduler:
         fleet_store = fleet_store_for(backlog) if option is True else option
         if fleet_store is None:
             return
+        self.gate.touch_configured()  # the first exchange tells the fleet of them all
         sync = FleetSync(self.gate, fleet_store, self.clock, member=self.owner)
         if isinstance(fleet_store, PostgresFleetStore):
             fleet_store.on_notify = sync.wake

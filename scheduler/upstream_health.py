@@ -191,6 +191,8 @@ class UpstreamHealth:
         self.wanted_at = -math.inf  # when work last asked for this upstream
         self.pacing_waiters = 0  # gated attempts holding a seat while they wait for a turn
         self._fleet_breaker_until = -math.inf  # another process's breaker is open
+        self.fleet_probe_until = -math.inf  # another process runs the probe until then
+        self.fleet_probe_failed_until = -math.inf  # ... and its probe failed
 
     def _bucket(self, per_minute: float | None) -> TokenBucket | None:
         if not per_minute:
@@ -427,6 +429,11 @@ class UpstreamHealth:
         (the caller tells the gate's listeners)."""
         self._fleet_breaker_until = self._clock.now() + max(0.0, seconds)
 
+    def probe_elsewhere(self) -> bool:
+        """Another process of the fleet runs this upstream's probe (it shares what
+        the probe says): this one does not."""
+        return self._clock.now() < self.fleet_probe_until
+
     @property
     def fleet_breaker_until(self) -> float:
         """Clock time another process's open breaker holds this upstream until."""
@@ -496,7 +503,7 @@ class UpstreamHealth:
                 return bucket_reason
         if self._live_first() or not self.pacer.would_take(keep=reserve):
             return "rate"
-        if not self.probe_ok:
+        if not self.probe_ok or now < self.fleet_probe_failed_until:
             return "probe"
         if self.breaker.state is BreakerState.HALF_OPEN:
             # its trials judge the upstream now; the window still holds the outage

@@ -320,6 +320,56 @@ async def test_a_fleet_that_wakes_at_once_starts_at_its_share() -> None:
     assert [g.upstream("llm").share for g, _ in members] == [pytest.approx(1 / 3)] * 3
 
 
+async def test_one_process_probes_for_the_fleet_and_the_others_heed_it() -> None:
+    clock, store = FakeClock(), MemoryFleetStore()
+    config = Upstream("llm", probe_url="http://127.0.0.1:9/health", probe_interval=1.0)
+    (gate_a, a), (gate_b, b) = (member(name, store, clock, config) for name in "ab")
+    prober, other = gate_a.upstream("llm"), gate_b.upstream("llm")
+    await sync_all(a, b, a, b)
+    assert not prober.probe_elsewhere()
+    assert other.probe_elsewhere()
+    prober.probe_ok = False  # a's probe fails: b's batch waits too
+    await sync_all(a, b)
+    assert other.blocked() == "probe"
+    prober.probe_ok = True
+    await sync_all(a, b)
+    assert other.blocked() is None
+    for _ in range(6):  # b keeps out while a renews its lease
+        clock.advance(0.5)
+        await sync_all(b, a)
+        assert other.probe_elsewhere()
+        assert not prober.probe_elsewhere()
+    for _ in range(20):  # a is gone (no more exchanges): its lease lapses, b takes over
+        clock.advance(0.25)
+        await b.sync_once()
+    assert not other.probe_elsewhere()
+    assert store.holds[("llm", "probe")].by == "b"
+
+
+@settings(max_examples=30, deadline=None)
+@given(order=st.lists(st.sampled_from([0, 1, 2]), min_size=1, max_size=12))
+def test_the_probe_lease_has_one_holder_whatever_the_order_of_exchanges(
+    order: list[int],
+) -> None:
+    async def scenario() -> None:
+        clock, store = FakeClock(), MemoryFleetStore()
+        config = Upstream("llm", probe_url="http://127.0.0.1:9/health", probe_interval=1.0)
+        members = [member(str(i), store, clock, config) for i in range(3)]
+        for gate, _ in members:
+            gate.upstream("llm")  # as its probe loop does when it starts
+        for who in order:
+            await members[who][1].sync_once()
+            clock.advance(0.05)
+        await sync_all(*(sync for _, sync in members))
+        await sync_all(*(sync for _, sync in members))
+        probing = [gate for gate, _ in members if not gate.upstream("llm").probe_elsewhere()]
+        assert len(probing) == 1
+        assert probing[0].fleet is not None
+        assert store.holds[("llm", "probe")].by == probing[0].fleet.member
+
+    asyncio.run(scenario())
+
+
 # -- the real stores --------------------------------------------------------------
 
 
@@ -544,7 +594,8 @@ async def test_a_fleet_share_claims_no_more_than_its_paced_slice_can_start() -> 
     assert rate is not None
     room = health.pacing_room()
     turns = health.pacer.turns_within(0.1)
-    assert turns is not None and room == math.floor(turns) >= 1  # turns within 0.1 s
+    assert turns is not None
+    assert room == math.floor(turns) >= 1
     waiters = [asyncio.create_task(health.paced_permit()) for _ in range(room + 3)]
     await asyncio.sleep(0)
     assert health.pacing_room() == 0
@@ -559,7 +610,8 @@ async def test_a_fleet_share_of_rpm_claims_only_what_its_next_turns_start() -> N
     health = UpstreamHealth(Upstream("llm", rpm=600, burst=0.1), clock)  # 10/s, 1 banked
     assert health.pacing_room() is None  # alone: no cap
     health.set_share(0.25)  # ours: 2.5/s, one turn banked
-    assert health.pacing_room() == 1 and health.next_turn_in() == 0.0
+    assert health.pacing_room() == 1
+    assert health.next_turn_in() == 0.0
     got = health.admit(gated=True)
     assert isinstance(got, Permit)
     got.finish(SUCCESS, 0.01)
@@ -590,3 +642,57 @@ async def test_a_cancelled_exchange_never_shares_the_connection_with_close(
         await asyncio.gather(*tasks, return_exceptions=True)
         with pytest.raises(sqlite3.ProgrammingError, match="closed"):
             await store.exchange("late", 1.0, (), (), 3.0)
+
+
+class _Health:
+    """An ASGI app answering ``GET /health?who=X`` with ``status``, counting who asked."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.asked: list[str] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.asked.append(scope["query_string"].decode().removeprefix("who="))
+        await send({"type": "http.response.start", "status": self.status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def _wait_for(check: Any, what: str, seconds: float = 10.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"gave up waiting until {what}")
+
+
+async def test_two_schedulers_on_one_sqlite_file_probe_a_real_upstream_once(
+    tmp_path: Path,
+) -> None:
+    from .http_helpers import serve
+
+    app = _Health()
+    db = str(tmp_path / "fleet.db")
+    async with serve(app) as url:
+
+        def sched(who: str) -> Scheduler:
+            probe = Upstream("llm", probe_url=f"{url}/health?who={who}", probe_interval=0.05)
+            return Scheduler(db, upstreams=[probe], shutdown_grace=0)
+
+        a, b = sched("a"), sched("b")
+        async with a.open(run=()):
+            await _wait_for(lambda: "a" in app.asked, "a probes")
+            async with b.open(run=()):
+                before = len(app.asked)
+                await _wait_for(lambda: len(app.asked) >= before + 10, "ten more probes")
+                assert set(app.asked[before:]) == {"a"}, "b probed although a does"
+                app.status = 503  # a's probe fails: b's batch waits as well
+                for s in (a, b):
+                    health = s.gate.upstream("llm")
+                    await _wait_for(lambda h=health: h.blocked() == "probe", "both wait")
+                app.status = 200
+                for s in (a, b):
+                    health = s.gate.upstream("llm")
+                    await _wait_for(lambda h=health: h.blocked() is None, "both go again")
+            assert "b" not in app.asked
