@@ -81,6 +81,7 @@ button:disabled { opacity:.5; cursor:default; }
   <h1>Floodgate</h1>
   <span id="state" class="badge">connecting</span>
   <span id="gate" class="badge">gate</span>
+  <span id="fleet" class="badge" hidden>fleet</span>
   <span id="running" class="muted"></span>
   <span id="updated" class="muted"></span>
   <div class="controls">
@@ -91,6 +92,8 @@ button:disabled { opacity:.5; cursor:default; }
       <input id="reason" placeholder="pause reason" size="16" aria-label="pause reason">
       <button id="pause" type="button">Pause gate</button>
       <button id="resume" type="button" class="secondary">Resume gate</button>
+      <label id="fleet-wide-label" hidden>
+        <input id="fleet-wide" type="checkbox"> whole fleet</label>
       <input id="username" type="text" autocomplete="username" value="admin" hidden>
       <input id="token" type="password" placeholder="admin token" size="14"
              autocomplete="current-password" aria-label="admin token">
@@ -217,6 +220,7 @@ button:disabled { opacity:.5; cursor:default; }
       : s.gate.reason ? "gate closed: " + s.gate.reason : "gate closed";
     gate.className = "badge " + (s.gate.open ? "ok" : "bad");
     gate.dataset.open = String(s.gate.open);
+    renderFleet(s.fleet);
     const ceiling = s.scheduler.max_concurrency === null ? "" : " / " + s.scheduler.max_concurrency;
     $("running").textContent = s.scheduler.running + ceiling + " running";
     $("updated").textContent = "updated " + new Date(s.time * 1000).toLocaleTimeString();
@@ -224,6 +228,25 @@ button:disabled { opacity:.5; cursor:default; }
     $("readonly").hidden = !ui.readOnly;
     $("actions").hidden = ui.readOnly;
     $("requeue-all").hidden = ui.readOnly;
+  }
+
+  function renderFleet(fleet) {
+    // processes sharing this backlog share each upstream's budget (scheduler.fleet)
+    const badge = $("fleet");
+    badge.hidden = !fleet;
+    $("fleet-wide-label").hidden = !fleet;
+    if (!fleet) return;
+    const counts = Object.values(fleet.members || {});
+    const processes = counts.length ? Math.max(...counts) : 1;
+    let text = "fleet: " + processes + (processes === 1 ? " process" : " processes");
+    if (fleet.paused_reason !== null) {
+      text += " · paused by " + fleet.paused_by + ": " + fleet.paused_reason;
+    }
+    if (!fleet.reachable) text += " · shared state unreachable";
+    badge.textContent = text;
+    badge.title = "this process: " + fleet.member;
+    badge.className = "badge " + (fleet.paused_reason !== null ? "bad"
+      : fleet.reachable ? "ok" : "warn");
   }
 
   function renderLanes(s) {
@@ -487,9 +510,15 @@ button:disabled { opacity:.5; cursor:default; }
     $("actions").addEventListener("submit", (e) => e.preventDefault());
     $("pause").addEventListener("click", () => {
       const reason = $("reason").value.trim() || "paused from the dashboard";
-      act("api/gate/pause", { reason: reason }, "gate paused");
+      const fleet = $("fleet-wide").checked;
+      act("api/gate/pause", { reason: reason, fleet: fleet },
+          fleet ? "fleet paused" : "gate paused");
     });
-    $("resume").addEventListener("click", () => act("api/gate/resume", null, "gate resumed"));
+    $("resume").addEventListener("click", () => {
+      const fleet = $("fleet-wide").checked;
+      act("api/gate/resume", fleet ? { fleet: true } : null,
+          fleet ? "fleet resumed" : "gate resumed");
+    });
     $("requeue-all").addEventListener(
       "click", () => act("api/jobs/requeue-dead", null, "requeued dead jobs"));
   }
