@@ -1,16 +1,23 @@
 """Floodgate's benchmarks.
 
-Run them all from the repository root (about four minutes on two cores)::
+They need the ``bench`` extra (the peers they measure against):
+``.venv/bin/pip install -e '.[bench]'``. Run them from the repository root::
 
-    python -m benchmarks            # every benchmark, full size
-    python -m benchmarks --quick    # a short smoke run
-    python -m benchmarks --only head_of_line
+    .venv/bin/python -m benchmarks                # every benchmark, full size
+    .venv/bin/python -m benchmarks --quick        # a smoke run
+    .venv/bin/python -m benchmarks --only head_of_line
+    .venv/bin/python -m benchmarks --record       # full size, into benchmarks/results/
 
 or one alone: ``python -m benchmarks.overhead``, ``python -m benchmarks.head_of_line``,
 ``python -m benchmarks.durable``.
-Each writes ``benchmarks/results/<name>.md``: absolute figures for Floodgate and
-its baseline, their ratio, the target, PASS/FAIL and the machine. The exit status
-is 1 when a benchmark misses its target.
+Each writes ``<name>.md`` to ``benchmarks/out/`` (untracked; ``--record`` writes the
+tracked ``benchmarks/results/`` the README quotes): absolute figures for Floodgate
+and its baseline, their ratio, the target, the verdict and the machine.
+
+Verdicts: PASS/FAIL against the targets on a full run (exit status 1 on a FAIL);
+SMOKE on a ``--quick`` run, which only checks that everything runs (exit status 1
+only if a benchmark crashed or broke an invariant, e.g. lost jobs); SKIPPED when a
+benchmark cannot run here (postgres without a server).
 
 - ``overhead``: no-op jobs through ``Scheduler.call`` vs a bare ``asyncio.Semaphore(16)``.
 - ``head_of_line``: interactive start latency behind a 5,000-job batch backlog,
@@ -18,8 +25,9 @@ is 1 when a benchmark misses its target.
 - ``durable``: durable submit and drain throughput on SQLite vs huey and
   persist-queue on the same disk, and a worker's RSS with 1,000,000 queued jobs.
 - ``postgres``: drain throughput of the PostgreSQL backlog with 1, 2 and 4 worker
-  processes vs procrastinate on the same server (about 3.5 minutes; needs
-  ``FLOODGATE_TEST_POSTGRES_DSN``, skipped without it).
+  processes vs procrastinate on the same server (about 3.5 minutes; the server
+  ``FLOODGATE_TEST_POSTGRES_DSN`` names, else ``postgresql://postgres@127.0.0.1:5432/test``
+  if it answers; SKIPPED without one).
 - ``fleet``: 1, 2, 4 and 8 worker processes sharing one upstream that allows R req/s
   (aggregate goodput as a share of R), the cost of sharing per request, and how fast a
   pause reaches another process (p50/p99; PostgreSQL too when the DSN is set).

@@ -1,14 +1,25 @@
-"""Helpers shared by every benchmark: options, progress, timing, statistics, reports.
+"""Helpers shared by every benchmark: options, progress, timing, statistics, reports,
+and what a run's outcome is called.
 
 Nothing here knows about a particular benchmark. A benchmark module exposes
 ``NAME`` and ``run(options) -> Outcome``; :func:`main` turns that into a
 command line so each module also runs alone (``python -m benchmarks.NAME``).
+
+Outcomes (:func:`status`): ``PASS``/``FAIL`` against the targets on a full run;
+``SMOKE`` on a ``--quick`` run (small N, never judged against the full-size
+targets); ``SKIPPED`` (``Outcome.skipped`` says why); ``BROKEN`` when a run broke
+an invariant (``Outcome.broken``: jobs lost or unfinished, whatever the size);
+``CRASHED`` when it raised. The exit status is 1 for FAIL, BROKEN and CRASHED.
+Reports go to ``benchmarks/out/`` (untracked) unless ``--record`` asks for the
+tracked ``benchmarks/results/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import contextvars
 import datetime
 import gc
 import hashlib
@@ -16,6 +27,7 @@ import math
 import os
 import platform
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +35,10 @@ from pathlib import Path
 from workers.provenance import source_commit
 
 __all__ = [
+    "DSN_ENV",
+    "FULL_RUN_TIME",
+    "OUT_DIR",
+    "QUICK_RUN_TIME",
     "RESULTS_DIR",
     "Options",
     "Outcome",
@@ -35,14 +51,31 @@ __all__ = [
     "median",
     "options_from",
     "percentile",
+    "postgres_dsn",
     "progress",
+    "run_benchmarks",
+    "status",
     "stopwatch",
     "verdict",
     "write_report",
 ]
 
-#: where ``benchmarks/results/<name>.md`` files go by default
+#: where reports go by default: untracked (``.gitignore``), so a run leaves the tree clean
+OUT_DIR = Path(__file__).resolve().parent / "out"
+#: the tracked reports the README quotes, written only with ``--record``
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: the PostgreSQL the benchmarks (and tests) use; without it, the local default is tried
+DSN_ENV = "FLOODGATE_TEST_POSTGRES_DSN"
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+#: how long runs take here (two cores), said alike by ``--help`` and the README
+FULL_RUN_TIME = "about 40 min"
+QUICK_RUN_TIME = "about 4 min"
+#: what the full run's time is made of
+FULL_RUN_PARTS = "fleet ~19, pacing ~10, postgres ~3.5 (when a server answers), the other three ~3"
+
+#: set while a ``--quick`` run goes on: :func:`verdict` then says "smoke", not PASS/FAIL
+_SMOKE: contextvars.ContextVar[bool] = contextvars.ContextVar("benchmarks_smoke", default=False)
 
 _T0 = time.perf_counter()
 
@@ -52,20 +85,27 @@ class Options:
     """What every benchmark is told: a short run or the full one, and where to write."""
 
     quick: bool = False
-    results_dir: Path = RESULTS_DIR
+    results_dir: Path = OUT_DIR
     #: repetitions asked for with ``--repeat`` (``None``: the benchmark's own default;
     #: benchmarks with a fixed repetition count ignore it)
     repeat: int | None = None
+    #: ``--record``: reports go to the tracked ``benchmarks/results/``
+    record: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What a benchmark hands back: did it meet its target, and where is the report."""
+    """What a benchmark hands back: did it meet its targets (judged on full runs only),
+    did it break an invariant, was it skipped, and where is the report."""
 
     name: str
     passed: bool
     summary: str
-    report: Path
+    report: Path | None
+    #: why the benchmark did not run (``None``: it ran)
+    skipped: str | None = None
+    #: the invariant a run broke (jobs lost or unfinished...); counts on smoke runs too
+    broken: str | None = None
 
 
 # ---------------------------------------------------------------- command line
@@ -75,14 +115,22 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a short run (smaller N, fewer repetitions) for a smoke check; "
-        "its figures are noisier and the report says so",
+        help="a smoke run (smaller N, fewer repetitions): verdict SMOKE, not judged "
+        "against the full-size targets; exit status 1 only if a benchmark crashed or "
+        "broke an invariant",
     )
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--record",
+        action="store_true",
+        help=f"write the tracked reports in {_shown(RESULTS_DIR)}/ that the README quotes "
+        "(full runs only)",
+    )
+    where.add_argument(
         "--results-dir",
         type=Path,
-        default=RESULTS_DIR,
-        help=f"where to write <name>.md (default: {RESULTS_DIR})",
+        default=None,
+        help=f"where to write <name>.md (default: {_shown(OUT_DIR)}/, untracked)",
     )
     parser.add_argument(
         "--repeat",
@@ -104,19 +152,101 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def options_from(args: argparse.Namespace) -> Options:
-    results_dir: Path = args.results_dir
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def options_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Options:
+    """The parsed command line as :class:`Options`; ``--record --quick`` is a usage error."""
+    record = bool(getattr(args, "record", False))
+    if record and args.quick:
+        parser.error("--record writes the tracked full-size results; a --quick run is not recorded")
+    results_dir: Path = args.results_dir or (RESULTS_DIR if record else OUT_DIR)
     repeat: int | None = getattr(args, "repeat", None)
-    return Options(quick=bool(args.quick), results_dir=results_dir, repeat=repeat)
+    return Options(quick=bool(args.quick), results_dir=results_dir, repeat=repeat, record=record)
 
 
 def main(name: str, doc: str | None, run: Callable[[Options], Outcome]) -> int:
-    """Run one benchmark from the command line; exit status 1 if it missed its target."""
+    """Run one benchmark from the command line (exit status as :func:`run_benchmarks`)."""
     parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=doc)
     add_common_arguments(parser)
-    outcome = run(options_from(parser.parse_args()))
-    progress(f"{outcome.name}: {verdict(outcome.passed)}: {outcome.summary} -> {outcome.report}")
-    return 0 if outcome.passed else 1
+    return run_benchmarks({name: run}, options_from(parser.parse_args(), parser))
+
+
+def run_benchmarks(benchmarks: dict[str, Callable[[Options], Outcome]], options: Options) -> int:
+    """Run each benchmark in turn, print one line per outcome with its :func:`status`,
+    and return the exit status: 1 if any FAIL, BROKEN or CRASHED, else 0.
+
+    A benchmark that raises is reported CRASHED (with its traceback) and the rest
+    still run. On a ``--quick`` run, :func:`verdict` says "smoke" inside the reports.
+    """
+    lines: list[tuple[str, str]] = []
+    token = _SMOKE.set(options.quick)
+    try:
+        for name, run in benchmarks.items():
+            try:
+                outcome = run(options)
+            except Exception:
+                traceback.print_exc()
+                lines.append(("CRASHED", f"{name}: raised (traceback above)"))
+                continue
+            where = f" -> {_shown(outcome.report)}" if outcome.report is not None else ""
+            detail = outcome.skipped or outcome.broken or outcome.summary
+            lines.append((status(outcome, options), f"{outcome.name}: {detail}{where}"))
+    finally:
+        _SMOKE.reset(token)
+    for word, text in lines:
+        progress(f"{word} {text}")
+    if options.quick:
+        progress(
+            "SMOKE: a --quick run checks that the benchmarks run; its small sizes are not "
+            "judged against the targets (run without --quick for PASS/FAIL)"
+        )
+    if not options.record and any(word != "SKIPPED" for word, _ in lines):
+        recorded = _shown(RESULTS_DIR)
+        progress(f"reports in {_shown(options.results_dir)}/ (--record writes {recorded}/)")
+    return 1 if any(word in ("FAIL", "BROKEN", "CRASHED") for word, _ in lines) else 0
+
+
+def status(outcome: Outcome, options: Options) -> str:
+    """SKIPPED, BROKEN, SMOKE (a ``--quick`` run), else PASS or FAIL."""
+    if outcome.skipped is not None:
+        return "SKIPPED"
+    if outcome.broken is not None:
+        return "BROKEN"
+    if options.quick:
+        return "SMOKE"
+    return "PASS" if outcome.passed else "FAIL"
+
+
+def postgres_dsn() -> tuple[str | None, str]:
+    """The PostgreSQL to measure against and where it came from: ``$FLOODGATE_TEST_POSTGRES_DSN``,
+    else the local default (``postgresql://postgres@127.0.0.1:5432/test``) if it answers
+    within 2 s; ``(None, why not)`` when there is none."""
+    dsn = os.environ.get(DSN_ENV, "")
+    if dsn:
+        return dsn, f"${DSN_ENV}"
+    try:
+        import asyncpg  # type: ignore[import-untyped]
+    except ImportError:
+        return None, "asyncpg is not installed (.venv/bin/pip install -e '.[bench]')"
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(DEFAULT_DSN, timeout=2.0)
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        return None, (
+            f"no PostgreSQL at {DEFAULT_DSN} ({type(exc).__name__}: {exc}); "
+            f"set {DSN_ENV}=postgresql://... to use another"
+        )
+    return DEFAULT_DSN, "the local default"
 
 
 def progress(message: str) -> None:
@@ -195,6 +325,10 @@ def fmt_ms(seconds: float | None) -> str:
 
 
 def verdict(passed: bool) -> str:
+    """One target's verdict in a report: PASS/FAIL, or on a ``--quick`` run only whether
+    the smoke-sized figure met it ("smoke: met" / "smoke: missed", not judged)."""
+    if _SMOKE.get():
+        return "smoke: met" if passed else "smoke: missed"
     return "PASS" if passed else "FAIL"
 
 
@@ -226,7 +360,11 @@ def write_report(
     options: Options, name: str, title: str, blocks: Sequence[str | Table], *, command: str
 ) -> Path:
     """Write ``<results_dir>/<name>.md``: title, run and machine facts, then ``blocks``."""
-    run_kind = "quick (`--quick`: smaller N, noisier)" if options.quick else "full (default)"
+    run_kind = (
+        "smoke (`--quick`: smaller N, noisier; not judged against the targets)"
+        if options.quick
+        else "full (default)"
+    )
     facts = Table(
         ["run", "value"],
         [

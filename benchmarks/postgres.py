@@ -19,8 +19,8 @@ alternating, each on a schema of its own.
 Target: Floodgate drains at least as fast as procrastinate at every worker
 count, and both finish every job.
 
-Needs ``FLOODGATE_TEST_POSTGRES_DSN`` (e.g. ``postgresql://postgres@127.0.0.1:5432/test``);
-without it the benchmark is skipped (exit status 0, no report written).
+Uses ``FLOODGATE_TEST_POSTGRES_DSN``, else ``postgresql://postgres@127.0.0.1:5432/test``
+if it answers; without either it is SKIPPED (exit status 0, no report written).
 
 Run alone: ``python -m benchmarks.postgres [--quick]``.
 """
@@ -28,7 +28,6 @@ Run alone: ``python -m benchmarks.postgres [--quick]``.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 import uuid
@@ -44,13 +43,13 @@ from ._common import (
     fmt_rate,
     main,
     median,
+    postgres_dsn,
     progress,
     verdict,
     write_report,
 )
 
 NAME = "postgres"
-DSN_ENV = "FLOODGATE_TEST_POSTGRES_DSN"
 WORKER_COUNTS = (1, 2, 4)
 CONCURRENCY = 32  # jobs in flight per worker process
 PROCRASTINATE_POOL = 10  # connections per procrastinate worker process
@@ -312,12 +311,11 @@ def _worker_main(argv: Sequence[str]) -> int:
 
 
 def run(options: Options) -> Outcome:
-    dsn = os.environ.get(DSN_ENV, "")
-    report_path = options.results_dir / f"{NAME}.md"
-    if not dsn:
-        summary = f"skipped: set {DSN_ENV}=postgresql://... to run it"
-        progress(f"{NAME}: {summary}")
-        return Outcome(NAME, True, summary, report_path)
+    dsn, source = postgres_dsn()
+    if dsn is None:
+        progress(f"{NAME}: skipped: {source}")
+        return Outcome(NAME, True, "", None, skipped=source)
+    progress(f"{NAME}: PostgreSQL from {source}")
     sizes = QUICK if options.quick else FULL
     reps = {"floodgate": sizes.floodgate_reps, "procrastinate": sizes.reps}
     progress(f"{NAME}: {sizes.jobs:,} no-op jobs x workers {WORKER_COUNTS}, reps {reps}")
@@ -339,10 +337,13 @@ def run(options: Options) -> Outcome:
         options,
         NAME,
         "PostgreSQL drain throughput: Floodgate vs procrastinate, 1/2/4 worker processes",
-        _report_blocks(results, drains, sizes),
+        _report_blocks(results, drains, sizes, dsn),
         command=f"python -m benchmarks.{NAME}" + (" --quick" if options.quick else ""),
     )
-    return Outcome(NAME, passed, f"Floodgate/procrastinate {summary} (target >= 1.00x)", report)
+    unfinished = [f"x{r.workers}" for r in results if not r.complete]
+    broken = f"jobs left undone at {', '.join(unfinished)}" if unfinished else None
+    summary = f"Floodgate/procrastinate {summary} (target >= 1.00x)"
+    return Outcome(NAME, passed, summary, report, broken=broken)
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +372,9 @@ def _summarize(drains: list[Drain]) -> list[Result]:
     return out
 
 
-def _report_blocks(results: list[Result], drains: list[Drain], sizes: Sizes) -> list[str | Table]:
+def _report_blocks(
+    results: list[Result], drains: list[Drain], sizes: Sizes, dsn: str
+) -> list[str | Table]:
     base = {"floodgate": results[0].floodgate, "procrastinate": results[0].procrastinate}
     headline = Table(
         ["worker processes", "Floodgate jobs/s", "procrastinate jobs/s",
@@ -434,7 +437,7 @@ def _report_blocks(results: list[Result], drains: list[Drain], sizes: Sizes) -> 
         reading,
         "## Setup",
         setup,
-        f"PostgreSQL: {_server_version()}.",
+        f"PostgreSQL: {_server_version(dsn)}.",
         "## Every drain",
         per_rep,
     ]
@@ -449,8 +452,7 @@ def _version(package: str) -> str:
         return "(not installed)"
 
 
-def _server_version() -> str:
-    dsn = os.environ.get(DSN_ENV, "")
+def _server_version(dsn: str) -> str:
     rows = asyncio.run(_sql(dsn, "SHOW server_version"))
     return str(rows[0][0])
 

@@ -116,7 +116,13 @@ async def call_with_policies(
                     raise
                 return await run_fallback(sched, lane, fallback, args, priority, left(), timeout)
             if debug_enabled():
-                _log.debug("job.retry", lane=lane.name, attempt=attempt, delay=delay)
+                _log.debug(
+                    "job.retry",
+                    lane=lane.name,
+                    attempt=attempt,
+                    delay=delay,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
             await clock.sleep(delay)
             attempt += 1
 

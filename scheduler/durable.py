@@ -473,7 +473,14 @@ class DurableRunner:
                 # the upstream's retry budget is spent: wait longer, never hammer it
                 delay = max(delay, _BUDGET_WAIT)
             run_at = self._sched.clock.wall() + delay
-            _log.info("job.retry", job_id=record.id, attempt=record.attempts, delay=delay)
+            _log.info(
+                "job.retry",
+                job_id=record.id,
+                task=record.task,
+                attempt=record.attempts,
+                delay=delay,
+                error=error,
+            )
             return Outcome.retry(
                 record.id,
                 self._owner,

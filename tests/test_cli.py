@@ -16,7 +16,7 @@ from workers.backlog_access import display
 from workers.cli import main
 from workers.progress import Progress, format_progress
 
-from .admin_fixtures import TOKEN, busy_scheduler, make_scheduler
+from .admin_fixtures import TOKEN, make_scheduler
 from .http_helpers import serve
 
 APP = "tests.procs.worker_app:sched"
@@ -26,19 +26,6 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
-
-
-@pytest.fixture
-def busy_db(tmp_path: Path) -> Path:
-    """A backlog with 2 dead ``t.fail`` jobs and 3 queued ``t.ok`` jobs."""
-    db = tmp_path / "busy.db"
-
-    async def fill() -> None:
-        async with busy_scheduler(db):
-            pass
-
-    asyncio.run(fill())
-    return db
 
 
 def records(db: Path) -> list[object]:

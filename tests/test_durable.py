@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -407,8 +408,8 @@ async def test_an_empty_claim_right_after_work_looks_again_soon_then_backs_off(
         start = len(claims) - 1  # the first claim that found nothing
         for _ in range(300):  # 3 s of fake time in small steps
             await clock.advance_and_settle(0.01)
-        gaps = [round(b - a, 2) for a, b in zip(claims[start:], claims[start + 1 :])]
+        gaps = [round(b - a, 2) for a, b in itertools.pairwise(claims[start:])]
         assert (await sched.job(job.id)).state is JobState.DONE
     assert gaps[0] <= 0.11, gaps  # soon after the work ...
-    assert all(a <= b + 0.02 for a, b in zip(gaps, gaps[1:])), gaps  # ... then longer ...
+    assert all(a <= b + 0.02 for a, b in itertools.pairwise(gaps)), gaps  # ... then longer ...
     assert all(abs(gap - 0.5) <= 0.02 for gap in gaps[4:]), gaps  # ... up to poll_interval

@@ -28,10 +28,11 @@ from scheduler.limits import LearnedRate
 from scheduler.upstream import SUCCESS, Classified, FailureKind
 from scheduler.upstream_health import Denied, Permit, Upstream, UpstreamHealth
 
+from .backlog import pg
 from .test_pacing import THROTTLED, budget_headers
 
 DOWN = Classified(FailureKind.SERVER_ERROR, None, 503)
-PG_DSN = os.environ.get("FLOODGATE_TEST_POSTGRES_DSN")
+PG_DSN, PG_MISSING = pg.find_dsn()
 
 
 def member(
@@ -406,7 +407,7 @@ async def test_two_connections_to_one_sqlite_file_share_pauses_and_splits(tmp_pa
     await _shared_pause_through(SQLiteFleetStore(path), SQLiteFleetStore(path))
 
 
-@pytest.mark.skipif(PG_DSN is None, reason="PostgreSQL tests need FLOODGATE_TEST_POSTGRES_DSN")
+@pytest.mark.skipif(PG_DSN is None, reason=PG_MISSING)
 async def test_two_connections_to_postgresql_share_pauses_and_splits() -> None:
     assert PG_DSN is not None
     schema = f"fleet_{os.getpid()}"

@@ -14,6 +14,11 @@ rest and releases their leases. The second signal calls
 ``Scheduler.end_grace()``: running jobs are cancelled at once, and their
 leases are still released.
 
+While it runs, a worker logs ``worker.summary`` at info every
+``summary_every`` seconds (30 s, on the scheduler's clock): jobs done per
+second since the last line, jobs done, failed attempts, running, queued in the
+backlog for its lanes, and the gate (``open`` or ``paused: reason``).
+
 A backlog that cannot be written (a full disk) holds neither: outcomes are
 retried until the grace is over (or the second signal), then the worker exits
 0 anyway, logging ``backlog.outcomes_unsaved``; those jobs run again later.
@@ -32,7 +37,10 @@ from .errors import EXIT_FAILURE, CommandError
 from .logging_setup import get_logger
 from .signals import shutdown_signals
 
-__all__ = ["Worker"]
+__all__ = ["SUMMARY_EVERY", "Worker"]
+
+#: seconds between two ``worker.summary`` lines
+SUMMARY_EVERY = 30.0
 
 
 class Worker:
@@ -43,6 +51,7 @@ class Worker:
         admin: a server with ``start()``, ``stop()`` and ``url`` (the admin API),
             started once the scheduler is open and stopped after it closed.
         watch: e.g. the drain command's "until the backlog is empty" loop.
+        summary_every: seconds between ``worker.summary`` lines (``None``: none).
     """
 
     def __init__(
@@ -52,8 +61,10 @@ class Worker:
         *,
         admin: Any = None,
         watch: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        summary_every: float | None = SUMMARY_EVERY,
     ) -> None:
         self._sched = sched
+        self._summary_every = summary_every
         self._lanes = lanes
         self._admin = admin
         self._watch = watch
@@ -105,12 +116,53 @@ class Worker:
                     admin=None if self._admin is None else self._admin.url,
                     grace=sched.shutdown_grace,
                 )
-                await self._wait_for_stop()
+                summaries = None
+                if self._summary_every is not None:
+                    summaries = asyncio.create_task(self._summaries(self._summary_every))
+                try:
+                    await self._wait_for_stop()
+                finally:
+                    if summaries is not None:
+                        summaries.cancel()
+                        await asyncio.gather(summaries, return_exceptions=True)
                 stats = sched.stats()
                 self._log.info("worker.stopping", grace=sched.shutdown_grace, running=stats.running)
         finally:
             if self._admin is not None:
                 await self._admin.stop()
+
+    async def _summaries(self, every: float) -> None:
+        """Log ``worker.summary`` every ``every`` seconds until cancelled."""
+        clock = self._sched.clock
+        done, since = self._done(), clock.now()
+        while not self._stop.is_set():
+            await clock.sleep(every)
+            now_done, now = self._done(), clock.now()
+            rate = (now_done - done) / (now - since) if now > since else 0.0
+            done, since = now_done, now
+            await self._log_summary(rate, now_done)
+
+    def _done(self) -> int:
+        stats = self._sched.stats()
+        return sum(stats[name].completed for name in self._lanes)
+
+    async def _log_summary(self, rate: float, done: int) -> None:
+        stats = self._sched.stats()
+        queued: int | None
+        try:
+            counts = await self._sched.backlog_counts()
+            queued = sum(counts.get(name, {}).get("queued", 0) for name in self._lanes)
+        except Exception:  # a summary never stops the worker; the backlog logs its own trouble
+            queued = None
+        self._log.info(
+            "worker.summary",
+            done_per_s=round(rate, 2),
+            done=done,
+            failed=sum(stats[name].failed for name in self._lanes),
+            running=sum(stats[name].running for name in self._lanes),
+            queued=queued,
+            gate="open" if stats.gate_open else f"paused: {stats.gate_reason}",
+        )
 
     # -- signals ------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """PostgreSQL helpers for the tests: the DSN, throwaway schemas, raw SQL behind the backlog.
 
-The PostgreSQL tests run when ``FLOODGATE_TEST_POSTGRES_DSN`` names a server
-(e.g. ``postgresql://postgres@127.0.0.1:5432/test``) and are skipped otherwise.
-Each test gets its own schema ``floodgate_test_<random>``, dropped afterwards.
+The PostgreSQL tests use the server ``FLOODGATE_TEST_POSTGRES_DSN`` names, else
+``postgresql://postgres@127.0.0.1:5432/test`` when it answers (one quick
+connection, once per test session); without either they are skipped, all with
+one reason. Each test gets its own schema ``floodgate_test_<random>``, dropped
+afterwards.
 """
 
 from __future__ import annotations
@@ -21,13 +23,50 @@ import pytest
 T = TypeVar("T")
 
 DSN_ENV = "FLOODGATE_TEST_POSTGRES_DSN"
-SKIP_REASON = f"PostgreSQL tests need {DSN_ENV} (e.g. postgresql://postgres@127.0.0.1:5432/test)"
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+PROBE_TIMEOUT = 2.0  # seconds for the one connection that looks for the default server
+
+_found: tuple[str | None, str] | None = None
+
+
+def find_dsn() -> tuple[str | None, str]:
+    """``(dsn, "")``, or ``(None, why the PostgreSQL tests are skipped)``; looked up once.
+
+    ``$FLOODGATE_TEST_POSTGRES_DSN`` is used as given (a server it names but that does not
+    answer fails the tests: CI sets it); otherwise the local default is tried once."""
+    global _found
+    if _found is None:
+        _found = _find()
+    return _found
+
+
+def _find() -> tuple[str | None, str]:
+    dsn = os.environ.get(DSN_ENV, "")
+    if dsn:
+        return dsn, ""
+    try:
+        import asyncpg  # type: ignore[import-untyped]
+    except ImportError:
+        return None, "PostgreSQL tests need asyncpg (pip install -e '.[dev]')"
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(DEFAULT_DSN, timeout=PROBE_TIMEOUT)
+        await conn.close()
+
+    try:
+        run_blocking(probe)
+    except Exception as exc:
+        return None, (
+            f"no PostgreSQL at {DEFAULT_DSN} ({type(exc).__name__}); "
+            f"set {DSN_ENV} to use another server"
+        )
+    return DEFAULT_DSN, ""
 
 
 def dsn_or_skip() -> str:
-    dsn = os.environ.get(DSN_ENV, "")
-    if not dsn:
-        pytest.skip(SKIP_REASON)
+    dsn, why = find_dsn()
+    if dsn is None:
+        pytest.skip(why)
     return dsn
 
 

@@ -2,7 +2,8 @@
 
 The gate is the manual switch in front of gated (batch) lanes. One worker's
 gate lives in its memory, so without ``--fleet`` these commands talk to the
-worker's admin API (``floodgate worker --admin HOST:PORT --admin-token-file PATH``).
+worker's admin API (``floodgate worker --admin HOST:PORT --admin-token-file PATH``;
+here ``--admin URL --admin-token-file PATH``, the same option names).
 With ``--fleet`` the pause is written to the backlog itself (who and why), and
 every process sharing it pauses within about a second (:mod:`scheduler.fleet`).
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import os
 import socket
 import time
 from typing import Any
@@ -22,16 +22,21 @@ import httpx
 from scheduler.fleet import OperatorPause
 from scheduler.fleet_stores import fleet_store_for
 
-from ..admin_server import DEFAULT_ADMIN, read_token_file
+from ..admin_client import (
+    TOKEN_ENV,
+    TOKEN_FILE_ENV,
+    URL_ENV,
+    add_admin_url_arg,
+    add_token_args,
+    admin_base,
+    given_token,
+)
 from ..backlog_access import add_backlog_args, display, open_backlog, resolve_backlog
 from ..errors import CommandError
 from ..textsafe import printable
 
 __all__ = ["register"]
 
-URL_ENV = "FLOODGATE_ADMIN_URL"
-TOKEN_ENV = "FLOODGATE_ADMIN_TOKEN"
-TOKEN_FILE_ENV = "FLOODGATE_ADMIN_TOKEN_FILE"
 _HOW = (
     "Acts on a running worker through its admin API: start it with "
     "'floodgate worker --admin HOST:PORT --admin-token-file PATH' and give the same "
@@ -71,19 +76,13 @@ def _add_fleet_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_admin_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--admin",
-        metavar="URL",
-        default=os.environ.get(URL_ENV, f"http://{DEFAULT_ADMIN}"),
-        help=f"the worker's admin API (default: ${URL_ENV} or http://{DEFAULT_ADMIN})",
-    )
-    parser.add_argument(
-        "--token-file",
-        metavar="PATH",
-        help=f"read its token from this file, out of ps (default: ${TOKEN_FILE_ENV}, "
+    add_admin_url_arg(parser, what="the worker's admin API")
+    add_token_args(
+        parser,
+        file_help=f"read its token from this file, out of ps (default: ${TOKEN_FILE_ENV}, "
         f"else ${TOKEN_ENV})",
+        token_help="its token (visible in ps: prefer --admin-token-file)",
     )
-    parser.add_argument("--token", help="its token (visible in ps: prefer --token-file)")
 
 
 def _pause(args: argparse.Namespace) -> int:
@@ -122,23 +121,18 @@ async def _set_fleet(args: argparse.Namespace, pause: OperatorPause | None) -> i
 
 
 def _token(args: argparse.Namespace) -> str:
-    """The first given of --token-file, --token, $FLOODGATE_ADMIN_TOKEN_FILE, $..._TOKEN."""
-    if args.token_file:
-        return read_token_file(args.token_file, "--token-file")
-    if args.token:
-        return str(args.token)
-    if os.environ.get(TOKEN_FILE_ENV):
-        return read_token_file(os.environ[TOKEN_FILE_ENV], f"${TOKEN_FILE_ENV}")
-    if os.environ.get(TOKEN_ENV):
-        return os.environ[TOKEN_ENV]
-    raise CommandError(
-        f"changing the gate needs the admin token: give --token-file, --token or ${TOKEN_ENV}"
-    )
+    token = given_token(args)
+    if token is None:
+        raise CommandError(
+            "changing the gate needs the admin token: give --admin-token-file, "
+            f"--admin-token or ${TOKEN_ENV}"
+        )
+    return token
 
 
 def _post(args: argparse.Namespace, path: str, body: dict[str, str] | None) -> int:
-    base = args.admin if "://" in args.admin else f"http://{args.admin}"
-    url = base.rstrip("/") + "/" + path
+    base = admin_base(args)
+    url = base + "/" + path
     token = _token(args)
     headers = {"Authorization": f"Bearer {token}"}
     try:
@@ -150,7 +144,7 @@ def _post(args: argparse.Namespace, path: str, body: dict[str, str] | None) -> i
             f"no admin API answering at {base} ({exc}); is the worker running with --admin?"
         ) from None
     if response.status_code == 401:
-        raise CommandError(f"{base} refused the token (check --token / ${TOKEN_ENV})")
+        raise CommandError(f"{base} refused the token (check --admin-token-file / ${TOKEN_ENV})")
     if response.status_code == 403:
         raise CommandError(f"{base} is read-only: start the worker with --admin-token-file")
     if response.status_code == 421:

@@ -17,6 +17,8 @@ from ..textsafe import printable
 
 __all__ = ["format_job", "format_jobs", "register"]
 
+#: the most rows one read of the backlog returns (``--all`` reads page after page)
+_PAGE = 10_000
 _DURABLE = [s.value for s in (JobState.QUEUED, JobState.RUNNING, JobState.DONE, JobState.DEAD)]
 
 
@@ -33,7 +35,11 @@ def register(subparsers: Any) -> None:
     lister = actions.add_parser("list", help="jobs, oldest first")
     lister.add_argument("--state", choices=_DURABLE, help="only jobs in this state")
     lister.add_argument("--lane", help="only jobs of this lane")
-    lister.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    how_many = lister.add_mutually_exclusive_group()
+    how_many.add_argument(
+        "--limit", type=int, default=50, help=f"at most this many (1..{_PAGE:,}; default 50)"
+    )
+    how_many.add_argument("--all", action="store_true", help="every matching job")
     lister.add_argument("--offset", type=int, default=0, help="skip this many first")
     add_backlog_args(lister)
     lister.set_defaults(handler=_list)
@@ -58,16 +64,44 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    if not 1 <= args.limit <= 10_000 or args.offset < 0:
-        raise CommandError("--limit must be 1..10000 and --offset >= 0", exit_code=2)
+    if not (args.all or 1 <= args.limit <= _PAGE) or args.offset < 0:
+        raise CommandError(f"--limit must be 1..{_PAGE} and --offset >= 0", exit_code=2)
     path, _ = resolve_backlog(args)
     state = JobState(args.state) if args.state else None
 
-    async def read() -> list[JobRecord]:
+    async def read() -> tuple[list[JobRecord], int]:
         async with open_backlog(path, read_only=True) as backlog:
-            return await backlog.list_jobs(state, args.lane, limit=args.limit, offset=args.offset)
+            counts = await backlog.counts()
+            total = sum(
+                n
+                for lane, by_state in counts.items()
+                if args.lane in (None, lane)
+                for name, n in by_state.items()
+                if state is None or name == state.value
+            )
+            if not args.all:
+                page = await backlog.list_jobs(
+                    state, args.lane, limit=args.limit, offset=args.offset
+                )
+                return page, total
+            records: list[JobRecord] = []
+            for _ in range(total // _PAGE + 2):  # bounded: rows added meanwhile wait for a rerun
+                page = await backlog.list_jobs(
+                    state, args.lane, limit=_PAGE, offset=args.offset + len(records)
+                )
+                records += page
+                if len(page) < _PAGE:
+                    break
+            return records, total
 
-    print(format_jobs(asyncio.run(read())))
+    records, total = asyncio.run(read())
+    print(format_jobs(records))
+    more = total - args.offset - len(records)
+    if records and more > 0:
+        print(
+            f"... {more:,} more (of {total:,}): --limit N, --offset {args.offset + len(records)} "
+            "or --all"
+        )
     return 0
 
 

@@ -1,4 +1,5 @@
-"""``floodgate status``: lanes and backlog counts, read straight from the backlog file."""
+"""``floodgate status``: lanes and backlog counts, read straight from the backlog file,
+and the gate: a fleet-wide pause from the backlog, one worker's gate from its admin API."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from scheduler import Scheduler
 from scheduler.fleet import OperatorPause
 from scheduler.fleet_stores import fleet_store_for, read_sqlite_operator
 
+from ..admin_client import TOKEN_ENV, add_admin_url_arg, add_token_args, admin_base, get_status
 from ..backlog_access import add_backlog_args, display, open_backlog, resolve_backlog
+from ..errors import CommandError
 from ..textsafe import printable
 
-__all__ = ["format_status", "register", "run"]
+__all__ = ["format_status", "format_worker_gate", "register", "run"]
 
 _STATES = ("queued", "running", "done", "dead")
 
@@ -26,9 +29,18 @@ def register(subparsers: Any) -> None:
         help="lanes and backlog counts (no running worker needed)",
         description="Read the backlog (no running worker needed) and print jobs per lane "
         "and state. "
-        "With --app the lanes' ceilings and flags come from your Scheduler.",
+        "With --app the lanes' ceilings and flags come from your Scheduler. "
+        "Then the gate: a fleet-wide pause (from the backlog) and the gate of the worker "
+        "whose admin API --admin names, if one answers there.",
     )
     add_backlog_args(parser)
+    add_admin_url_arg(parser, what="ask this worker's admin API for its gate")
+    add_token_args(
+        parser,
+        file_help="its admin token, needed only on a non-loopback address (default: "
+        f"$FLOODGATE_ADMIN_TOKEN_FILE, else ${TOKEN_ENV})",
+        token_help="the token itself (visible in ps: prefer --admin-token-file)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -37,13 +49,47 @@ def run(args: argparse.Namespace) -> int:
     counts = asyncio.run(_counts(path))
     print(format_status(path, counts, sched))
     pause = asyncio.run(_fleet_pause(path))
+    try:
+        worker: dict[str, Any] | None = get_status(args, timeout=_ADMIN_TIMEOUT)
+        unanswered = ""
+    except CommandError as exc:
+        worker, unanswered = None, exc.message
+    fleet_paused = pause is not None or bool(
+        worker is not None and (worker.get("fleet") or {}).get("paused_reason")
+    )
     if pause is not None:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pause.at))
         print(
             f"fleet gate PAUSED since {when}: {printable(pause.reason)} "
             f"(by {printable(pause.by)}; floodgate resume --fleet ends it)"
         )
+    elif worker is not None and (worker.get("fleet") or {}).get("paused_reason"):
+        fleet = worker["fleet"]
+        print(
+            f"fleet gate PAUSED: {printable(str(fleet['paused_reason']))} "
+            f"(by {printable(str(fleet.get('paused_by')))}; floodgate resume --fleet ends it)"
+        )
+    print(format_worker_gate(admin_base(args), worker, unanswered, fleet_paused=fleet_paused))
     return 0
+
+
+#: how long ``status`` waits for a worker's admin API
+_ADMIN_TIMEOUT = 2.0
+
+
+def format_worker_gate(
+    base: str, status: Mapping[str, Any] | None, unanswered: str, *, fleet_paused: bool = False
+) -> str:
+    """The line about one worker's gate, from its ``/api/status`` (``None``: no answer)."""
+    where = printable(base)
+    if status is None:
+        return f"worker gate: not known ({printable(unanswered)}; --admin URL names a worker)"
+    gate = status.get("gate") or {}
+    if gate.get("open", True):
+        return f"worker gate ({where}): open"
+    reason = printable(str(gate.get("reason") or "no reason given"))
+    how = "the fleet pause above" if fleet_paused else f"floodgate resume --admin {where} ends it"
+    return f"worker gate ({where}): PAUSED: {reason} ({how})"
 
 
 async def _fleet_pause(path: str) -> OperatorPause | None:

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 from scheduler import ConfigError, Scheduler
 
+from ..admin_client import TOKEN_ENV, TOKEN_FILE_ENV, add_token_args
 from ..admin_server import DEFAULT_ADMIN, UvicornServer, bind_socket, parse_bind, read_token_file
 from ..app_loader import load_scheduler, set_backlog
 from ..errors import EXIT_USAGE, CommandError
@@ -17,9 +18,6 @@ from ..logging_setup import LEVELS, get_logger, logging_configured
 from ..run import Worker
 
 __all__ = ["add_run_args", "admin_token", "pick_lanes", "register", "run"]
-
-TOKEN_ENV = "FLOODGATE_ADMIN_TOKEN"
-TOKEN_FILE_ENV = "FLOODGATE_ADMIN_TOKEN_FILE"
 
 
 def register(subparsers: Any) -> None:
@@ -40,18 +38,13 @@ def register(subparsers: Any) -> None:
         help=f"serve the admin API, /metrics and the dashboard there (e.g. {DEFAULT_ADMIN}); "
         "off unless given",
     )
-    parser.add_argument(
-        "--admin-token-file",
-        metavar="PATH",
-        help="read the admin API's bearer token (16+ characters) from this file, so it "
+    add_token_args(
+        parser,
+        file_help="read the admin API's bearer token (16+ characters) from this file, so it "
         f"does not show in ps (default: ${TOKEN_FILE_ENV}, else ${TOKEN_ENV}); changes "
         "need it, and on a non-loopback address every endpoint but /healthz and /readyz "
         "does; without a token the admin API is read-only and binds loopback only",
-    )
-    parser.add_argument(
-        "--admin-token",
-        metavar="TOKEN",
-        help=f"the token itself (visible in ps: prefer --admin-token-file or ${TOKEN_ENV})",
+        token_help=f"the token itself (visible in ps: prefer --admin-token-file or ${TOKEN_ENV})",
     )
     parser.add_argument(
         "--admin-allowed-host",
