@@ -157,6 +157,17 @@ class FleetStats:
 
 
 @dataclass(frozen=True, slots=True)
+class PeriodicStats:
+    """A periodic task (see :mod:`scheduler.periodic`)."""
+
+    task: str
+    schedule: str  # the cron expression, or "every N s"
+    lane: str
+    next_run: float  # epoch seconds the next period starts
+    scheduled_here: bool  # this process runs its lane, so it submits its periods
+
+
+@dataclass(frozen=True, slots=True)
 class SchedulerStats:
     """A snapshot of the whole scheduler: every lane, the shared ceiling, the gate."""
 
@@ -168,6 +179,7 @@ class SchedulerStats:
     gate_reason: str | None = None
     upstreams: Mapping[str, UpstreamStats] = field(default_factory=lambda: MappingProxyType({}))
     fleet: FleetStats | None = None  # None: this process shares nothing
+    periodic: tuple[PeriodicStats, ...] = ()  # periodic tasks, with their next run
 
     def __getitem__(self, lane: str) -> LaneStats:
         return self.lanes[lane]

@@ -30,7 +30,7 @@ import enum
 import functools
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from ._lane_state import LaneState, Ticket
@@ -57,6 +57,7 @@ from .jobs import Job, JobState, _current
 from .lanes import Lane
 from .logs import debug_enabled, get_logger
 from .metrics import SchedulerStats
+from .periodic import PeriodicRunner, Schedule
 from .retry import RetryPolicy
 from .tasks import DEFAULT_RETRY, Task, check_task_function, task_name
 from .upstream import classify
@@ -180,6 +181,7 @@ class Scheduler:
         self.owner = new_owner_id()
         self._fleet_option = fleet
         self._fleet_task: asyncio.Task[None] | None = None
+        self._periodic = PeriodicRunner(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -218,6 +220,7 @@ class Scheduler:
         self._unsubscribe_gate = self.gate.subscribe(self._on_gate_change)
         self.gate.start_probes()
         self._state = _State.RUNNING
+        self._periodic.start()
         _log.info("scheduler.started", lanes=[ln.name for ln in self._ordered if ln.run_here])
 
     async def _open_backlog(self) -> None:
@@ -293,6 +296,7 @@ class Scheduler:
         if self._state is not _State.RUNNING:
             return
         self._state = _State.DRAINING
+        await self._periodic.stop()
         _log.info("scheduler.draining", grace=self.shutdown_grace, running=self._running)
         # the grace bounds writing the last outcomes too (a full disk must not hold the stop)
         grace_end = self.clock.now() + (0.0 if self._grace_cut else self.shutdown_grace)
@@ -652,6 +656,44 @@ class Scheduler:
 
     # ------------------------------------------------------------------ durable jobs
 
+    def periodic(
+        self,
+        cron: str | None = None,
+        /,
+        *,
+        every: timedelta | float | None = None,
+        catch_up: int = 1,
+        lane: str = "batch",
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        upstream: str | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[Callable[[], Awaitable[T]]], Task[[], T]]:
+        """Register a task (no arguments) run once per period, across every process
+        sharing the backlog (use as ``@sched.periodic("*/5 * * * *")`` or
+        ``@sched.periodic(every=timedelta(minutes=5))``; see :mod:`scheduler.periodic`).
+
+        Args:
+            cron: a cron expression, in UTC (croniter's syntax).
+            every: a fixed period (a ``timedelta`` or seconds, at least 1 s),
+                aligned to the Unix epoch.
+            catch_up: how many of the latest periods that began before the
+                scheduler started it submits at once (missed ones after a
+                downtime; 0: none).
+            lane, name, retry, upstream, timeout: as for :meth:`task`; the lane
+                must be durable.
+        """
+        schedule = Schedule.parse(cron, every)
+
+        def register(fn: Callable[[], Awaitable[T]]) -> Task[[], T]:
+            task: Task[[], T] = self._periodic.add(
+                fn, schedule, catch_up=catch_up, lane=lane, name=name,
+                retry=retry, upstream=upstream, timeout=timeout,
+            )  # fmt: skip
+            return task
+
+        return register
+
     def task(
         self,
         fn: Callable[P, Awaitable[T]] | None = None,
@@ -942,6 +984,7 @@ class Scheduler:
                 for name, health in self.gate.upstreams.items()
             },
             fleet=None if self.gate.fleet is None else self.gate.fleet.stats(),
+            periodic=self._periodic.stats(),
         )
 
     def _limit_for(self, upstream: str) -> int | None:

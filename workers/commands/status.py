@@ -137,4 +137,10 @@ def format_status(
         rows.append("(no jobs)")
     totals = {s: sum(c.get(s, 0) for c in counts.values()) for s in _STATES}
     rows.append("total " + ", ".join(f"{s} {n}" for s, n in totals.items()))
+    for periodic in sched.stats().periodic if sched is not None else ():
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(periodic.next_run))
+        rows.append(
+            f"periodic {printable(periodic.task)} ({printable(periodic.schedule)}, "
+            f"lane {printable(periodic.lane)}): next {when}"
+        )
     return "\n".join(rows)
