@@ -26,8 +26,15 @@ from .errors import (
 )
 from .health import GateStats, HealthGate
 from .jobs import Job, JobContext, JobState, current_job
-from .lanes import Lane
-from .metrics import FleetStats, LaneStats, LatencySummary, SchedulerStats, UpstreamStats
+from .lanes import Lane, Tenants
+from .metrics import (
+    FleetStats,
+    LaneStats,
+    LatencySummary,
+    SchedulerStats,
+    TenantStats,
+    UpstreamStats,
+)
 from .retry import RetryBudget, RetryBudgetStats, RetryPolicy
 from .scheduler import DEFAULT_LANES, Scheduler
 from .tasks import Task
@@ -74,6 +81,8 @@ __all__ = [
     "SubmitError",
     "SystemClock",
     "Task",
+    "TenantStats",
+    "Tenants",
     "UnknownJob",
     "UnknownLane",
     "UnknownTask",

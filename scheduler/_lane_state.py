@@ -11,15 +11,20 @@ from typing import Any
 
 from .clock import Clock, TimerHandle
 from .jobs import JobContext, JobState
-from .lanes import Lane, PriorityQueue
+from .lanes import FairEntry, FairQueue, Lane
 from .limits import AIMDLimit
-from .metrics import LaneStats, LatencyHistogram, _frozen
+from .metrics import LaneStats, LatencyHistogram, TenantStats, _frozen
 from .upstream_health import Permit
 
 __all__ = ["LaneState", "Ticket"]
 
 _ids = itertools.count(1)
 
+#: tenants shown per lane in stats (the busiest); and how many shed counts are kept
+TOP_TENANTS = 10
+#: the name of the row that sums up the tenants beyond the top ones
+OTHER_TENANTS = "(other)"
+_TENANTS_KEPT = 1000
 #: weight of the newest run time in the lane's moving average (drain-rate estimate)
 _EWMA_WEIGHT = 0.2
 
@@ -44,6 +49,7 @@ class Ticket:
         "started_at",
         "state",
         "task",
+        "tenant",
         "timeout_at",
         "timer",
         "upstream",
@@ -57,8 +63,10 @@ class Ticket:
         deadline: float | None,
         upstream: str | None,
         task: asyncio.Task[Any] | None,
+        tenant: str | None = None,
     ) -> None:
         self.number = next(_ids)
+        self.tenant = tenant
         self.lane = lane
         self.priority = priority
         self.admitted_at = admitted_at
@@ -68,7 +76,7 @@ class Ticket:
         self.task = task
         self.state = JobState.QUEUED
         self.future: asyncio.Future[None] | None = None
-        self.entry: list[object] | None = None
+        self.entry: FairEntry | None = None
         self.timer: TimerHandle | None = None
         self.cancel_reason: str | None = None
         self.cancelling = 0
@@ -116,7 +124,11 @@ class LaneState:
         self.max_queued = lane.max_queued
         self.reserved = lane.reserved
         self.gated = lane.gated
-        self.queue: PriorityQueue[Ticket] = PriorityQueue(lane.aging)
+        self.queue: FairQueue[Ticket] = FairQueue(lane.aging, lane.tenants)
+        self.tenant_max_in_flight = lane.tenants.max_in_flight
+        self.tenant_max_queued = lane.tenants.max_queued
+        self.tenant_running: dict[str, int] = {}  # tenants holding seats: how many
+        self.tenant_shed: dict[str, int] = {}  # jobs shed per tenant (bounded, see below)
         self.active: set[Ticket] = set()  # tickets holding a seat
         self.running = 0  # == len(active); kept as an int for the hot path
         self.run_here = True
@@ -136,8 +148,46 @@ class LaneState:
         self.outages_seen = 0  # its upstreams' breaker openings already ramped up from
         self.under_pressure = False  # yielding to queued interactive work
 
-    def count_shed(self, reason: str) -> None:
+    def count_shed(self, reason: str, tenant: str | None = None) -> None:
         self.shed[reason] = self.shed.get(reason, 0) + 1
+        if tenant is not None:
+            shed = self.tenant_shed
+            shed[tenant] = shed.get(tenant, 0) + 1
+            if len(shed) > _TENANTS_KEPT * 2:  # keep the largest: cardinality stays bounded
+                kept = sorted(shed.items(), key=lambda kv: kv[1], reverse=True)[:_TENANTS_KEPT]
+                self.tenant_shed = dict(kept)
+
+    def may_run(self, tenant: str | None) -> bool:
+        """Whether ``tenant`` is below its seats bound (``Tenants.max_in_flight``)."""
+        most = self.tenant_max_in_flight
+        return most is None or tenant is None or self.tenant_running.get(tenant, 0) < most
+
+    def top_tenants(self, n: int = TOP_TENANTS) -> tuple[TenantStats, ...]:
+        """The busiest tenants (queued and running, then shed), at most ``n`` rows: the
+        last sums up the rest as ``"(other)"`` when there are more."""
+        queued = self.queue.by_tenant()
+        names = {t for t in queued if t is not None}
+        names.update(self.tenant_running, self.tenant_shed)
+        rows = [
+            TenantStats(
+                tenant=name,
+                queued=queued.get(name, 0),
+                running=self.tenant_running.get(name, 0),
+                shed=self.tenant_shed.get(name, 0),
+            )
+            for name in names
+        ]
+        rows.sort(key=lambda r: (r.queued + r.running, r.shed, r.tenant), reverse=True)
+        if len(rows) <= n:
+            return tuple(rows)
+        rest = rows[n - 1 :]  # the last place sums up the others: bounded labels
+        other = TenantStats(
+            tenant=OTHER_TENANTS,
+            queued=sum(r.queued for r in rest),
+            running=sum(r.running for r in rest),
+            shed=sum(r.shed for r in rest),
+        )
+        return (*rows[: n - 1], other)
 
     def record_run(self, seconds: float) -> None:
         self.run_hist.observe(seconds)
@@ -179,4 +229,5 @@ class LaneState:
             durable=self.config.durable,
             fallbacks=self.fallbacks,
             limit=None if self.limiter is None else self.limiter.limit,
+            tenants=self.top_tenants(),
         )

@@ -53,6 +53,7 @@ async def call_with_policies(
     retry: RetryPolicy | None,
     fallback: Callable[..., Awaitable[T]] | None,
     cost: float,
+    tenant: str | None = None,
 ) -> T:
     """``call()`` with an upstream's health, retries and a fallback in play."""
     if retry is not None and not isinstance(retry, RetryPolicy):
@@ -81,7 +82,7 @@ async def call_with_policies(
                 if not lane.gated:  # gated lanes wait on the gate, then take it at the start
                     permit = await _live_permit(sched, health, cost, left())
             try:
-                ticket = sched._admit(lane, priority, left(), upstream)
+                ticket = sched._admit(lane, priority, left(), upstream, tenant)
             except BaseException:
                 if permit is not None:
                     permit.cancel()  # it never went: hand the upstream's turn back
@@ -99,7 +100,9 @@ async def call_with_policies(
         except UpstreamUnavailable:
             if fallback is None:
                 raise
-            return await run_fallback(sched, lane, fallback, args, priority, left(), timeout)
+            return await run_fallback(
+                sched, lane, fallback, args, priority, left(), timeout, tenant
+            )
         except (SubmitError, JobCancelled):
             raise
         except Exception as exc:
@@ -114,7 +117,9 @@ async def call_with_policies(
             if delay is None:
                 if fallback is None or (verdict.kind is FailureKind.CLIENT_ERROR):
                     raise
-                return await run_fallback(sched, lane, fallback, args, priority, left(), timeout)
+                return await run_fallback(
+                    sched, lane, fallback, args, priority, left(), timeout, tenant
+                )
             if debug_enabled():
                 _log.debug(
                     "job.retry",
@@ -174,10 +179,11 @@ async def run_fallback(
     priority: float,
     deadline: float | None,
     timeout: float | None,
+    tenant: str | None = None,
 ) -> T:
     lane.fallbacks += 1
     _log.info("job.fallback", lane=lane.name, fallback=getattr(fallback, "__qualname__", "?"))
-    ticket = sched._admit(lane, priority, deadline, None)
+    ticket = sched._admit(lane, priority, deadline, None, tenant)
     if ticket.future is not None:
         await sched._wait_for_seat(ticket)
     return await sched._run(ticket, fallback, args, timeout)

@@ -106,12 +106,20 @@ class SubmitError(SchedulerError):
 class Overloaded(SubmitError):
     """The lane's queue is full. Nothing was queued; try again after ``retry_after``."""
 
-    def __init__(self, lane: str, retry_after: float, *, queued: int | None = None) -> None:
+    def __init__(
+        self,
+        lane: str,
+        retry_after: float,
+        *,
+        queued: int | None = None,
+        tenant: str | None = None,
+    ) -> None:
         self.retry_after = retry_after
         self.queued = queued
+        self.tenant = tenant  # set when the tenant's own bound was reached
+        whose = f"lane {lane!r}" if tenant is None else f"tenant {tenant!r} in lane {lane!r}"
         super().__init__(
-            f"lane {lane!r} is full ({queued} queued); retry after {retry_after:.3g}s",
-            lane=lane,
+            f"{whose} is full ({queued} queued); retry after {retry_after:.3g}s", lane=lane
         )
 
 

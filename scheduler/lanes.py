@@ -13,19 +13,83 @@ priority at time t, ``priority - (t - enqueued_at) / aging``, differs from the
 fixed heap key ``priority + enqueued_at / aging`` by the same ``t / aging`` for
 every job. That keeps every
 operation O(log n) with no periodic re-sorting.
+
+Tenants (``call(..., tenant=)``, e.g. a customer or an API key) share a lane
+fairly: its waiting room keeps one queue per tenant and each free seat goes
+to the tenant whose turn it is (start-time fair queuing, weighted by
+``Tenants.weights``), so one tenant's flood cannot starve another's few jobs;
+priority orders jobs within a tenant. Jobs without a tenant are one tenant.
+``Tenants(max_in_flight=, max_queued=)`` bound each tenant's seats and
+waiting jobs.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
-from dataclasses import KW_ONLY, dataclass
+import itertools
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import KW_ONLY, dataclass, field
+from types import MappingProxyType
 from typing import Generic, TypeVar
 
 from ._validate import check_int
 from .errors import ConfigError
 
-__all__ = ["Lane", "PriorityQueue"]
+__all__ = ["FairQueue", "Lane", "PriorityQueue", "Tenants"]
+
+#: the longest tenant name (a customer id, an API key's name)
+MAX_TENANT_LENGTH = 200
+
+
+def check_tenant(tenant: object) -> None:
+    """A tenant is a short non-empty str (or ``None``: no tenant)."""
+    if tenant is None:
+        return
+    if not isinstance(tenant, str):
+        raise TypeError(f"tenant must be a str or None, got {type(tenant).__name__}")
+    if not tenant or len(tenant) > MAX_TENANT_LENGTH:
+        raise ValueError(f"tenant must be 1 to {MAX_TENANT_LENGTH} characters, got {len(tenant)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Tenants:
+    """How a lane's tenants share it (``Lane(tenants=Tenants(...))``).
+
+    Args:
+        max_in_flight: seats one tenant may hold at once in the lane (``None``: any).
+        max_queued: jobs one tenant may have waiting in the lane; beyond it
+            ``Overloaded`` names the tenant (``None``: only the lane's bound).
+        weights: a tenant's share of the lane relative to the others
+            (default 1.0 each): a tenant of weight 2 gets two seats for every
+            one of a tenant of weight 1 while both have work waiting.
+    """
+
+    max_in_flight: int | None = None
+    max_queued: int | None = None
+    weights: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight is not None:
+            check_int("tenants: max_in_flight", self.max_in_flight, minimum=1)
+        if self.max_queued is not None:
+            check_int("tenants: max_queued", self.max_queued, minimum=0)
+        if not isinstance(self.weights, Mapping):
+            raise ConfigError(f"tenants: weights must be a mapping, got {self.weights!r}")
+        for tenant, weight in self.weights.items():
+            check_tenant(tenant)
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, int | float)
+                or not (math.isfinite(weight) and weight > 0)
+            ):
+                raise ConfigError(
+                    f"tenants: the weight of {tenant!r} must be a positive number, got {weight!r}"
+                )
+        object.__setattr__(self, "weights", MappingProxyType(dict(self.weights)))
+
+    def weight(self, tenant: str | None) -> float:
+        return 1.0 if tenant is None else float(self.weights.get(tenant, 1.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +107,8 @@ class Lane:
             (``None``: no aging). Keeps low-priority work from starving.
         reserved: with a scheduler-wide ``max_concurrency``, seats of the shared
             ceiling that only this lane may use, so no lane is starved to zero.
+        tenants: how jobs with a ``tenant=`` share the lane (:class:`Tenants`):
+            fairly by weight, with optional per-tenant bounds.
 
     Lanes listed first are the more urgent: when a shared seat frees, the first
     lane with waiting work gets it.
@@ -56,6 +122,7 @@ class Lane:
     gated: bool = False
     aging: float | None = None
     reserved: int = 1
+    tenants: Tenants = field(default_factory=Tenants)
 
     def __post_init__(self) -> None:
         name = self.name
@@ -79,6 +146,8 @@ class Lane:
                     f"got {aging!r}"
                 )
             object.__setattr__(self, "aging", float(aging))
+        if not isinstance(self.tenants, Tenants):
+            raise ConfigError(f"lane {name!r}: tenants must be a Tenants, got {self.tenants!r}")
 
 
 T = TypeVar("T")
@@ -145,3 +214,127 @@ class PriorityQueue(Generic[T]):
     def __iter__(self) -> Iterator[T]:
         """Live items, in no particular order."""
         return (e[2] for e in self._heap if e[3])  # type: ignore[misc]  # slot 2 holds T
+
+
+#: a fair queue sweeps idle tenants' flows once it holds this many (at least)
+_SWEEP_MIN = 1024
+#: what :meth:`FairQueue.push` returns: (tenant, the tenant queue's entry)
+FairEntry = tuple[str | None, list[object]]
+
+
+class _Flow(Generic[T]):
+    """One tenant's waiting items and its place in the fair order."""
+
+    __slots__ = ("queue", "tag", "weight")
+
+    def __init__(self, aging: float | None, weight: float) -> None:
+        self.queue: PriorityQueue[T] = PriorityQueue(aging)
+        self.tag = 0.0  # the virtual time its next item starts at
+        self.weight = weight
+
+
+class FairQueue(Generic[T]):
+    """Waiting items per tenant; :meth:`pop` serves the tenant whose turn it is.
+
+    Start-time fair queuing: each tenant's next item has a virtual start tag;
+    the smallest tag goes first, and serving a tenant moves its tag on by
+    ``1 / weight``. A tenant that starts waiting again starts at the current
+    virtual time, so idling earns no credit and flooding earns no more than
+    its share. Within a tenant, items leave as :class:`PriorityQueue` orders
+    them. Every operation is O(log n) in items and tenants waiting.
+    """
+
+    __slots__ = ("_aging", "_flows", "_len", "_order", "_seq", "_sweep_at", "_tenants", "_vtime")
+
+    def __init__(self, aging: float | None = None, tenants: Tenants | None = None) -> None:
+        self._aging = aging
+        self._tenants = tenants or Tenants()
+        self._flows: dict[str | None, _Flow[T]] = {}
+        self._order: list[tuple[float, int, str | None]] = []  # (tag, seq, tenant), lazy
+        self._seq = itertools.count()
+        self._vtime = 0.0
+        self._len = 0
+        self._sweep_at = _SWEEP_MIN
+
+    def push(self, item: T, priority: float, now: float, tenant: str | None = None) -> FairEntry:
+        """Add ``item`` for ``tenant``; returns the entry token to pass to :meth:`remove`."""
+        flow = self._flows.get(tenant)
+        if flow is None:
+            if len(self._flows) >= self._sweep_at:
+                self._sweep()
+            flow = self._flows[tenant] = _Flow(self._aging, self._tenants.weight(tenant))
+        if not flow.queue:  # it starts waiting (again): no credit for the idle time
+            flow.tag = max(flow.tag, self._vtime)
+            heapq.heappush(self._order, (flow.tag, next(self._seq), tenant))
+        entry = flow.queue.push(item, priority, now)
+        self._len += 1
+        return (tenant, entry)
+
+    def remove(self, entry: FairEntry) -> bool:
+        """Take an entry out; False if it had already left."""
+        tenant, inner = entry
+        flow = self._flows.get(tenant)
+        if flow is None or not flow.queue.remove(inner):
+            return False
+        self._len -= 1
+        if not flow.queue:
+            self._forget(tenant)
+        return True
+
+    def pop(self, eligible: Callable[[str | None], bool] | None = None) -> T | None:
+        """The next item by turn (only of tenants ``eligible`` says may run), or ``None``."""
+        order, flows = self._order, self._flows
+        skipped: list[tuple[float, int, str | None]] = []
+        found: T | None = None
+        while order:
+            tag, seq, tenant = heapq.heappop(order)
+            flow = flows.get(tenant)
+            if flow is None or not flow.queue or flow.tag != tag:
+                continue  # stale: the tenant emptied, or was served since
+            if eligible is not None and not eligible(tenant):
+                skipped.append((tag, seq, tenant))
+                continue
+            found = flow.queue.pop()
+            self._len -= 1
+            self._vtime = tag
+            flow.tag = tag + 1.0 / flow.weight
+            if flow.queue:
+                heapq.heappush(order, (flow.tag, next(self._seq), tenant))
+            else:
+                self._forget(tenant)
+            break
+        for entry in skipped:
+            heapq.heappush(order, entry)
+        return found
+
+    def _forget(self, tenant: str | None) -> None:
+        """Drop an emptied tenant's flow once it holds no credit beyond now."""
+        flow = self._flows[tenant]
+        if flow.tag <= self._vtime:
+            del self._flows[tenant]
+
+    def _sweep(self) -> None:
+        """Drop the flows of tenants with nothing waiting and no credit left (memory
+        stays bounded by the tenants waiting, however many came and went)."""
+        vtime = self._vtime
+        self._flows = {t: f for t, f in self._flows.items() if f.queue or f.tag > vtime}
+        self._sweep_at = max(_SWEEP_MIN, 2 * len(self._flows))
+
+    def queued(self, tenant: str | None) -> int:
+        """Items ``tenant`` has waiting."""
+        flow = self._flows.get(tenant)
+        return 0 if flow is None else len(flow.queue)
+
+    def by_tenant(self) -> dict[str | None, int]:
+        """Items waiting per tenant (tenants with none left out)."""
+        return {t: len(f.queue) for t, f in self._flows.items() if f.queue}
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
+
+    def __iter__(self) -> Iterator[T]:
+        """Live items, in no particular order."""
+        return itertools.chain.from_iterable(f.queue for f in list(self._flows.values()))

@@ -22,6 +22,7 @@ __all__ = [
     "LatencyHistogram",
     "LatencySummary",
     "SchedulerStats",
+    "TenantStats",
     "UpstreamStats",
 ]
 
@@ -96,6 +97,16 @@ def _frozen(mapping: Mapping[str, V]) -> Mapping[str, V]:
 
 
 @dataclass(frozen=True, slots=True)
+class TenantStats:
+    """One tenant in a lane (see :class:`~scheduler.lanes.Tenants`)."""
+
+    tenant: str
+    queued: int  # waiting in this process (a durable lane's backlog is not split)
+    running: int
+    shed: int  # refused or expired unrun
+
+
+@dataclass(frozen=True, slots=True)
 class LaneStats:
     """A snapshot of one lane."""
 
@@ -115,6 +126,7 @@ class LaneStats:
     durable: bool = False
     fallbacks: int = 0  # jobs served by their fallback instead of the primary
     limit: int | None = None  # gated lanes: the adaptive concurrency limit now
+    tenants: tuple[TenantStats, ...] = ()  # the busiest tenants (at most 10)
 
     @property
     def shed_total(self) -> int:

@@ -54,7 +54,7 @@ from .fleet_stores import PostgresFleetStore, fleet_store_for
 from .health import HealthGate
 from .job_store import JobStore
 from .jobs import Job, JobState, _current
-from .lanes import Lane
+from .lanes import Lane, check_tenant
 from .logs import debug_enabled, get_logger
 from .metrics import SchedulerStats
 from .periodic import PeriodicRunner, Schedule
@@ -400,6 +400,7 @@ class Scheduler:
         retry: RetryPolicy | None = None,
         fallback: Callable[..., Awaitable[T]] | None = None,
         cost: float = 0,
+        tenant: str | None = None,
     ) -> T:
         """Run ``fn(*args)`` in ``lane`` under its ceiling and return its result.
 
@@ -418,9 +419,12 @@ class Scheduler:
             fallback: run ``fallback(*args)`` instead when the upstream is
                 unavailable or the retries are spent; ``stats()`` counts it.
             cost: what the call draws from the upstream's token-rate limit.
+            tenant: who the call is for (a customer, an API key): tenants share
+                the lane fairly, by their weights (see :class:`Tenants`).
 
         Raises:
-            Overloaded: the lane's queue is full (``retry_after`` says when to retry).
+            Overloaded: the lane's queue is full, or the tenant's own bound is
+                reached (``tenant`` says so; ``retry_after`` says when to retry).
             DeadlineExceeded: the job could not start before ``deadline``.
             SchedulerClosed: the scheduler is not running this lane.
             JobTimeout: the job ran past ``timeout``.
@@ -436,13 +440,16 @@ class Scheduler:
             check_number("deadline", deadline, minimum=-math.inf)
         if timeout is not None:
             check_number("timeout", timeout, minimum=0, exclusive=True)
+        if tenant is not None:
+            check_tenant(tenant)
         if self._state is not _State.RUNNING or not state.run_here:
             raise SchedulerClosed(self._closed_reason(state))
         if upstream is not None or retry is not None or fallback is not None:
             return await call_with_policies(
-                self, state, fn, args, priority, deadline, timeout, upstream, retry, fallback, cost
-            )
-        ticket = self._admit(state, priority, deadline, upstream)
+                self, state, fn, args, priority, deadline, timeout, upstream, retry, fallback,
+                cost, tenant,
+            )  # fmt: skip
+        ticket = self._admit(state, priority, deadline, upstream, tenant)
         if ticket.future is not None:
             await self._wait_for_seat(ticket)
         return await self._run(ticket, fn, args, timeout)
@@ -461,25 +468,35 @@ class Scheduler:
         return f"lane {lane.name!r} is not run in this process (see open(run=...))"
 
     def _admit(
-        self, lane: LaneState, priority: float, deadline: float | None, upstream: str | None
+        self,
+        lane: LaneState,
+        priority: float,
+        deadline: float | None,
+        upstream: str | None,
+        tenant: str | None = None,
     ) -> Ticket:
         """Admit a job: give it a seat now, queue it, or shed it (raises)."""
         now = self.clock.now()
         if deadline is not None and deadline <= 0:
-            lane.count_shed("deadline_admission")
+            lane.count_shed("deadline_admission", tenant)
             self._log_shed(lane, "deadline_admission")
             raise DeadlineExceeded(lane.name, deadline, where="admission", expected_wait=0.0)
-        ticket = Ticket(lane, priority, now, deadline, upstream, asyncio.current_task())
-        if not lane.queue and self._can_take(lane):
+        ticket = Ticket(lane, priority, now, deadline, upstream, asyncio.current_task(), tenant)
+        if not lane.queue and self._can_take(lane) and lane.may_run(tenant):
             self._take_seat(lane, ticket)
             lane.admitted += 1
             if debug_enabled():
                 _log.debug("job.admitted", lane=lane.name, job_id=ticket.id, queued=False)
             return ticket
         if len(lane.queue) >= lane.max_queued:
-            lane.count_shed("queue_full")
+            lane.count_shed("queue_full", tenant)
             self._log_shed(lane, "queue_full")
             raise Overloaded(lane.name, lane.retry_after(), queued=len(lane.queue))
+        most = lane.tenant_max_queued
+        if tenant is not None and most is not None and lane.queue.queued(tenant) >= most:
+            lane.count_shed("tenant_queue_full", tenant)
+            self._log_shed(lane, "tenant_queue_full", tenant=tenant)
+            raise Overloaded(lane.name, lane.retry_after(), queued=most, tenant=tenant)
         if deadline is not None:
             expected = lane.expected_wait()
             if expected is not None and expected > deadline:
@@ -489,12 +506,16 @@ class Scheduler:
                     lane.name, deadline, where="admission", expected_wait=expected
                 )
         ticket.future = asyncio.get_running_loop().create_future()
-        ticket.entry = lane.queue.push(ticket, priority, now)
+        ticket.entry = lane.queue.push(ticket, priority, now, tenant)
         if ticket.deadline_at is not None:
             ticket.timer = self.clock.call_at(ticket.deadline_at, lambda: self._expire(ticket))
         lane.admitted += 1
         if debug_enabled():
             _log.debug("job.admitted", lane=lane.name, job_id=ticket.id, queued=True)
+        if lane.tenant_max_in_flight is not None and self._can_take(lane):
+            # the seats are free but the tenants waiting hold all they may: this
+            # tenant's job may take one (the dispatch hands it over)
+            self._dispatch(lane)
         return ticket
 
     async def _wait_for_seat(self, ticket: Ticket) -> None:
@@ -536,7 +557,7 @@ class Scheduler:
 
     def _shed_expired(self, ticket: Ticket) -> None:
         lane = ticket.lane
-        lane.count_shed("deadline_queue")
+        lane.count_shed("deadline_queue", ticket.tenant)
         self._log_shed(lane, "deadline_queue", job_id=ticket.id)
         assert ticket.deadline is not None
         self._finish_unstarted(
@@ -906,11 +927,21 @@ class Scheduler:
         self._running += 1
         lane.active.add(ticket)
         ticket.state = JobState.RUNNING
+        tenant = ticket.tenant
+        if tenant is not None:
+            lane.tenant_running[tenant] = lane.tenant_running.get(tenant, 0) + 1
 
     def _release(self, lane: LaneState, ticket: Ticket) -> None:
         lane.active.discard(ticket)
         lane.running -= 1
         self._running -= 1
+        tenant = ticket.tenant
+        if tenant is not None:
+            left = lane.tenant_running[tenant] - 1
+            if left:
+                lane.tenant_running[tenant] = left
+            else:
+                del lane.tenant_running[tenant]
         if self._shared_capacity is None:
             if lane.queue:
                 self._dispatch(lane)
@@ -949,9 +980,11 @@ class Scheduler:
     def _dispatch(self, lane: LaneState) -> None:
         """Hand free seats to the most urgent waiters of ``lane``."""
         queue = lane.queue
+        eligible = None if lane.tenant_max_in_flight is None else lane.may_run
         while queue and self._can_take(lane):
-            ticket = queue.pop()
-            assert ticket is not None
+            ticket = queue.pop(eligible)
+            if ticket is None:
+                return  # every tenant waiting holds all the seats it may
             assert ticket.future is not None
             if ticket.future.done():
                 # Its task was cancelled while waiting; the waiter's own handler
@@ -963,9 +996,11 @@ class Scheduler:
             self._take_seat(lane, ticket)
             ticket.future.set_result(None)
 
-    def _log_shed(self, lane: LaneState, reason: str, job_id: str | None = None) -> None:
+    def _log_shed(
+        self, lane: LaneState, reason: str, job_id: str | None = None, tenant: str | None = None
+    ) -> None:
         if debug_enabled():
-            _log.debug("job.shed", lane=lane.name, reason=reason, job_id=job_id)
+            _log.debug("job.shed", lane=lane.name, reason=reason, job_id=job_id, tenant=tenant)
 
     # ------------------------------------------------------------------ introspection
 

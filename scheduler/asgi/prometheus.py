@@ -17,6 +17,7 @@ floodgate_lane_admitted_total                     counter  lane
 floodgate_lane_finished_total                     counter  lane, outcome
 floodgate_lane_shed_total                         counter  lane, reason
 floodgate_lane_wait_seconds / _run_seconds        summary  lane, quantile (0.5 0.95 0.99)
+floodgate_lane_tenant_queued / _running / _shed   gauge    lane, tenant (the 9 busiest + "(other)")
 floodgate_backlog_jobs                            gauge    lane, state
 floodgate_backlog_up                              gauge    (1 if the counts were read)
 floodgate_upstream_requests_total / _successes    counter  upstream
@@ -167,6 +168,14 @@ def _lanes(stats: SchedulerStats) -> list[Metric]:
     shed = CounterMetricFamily(
         "floodgate_lane_shed", "Jobs shed unrun, by reason.", labels=["lane", "reason"]
     )
+    tenant_gauges = {
+        field: GaugeMetricFamily(f"floodgate_lane_tenant_{field}", doc, labels=["lane", "tenant"])
+        for field, doc in (
+            ("queued", "Jobs a tenant has waiting in the lane (the busiest; the rest summed)."),
+            ("running", "Jobs of a tenant running in the lane (the busiest; the rest summed)."),
+            ("shed", "Jobs of a tenant shed unrun since start (the busiest; the rest summed)."),
+        )
+    }
     wait = Metric("floodgate_lane_wait_seconds", "Seconds from admission to start.", "summary")
     run = Metric("floodgate_lane_run_seconds", "Seconds a job ran.", "summary")
     for lane in stats.lanes.values():
@@ -180,9 +189,15 @@ def _lanes(stats: SchedulerStats) -> list[Metric]:
             finished.add_metric([lane.name, outcome], getattr(lane, outcome))
         for reason, count in sorted(lane.shed.items()):
             shed.add_metric([lane.name, reason], count)
+        for tenant in lane.tenants:
+            for field, gauge_ in tenant_gauges.items():
+                gauge_.add_metric([lane.name, tenant.tenant], getattr(tenant, field))
         _add_summary(wait, lane.name, lane.wait)
         _add_summary(run, lane.name, lane.run)
-    return [queued, running, ceiling, bound, admitted, finished, shed, wait, run]
+    return [
+        queued, running, ceiling, bound, admitted, finished, shed, *tenant_gauges.values(),
+        wait, run,
+    ]  # fmt: skip
 
 
 def _add_summary(metric: Metric, lane: str, summary: LatencySummary) -> None:
