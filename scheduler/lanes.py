@@ -241,10 +241,15 @@ class FairQueue(Generic[T]):
     ``1 / weight``. A tenant that starts waiting again starts at the current
     virtual time, so idling earns no credit and flooding earns no more than
     its share. Within a tenant, items leave as :class:`PriorityQueue` orders
-    them. Every operation is O(log n) in items and tenants waiting.
+    them. Every operation is O(log n) in items and tenants waiting. While one
+    tenant alone has items waiting (no tenants at all, most often), its queue
+    is used directly: there is no one to be fair to.
     """
 
-    __slots__ = ("_aging", "_flows", "_len", "_order", "_seq", "_sweep_at", "_tenants", "_vtime")
+    __slots__ = (
+        "_aging", "_flows", "_len", "_order", "_seq", "_solo", "_solo_tenant", "_sweep_at",
+        "_tenants", "_vtime",
+    )  # fmt: skip
 
     def __init__(self, aging: float | None = None, tenants: Tenants | None = None) -> None:
         self._aging = aging
@@ -255,20 +260,46 @@ class FairQueue(Generic[T]):
         self._vtime = 0.0
         self._len = 0
         self._sweep_at = _SWEEP_MIN
+        self._solo: _Flow[T] | None = None  # the only tenant with items waiting, if so
+        self._solo_tenant: str | None = None
 
     def push(self, item: T, priority: float, now: float, tenant: str | None = None) -> FairEntry:
         """Add ``item`` for ``tenant``; returns the entry token to pass to :meth:`remove`."""
-        flow = self._flows.get(tenant)
-        if flow is None:
-            if len(self._flows) >= self._sweep_at:
-                self._sweep()
-            flow = self._flows[tenant] = _Flow(self._aging, self._tenants.weight(tenant))
+        solo = self._solo
+        if solo is not None:
+            if tenant == self._solo_tenant:
+                self._len += 1
+                return (tenant, solo.queue.push(item, priority, now))
+            self._end_solo()  # a second tenant waits: take turns from now on
+        elif not self._len:  # nothing waits: this tenant alone, no turns to keep
+            self._order.clear()
+            solo = self._flow(tenant)
+            self._solo, self._solo_tenant = solo, tenant
+            self._len = 1
+            return (tenant, solo.queue.push(item, priority, now))
+        flow = self._flow(tenant)
         if not flow.queue:  # it starts waiting (again): no credit for the idle time
             flow.tag = max(flow.tag, self._vtime)
             heapq.heappush(self._order, (flow.tag, next(self._seq), tenant))
         entry = flow.queue.push(item, priority, now)
         self._len += 1
         return (tenant, entry)
+
+    def _flow(self, tenant: str | None) -> _Flow[T]:
+        flow = self._flows.get(tenant)
+        if flow is None:
+            if len(self._flows) >= self._sweep_at:
+                self._sweep()
+            flow = self._flows[tenant] = _Flow(self._aging, self._tenants.weight(tenant))
+        return flow
+
+    def _end_solo(self) -> None:
+        """Turns are kept again: the lone tenant's items get their place in them."""
+        solo, tenant = self._solo, self._solo_tenant
+        assert solo is not None
+        self._solo = None
+        solo.tag = max(solo.tag, self._vtime)
+        heapq.heappush(self._order, (solo.tag, next(self._seq), tenant))
 
     def remove(self, entry: FairEntry) -> bool:
         """Take an entry out; False if it had already left."""
@@ -277,12 +308,24 @@ class FairQueue(Generic[T]):
         if flow is None or not flow.queue.remove(inner):
             return False
         self._len -= 1
-        if not flow.queue:
+        if flow is self._solo:
+            if not self._len:
+                self._solo = None
+        elif not flow.queue:
             self._forget(tenant)
         return True
 
     def pop(self, eligible: Callable[[str | None], bool] | None = None) -> T | None:
         """The next item by turn (only of tenants ``eligible`` says may run), or ``None``."""
+        solo = self._solo
+        if solo is not None:
+            if eligible is not None and not eligible(self._solo_tenant):
+                return None
+            item = solo.queue.pop()
+            self._len -= 1
+            if not self._len:
+                self._solo = None
+            return item
         order, flows = self._order, self._flows
         skipped: list[tuple[float, int, str | None]] = []
         found: T | None = None
