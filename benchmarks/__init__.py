@@ -28,6 +28,8 @@ benchmark cannot run here (postgres without a server).
   processes vs procrastinate on the same server (about 3.5 minutes; the server
   ``FLOODGATE_TEST_POSTGRES_DSN`` names, else ``postgresql://postgres@127.0.0.1:5432/test``
   if it answers; SKIPPED without one).
+- ``tenants``: nine small tenants' jobs behind one tenant's 100,000 (fair queuing vs
+  one FIFO queue) and the cost per job of fairness.
 - ``fleet``: 1, 2, 4 and 8 worker processes sharing one upstream that allows R req/s
   (aggregate goodput as a share of R), the cost of sharing per request, and how fast a
   pause reaches another process (p50/p99; PostgreSQL too when the DSN is set).

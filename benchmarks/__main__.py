@@ -21,12 +21,12 @@ from ._common import (
 )
 
 #: every benchmark (its module in this package), in the order a full run goes through them
-BENCHMARKS = ("overhead", "head_of_line", "durable", "postgres", "pacing", "fleet")
+BENCHMARKS = ("overhead", "head_of_line", "durable", "postgres", "pacing", "fleet", "tenants")
 
 #: what each benchmark imports from the ``bench`` extra (module -> distribution)
 BENCH_MODULES = {
     "durable": {"huey": "huey", "persistqueue": "persist-queue", "psutil": "psutil"},
-    "postgres": {"procrastinate": "procrastinate", "asyncpg": "asyncpg"},
+    "postgres": {"procrastinate": "procrastinate", "pgqueuer": "pgqueuer", "asyncpg": "asyncpg"},
 }
 INSTALL_HINT = ".venv/bin/pip install -e '.[bench]'"
 
