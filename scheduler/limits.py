@@ -373,6 +373,7 @@ class LearnedRate:
         self.share = 1.0
         self._low = _Extreme(largest=True)  # the upstream's refill rate is above it
         self._high = _Extreme(largest=False)  # ... and at most this
+        self._seeded = False  # paced from the headers alone, no 429 yet (see _seed)
         self.cuts = 0  # 429s that cut the rate here (not cuts adopted from the fleet)
         self.cut_at = -math.inf  # clock time of the last cut, made here or adopted
 
@@ -383,6 +384,9 @@ class LearnedRate:
         peak = self._peak
         if peak is None:
             return None
+        if self._seeded:  # no 429 yet: at most what the headers say it refills
+            bounds = self.bounds()
+            return max(self.floor, peak if bounds is None else bounds[1])
         t = self._pushed
         if t < self._k:
             rate = peak - self._c * (self._k - t) ** 3
@@ -401,6 +405,8 @@ class LearnedRate:
         self._refill(self._clock.now())
         self.share = min(1.0, max(1e-6, share))
         self._level = min(self._level, self._capacity())
+        if self._peak is None and self.share < 1.0:
+            self._seed()
 
     def observe_budget(
         self, limit: float, remaining: float, reset: float, resolution: float = 0.001
@@ -426,6 +432,23 @@ class LearnedRate:
         self._low.add(now, low)
         if math.isfinite(high):
             self._high.add(now, high)
+        if self._peak is None and self.share < 1.0:
+            self._seed()
+
+    def _seed(self) -> None:
+        """A fleet's process that has not been throttled yet sends its share of the
+        most the headers say the upstream refills at, instead of sending unpaced:
+        the fleet's processes start together, and unpaced they would together
+        spend the upstream's burst many times over and all meet a 429. The first
+        429 cuts the rate as usual (and teaches the whole fleet)."""
+        bounds = self.bounds()
+        if bounds is None or not math.isfinite(bounds[1]):
+            return
+        self._refill(self._clock.now())
+        self._peak, self._k, self._c = max(self.floor, bounds[1]), 0.0, 0.0
+        self._pushed = 0.0
+        self._seeded = True
+        self._level = min(1.0, self._capacity())
 
     def bounds(self) -> tuple[float, float] | None:
         """The interval the upstream's refill rate lies in, by its recent
@@ -499,6 +522,7 @@ class LearnedRate:
         self._level = min(self._level, self._capacity())
         self.cuts += 1
         self.cut_at = now
+        self._seeded = False
 
     def curve(self) -> tuple[float, float, float] | None:
         """The last cut's ``(peak, k, c)``: the curve :meth:`rate` follows since it
@@ -518,6 +542,7 @@ class LearnedRate:
         self._refill(now)
         self._peak, self._k, self._c = max(self.floor, peak), k, c
         self._pushed = 0.0
+        self._seeded = False
         # 429s for what was sent before: the cut that taught this answered them
         self._settled_at = max(self._settled_at, now + _SETTLE)
         self._level = min(self._level, self._capacity())

@@ -496,6 +496,29 @@ def test_a_learned_rate_is_the_fleets_and_each_process_sends_its_share() -> None
     assert 0.85 * allowed <= sent <= allowed + 1  # (a bucket of one turn, 10 ms steps)
 
 
+def test_a_fleet_share_starts_paced_by_the_headers_a_lone_process_does_not() -> None:
+    clock = FakeClock()
+    alone, shared = (UpstreamHealth(Upstream("llm"), clock) for _ in range(2))
+    shared.set_share(0.25)
+    assert shared.pacer.rate() is None  # nothing known yet: nothing to pace by
+    for tokens in (4.0, 3.0, 2.0):  # a bucket of 10 refilling at 40/s, being spent
+        for health in (alone, shared):
+            health.observe_headers(budget_headers(10, tokens, (10 - tokens) / 40))
+    bounds = shared.pacer.bounds()
+    assert bounds is not None
+    assert bounds[0] <= 40 <= bounds[1]
+    assert alone.pacer.rate() is None  # alone, it sends unpaced until a 429 says more
+    assert shared.pacer.rate() == pytest.approx(bounds[1])  # the fleet's most, of which ...
+    assert shared.pacer.turns_within(1.0) == pytest.approx(1 + bounds[1] * 0.25, rel=0.05)
+    got = shared.admit(gated=True)
+    assert isinstance(got, Permit)
+    got.finish(THROTTLED, 0.01)  # the first 429 cuts as usual
+    rate = shared.pacer.rate()
+    assert rate is not None
+    assert rate <= bounds[1]
+    assert shared.pacer.cuts == 1
+
+
 def test_processes_sharing_a_hidden_limit_stay_within_it_together() -> None:
     """Three processes, each with its own health and a third of the rate, against
     one hidden bucket of 40/s and a burst of 5 with OpenAI-style headers."""
