@@ -14,6 +14,7 @@ import os
 import random
 import re
 import shutil
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from scheduler import JobState, Scheduler, SchedulerError
-from scheduler.asgi import admin_app
+from scheduler import FakeClock, JobState, Scheduler, SchedulerError
+from scheduler.asgi import History, admin_app
 
 from .admin_fixtures import TOKEN, busy_scheduler
 from .cdp import Browser
@@ -38,12 +39,14 @@ FLAGS = (
 )  # fmt: skip
 
 
-async def browse(chromium: str, tmp: Path, url: str, *action: str, budget: int) -> tuple[str, str]:
+async def browse(
+    chromium: str, tmp: Path, url: str, *action: str, budget: int, height: int = 1000
+) -> tuple[str, str]:
     """Run headless Chromium once; its stdout (``--dump-dom``) and stderr (console)."""
     profile = tmp / f"profile-{random.getrandbits(32):x}"
     proc = await asyncio.create_subprocess_exec(
         chromium, *FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget}",
-        "--window-size=1280,1000", *action, url,
+        f"--window-size=1280,{height}", *action, url,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -175,20 +178,50 @@ async def load(sched: Scheduler, stop: asyncio.Event) -> None:
     await asyncio.gather(*tasks)
 
 
-async def test_dashboard_screenshot_under_load(chromium: str, tmp_path: Path) -> None:
+async def test_dashboard_draws_a_minute_of_server_history_on_load(
+    chromium: str, tmp_path: Path
+) -> None:
+    """A fresh page shows the last minute at once (from ``/api/history``, filled on a
+    fake clock under real load in ~3 s), with per-upstream charts; the screenshot."""
     shot = tmp_path / "dashboard.png"
     async with busy_scheduler(tmp_path / "d.db") as sched:
+        fake = FakeClock(wall_start=time.time() - 60.0)
+        history = History(sched, clock=fake)
         stop = asyncio.Event()
         traffic = asyncio.create_task(load(sched, stop))
         try:
-            async with serve(admin_app(sched, token=TOKEN)) as url:
-                _, stderr = await browse(
-                    chromium, tmp_path, url + "/", f"--screenshot={shot}", budget=40_000
+            async with serve(admin_app(sched, token=TOKEN, history=history)) as url:
+                for _ in range(60):  # a minute on the fake clock: one point per second
+                    await asyncio.sleep(0.05)
+                    fake.advance(1.0)
+                assert len(history) == 61
+                dom, stderr = await browse(chromium, tmp_path, url + "/", "--dump-dom", budget=3000)
+                _, shot_err = await browse(
+                    chromium, tmp_path, url + "/", f"--screenshot={shot}", budget=5000, height=1420
                 )
         finally:
             stop.set()
             await traffic
     assert console_lines(stderr) == []
+    assert console_lines(shot_err) == []
+    assert errors_box(dom) == ""
+    page = LaneCells()
+    page.feed(dom)
+    assert int(page.body.get("data-points") or 0) == 61, "the server's minute, on the first load"
+    assert re.search(r'<div class="chart" id="upstream-chart-0" data-upstream="llm"', dom)
+    assert "requests sent per second vs the learned limit" in dom
+    assert "(60 s, 61 points from the server)" in dom
+    # the wait axis in human units (not "100000ms")
+    wait_top = re.search(r'id="chart-wait" data-max="([^"]+)"', dom)
+    assert wait_top
+    assert re.fullmatch(r"[\d.]+ (ms|s|min|h)", wait_top.group(1)), wait_top.group(1)
+    assert "failed attempts" in dom
+    assert "<b>dead</b>: durable jobs that used" in dom
+    # no bar is red: a full ceiling is the lane at work; the queued bar's scale is the peak
+    assert 'class="bar full"' not in dom
+    scales = re.findall(r"bar scale ([\d,]+) \(the last 15 minutes' peak\)", dom)
+    assert scales
+    assert all(int(x.replace(",", "")) <= 10 for x in scales)
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(data) > 20_000

@@ -251,7 +251,8 @@ def test_only_the_exact_token_reads_a_public_bind(given_token: str) -> None:
 
     status = asyncio.run(check())
     assert status in (-1, 401, 200)
-    assert (status == 200) == (given_token.strip() == TOKEN)
+    if status != -1:  # e.g. TOKEN + "\xa0": str.strip() drops it, but httpx cannot send it
+        assert (status == 200) == (given_token.strip() == TOKEN)
 
 
 # -- the worker's flags (real subprocesses) --------------------------------------------------

@@ -230,7 +230,7 @@ def synthetic_run(client: str, profile: Profile, *, outage: int, lost: int) -> R
 
 
 def test_evaluate_judges_floodgate_against_the_targets() -> None:
-    profile = PROFILES["smoke"]
+    profile = PROFILES["full"]
     good = synthetic_run("floodgate", profile, outage=10, lost=0)
     naive = synthetic_run("naive", profile, outage=100, lost=3)
     verdicts = evaluate(profile, [good, naive])
@@ -270,6 +270,11 @@ async def test_smoke_drill_runs_writes_outputs_and_loses_no_batch_job(tmp_path: 
     ]
     assert naive.batch_accepted == profile.batch_jobs
     assert requests_in_phase(naive.requests, "outage") > 0
+    # honest in-flight counts: the naive client holds its seats retrying through the outage
+    outage = profile.spans[1]
+    held = [s.running_batch for s in naive.samples if outage.start + 0.2 < s.t < outage.end]
+    assert held
+    assert max(held) == profile.upstream.max_in_flight
     assert all(r.answered is not None and r.answered >= r.t for r in naive.requests)
     assert all(run.samples for run in report.runs)
     png = tmp_path / "timeline.png"

@@ -16,6 +16,7 @@ serves (421 otherwise). See :mod:`scheduler.asgi.access`.
 ``GET /readyz``                            200 when running and the backlog answers, else 503
 ``GET /metrics``                           Prometheus text exposition
 ``GET /api/status``                        stats, gate, upstreams, backlog counts (JSON)
+``GET /api/history?since=``                the last 15 min at 1 s, for the charts (JSON)
 ``GET /api/jobs?state=dead&lane=&limit=``  durable jobs, oldest first
 ``GET /api/jobs/{id}``                     one job, with its traceback and result
 ``POST /api/jobs/{id}/requeue``            a dead job back to the queue (token)
@@ -26,6 +27,7 @@ serves (421 otherwise). See :mod:`scheduler.asgi.access`.
 """
 
 from .app import admin_app
+from .history import History, history_for
 from .prometheus import SchedulerCollector
 
-__all__ = ["SchedulerCollector", "admin_app"]
+__all__ = ["History", "SchedulerCollector", "admin_app", "history_for"]

@@ -14,6 +14,7 @@ which defeats DNS rebinding. The rules live in :mod:`scheduler.asgi.access`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -32,6 +33,7 @@ from ..jobs import JobState
 from ..scheduler import Scheduler
 from .access import HostPolicy, check_token, token_matches
 from .dashboard import DASHBOARD_HTML
+from .history import History, history_for
 from .prometheus import SchedulerCollector
 from .status import job_json, status_json
 
@@ -57,6 +59,7 @@ def admin_app(
     read_only: bool | None = None,
     bind: str | tuple[str, int] | None = None,
     allowed_hosts: Iterable[str] = (),
+    history: History | None = None,
 ) -> Starlette:
     """The admin ASGI app for ``sched``; mount it anywhere (``app.mount("/admin", ...)``).
 
@@ -74,9 +77,14 @@ def admin_app(
             ``"name"`` (any port) or ``"name:port"``; ``"*"`` accepts any (only
             behind a proxy that checks ``Host``). A non-loopback entry makes the
             app public, so it needs a token.
+        history: where the dashboard's charts come from; defaults to the
+            scheduler's own :class:`~scheduler.asgi.history.History` (the last
+            15 minutes at 1 s, sampled on its clock from now on, or from the
+            first request when no event loop runs yet).
 
     Endpoints: ``GET /`` dashboard, ``/healthz``, ``/readyz``, ``/metrics``,
-    ``/api/status``, ``/api/jobs?state=&lane=&limit=&offset=``, ``/api/jobs/{id}``;
+    ``/api/status``, ``/api/history?since=``, ``/api/jobs?state=&lane=&limit=&offset=``,
+    ``/api/jobs/{id}``;
     ``POST /api/jobs/{id}/requeue``, ``/api/jobs/requeue-dead``,
     ``/api/gate/pause`` (JSON ``{"reason": ..., "fleet": false}``), ``/api/gate/resume``
     (JSON ``{"fleet": false}``; ``fleet: true`` reaches every process on the backlog).
@@ -95,8 +103,14 @@ def admin_app(
             f"a public admin app needs a token ({hosts.reason}): without one it serves "
             "loopback only"
         )
-    admin = _Admin(sched, token, read_only)
-    guard = Middleware(_Guard, hosts=hosts, token=token if hosts.public else None)
+    history = history if history is not None else history_for(sched)
+    with contextlib.suppress(RuntimeError):  # no running loop yet: the first request starts it
+        asyncio.get_running_loop()
+        history.start()
+    admin = _Admin(sched, token, read_only, history)
+    guard = Middleware(
+        _Guard, hosts=hosts, token=token if hosts.public else None, on_request=history.start
+    )
     return Starlette(routes=admin.routes(), middleware=[guard])
 
 
@@ -104,12 +118,21 @@ class _Guard:
     """Refuses a ``Host`` the app does not serve (421) and, on a public app, requests
     without the token (401), before any route runs; the probes pass."""
 
-    def __init__(self, app: ASGIApp, *, hosts: HostPolicy, token: str | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        hosts: HostPolicy,
+        token: str | None,
+        on_request: Callable[[], None] = lambda: None,
+    ) -> None:
         self.app = app
         self.hosts = hosts
         self.token = token
+        self.on_request = on_request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.on_request()
         if scope["type"] != "http" or _route_path(scope) in _PROBES:
             await self.app(scope, receive, send)
             return
@@ -140,8 +163,11 @@ def _route_path(scope: Scope) -> str:
 
 
 class _Admin:
-    def __init__(self, sched: Scheduler, token: str | None, read_only: bool) -> None:
+    def __init__(
+        self, sched: Scheduler, token: str | None, read_only: bool, history: History
+    ) -> None:
         self.sched = sched
+        self.history = history
         self.token = token
         self.read_only = read_only
         self.registry = CollectorRegistry(auto_describe=False)
@@ -156,6 +182,7 @@ class _Admin:
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
             Route("/api/status", self.status, methods=["GET"]),
+            Route("/api/history", self.show_history, methods=["GET"]),
             Route("/api/jobs", self.list_jobs, methods=["GET"]),
             Route("/api/jobs/requeue-dead", mutate(self.requeue_dead), methods=["POST"]),
             Route("/api/jobs/{job_id}", self.show_job, methods=["GET"]),
@@ -238,6 +265,14 @@ class _Admin:
                 error = str(exc)
         body = status_json(stats, backlog, backlog_error=error, read_only=self.read_only)
         return JSONResponse(body)
+
+    async def show_history(self, request: Request) -> Response:
+        raw = request.query_params.get("since")
+        try:
+            since = float(raw) if raw else None
+        except ValueError:
+            return _error(400, "since is a number (epoch seconds)")
+        return JSONResponse(self.history.json(since))
 
     async def list_jobs(self, request: Request) -> Response:
         query = request.query_params

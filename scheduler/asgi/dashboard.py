@@ -1,10 +1,13 @@
 """The dashboard: one self-contained HTML page (inline CSS and JS, no network but its own API).
 
-It polls ``api/status`` (relative, so it works wherever the app is mounted)
-every second and draws: lanes (queue depth, in flight against the ceiling,
-p95/p99 wait and run latency, shed, backlog by state), five-minute charts on
-``<canvas>``, upstreams (breaker, error rate, failures by class), the gate,
-and the dead jobs with requeue buttons. Buttons show only when the API takes
+It polls ``api/status`` and ``api/history`` (relative, so it works wherever
+the app is mounted) every second and draws: lanes (queue depth against the
+last 15 minutes' peak, in flight against the ceiling, p95/p99 wait and run
+latency, failed attempts, shed, backlog by state), charts of the server's
+history (up to 15 minutes, drawn on load) on ``<canvas>``, upstreams (breaker,
+error rate, failures by class) each with its own charts (requests sent per
+second against the learned rate limit, and the breaker's timeline), the
+gate, and the dead jobs with requeue buttons. Buttons show only when the API takes
 changes (a token is set); the page asks for the token and sends it as
 ``Authorization: Bearer``. On a public bind the page itself needs the token:
 the browser asks for it (HTTP Basic, the token as the password) and sends it
@@ -54,7 +57,7 @@ td.text { text-align:left; white-space:normal; max-width:420px; overflow-wrap:an
 .bar { position:relative; display:inline-block; width:70px; height:8px; background:var(--line);
        border-radius:4px; margin-left:8px; vertical-align:middle; overflow:hidden; }
 .bar > span { position:absolute; left:0; top:0; bottom:0; background:var(--accent); }
-.bar.full > span { background:var(--bad); }
+.bar.warn > span { background:var(--warn); }
 .controls { display:flex; gap:8px; align-items:center; margin-left:auto; flex-wrap:wrap; }
 form.controls { margin:0; }
 [hidden] { display:none !important; }
@@ -67,6 +70,8 @@ button:disabled { opacity:.5; cursor:default; }
 .charts { display:grid; grid-template-columns:repeat(auto-fill,minmax(300px,1fr)); gap:14px; }
 .chart h3 { font-size:12px; margin:0 0 4px; font-weight:600; }
 .chart canvas { width:100%; height:120px; display:block; }
+.chart canvas.strip { height:12px; margin-top:4px; }
+.note { font-size:12px; color:var(--muted); margin:8px 0 0; }
 .legend { font-size:12px; color:var(--muted); margin-top:2px; }
 .legend i { display:inline-block; width:10px; height:3px; margin:0 4px 2px 8px;
             vertical-align:middle; }
@@ -108,13 +113,20 @@ button:disabled { opacity:.5; cursor:default; }
       <thead><tr>
         <th>lane</th><th>queued</th><th>in flight / ceiling</th>
         <th>wait p95</th><th>wait p99</th><th>run p95</th><th>run p99</th>
-        <th>done</th><th>failed</th><th>shed</th><th>backlog queued / running / dead</th>
+        <th>done</th><th title="runs that raised (each attempt counts)">failed attempts</th>
+        <th>shed</th><th>backlog queued / running / dead</th>
       </tr></thead>
       <tbody></tbody>
     </table>
+    <p class="note" id="lane-note"><b>failed attempts</b>: runs that raised, each attempt
+      counted (a job retried twice and then done counts 2); <b>dead</b>: durable jobs that used
+      up their attempts and wait in the backlog for a requeue (listed below). The queued bar is
+      drawn against the last 15 minutes' peak (amber when the lane is full and sheds); the in
+      flight bar against the lane's ceiling (a full ceiling is the lane working, not an
+      alarm).</p>
   </section>
   <section>
-    <h2>Last minutes</h2>
+    <h2>Last minutes <span id="span" class="muted"></span></h2>
     <div class="charts" id="charts"></div>
   </section>
   <section>
@@ -127,6 +139,7 @@ button:disabled { opacity:.5; cursor:default; }
       <tbody></tbody>
     </table>
     <div id="no-upstreams" class="empty">No upstream has reported yet.</div>
+    <div class="charts" id="upstream-charts"></div>
   </section>
   <section>
     <h2>Dead jobs <button id="requeue-all" class="secondary" hidden>Requeue all dead</button></h2>
@@ -142,18 +155,23 @@ button:disabled { opacity:.5; cursor:default; }
 "use strict";
 (function () {
   const BASE = location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";
-  const POLL_MS = 1000, HISTORY = 300, DEAD_EVERY = 3, TOKEN_KEY = "floodgate-admin-token";
+  const POLL_MS = 1000, DEAD_EVERY = 3, TOKEN_KEY = "floodgate-admin-token";
   const COLORS = ["#2563eb", "#d97706", "#059669", "#db2777",
                   "#7c3aed", "#0891b2", "#65a30d", "#dc2626"];
+  const BREAKER = { closed: "#1a7f4b", half_open: "#d97706", open: "#b42318" };
   const CHARTS = [
-    { id: "queued", title: "Queued", unit: "" },
-    { id: "running", title: "In flight", unit: "" },
-    { id: "done", title: "Done per second", unit: "/s" },
-    { id: "shed", title: "Shed per second", unit: "/s" },
-    { id: "wait", title: "Wait p95", unit: "ms" },
-    { id: "errors", title: "Upstream error rate", unit: "%" },
+    { id: "queued", title: "Queued", kind: "lanes", key: "queued", fmt: fmtCount },
+    { id: "running", title: "In flight", kind: "lanes", key: "running", fmt: fmtCount },
+    { id: "done", title: "Done per second", kind: "lanes", key: "done", fmt: fmtRate },
+    { id: "failed", title: "Failed attempts per second", kind: "lanes", key: "failed",
+      fmt: fmtRate },
+    { id: "shed", title: "Shed per second", kind: "lanes", key: "shed", fmt: fmtRate },
+    { id: "wait", title: "Wait p95", kind: "lanes", key: "wait", fmt: fmtDuration },
+    { id: "errors", title: "Upstream error rate", kind: "upstreams", key: "errors",
+      fmt: (v) => fmtNumber(v * 100) + " %" },
   ];
-  const ui = { token: "", readOnly: true, history: [], polls: 0, lastDeadPoll: -DEAD_EVERY };
+  const ui = { token: "", readOnly: true, history: [], seconds: 900, polls: 0,
+               lastDeadPoll: -DEAD_EVERY, upstreamCharts: [] };
 
   const $ = (id) => document.getElementById(id);
 
@@ -186,6 +204,20 @@ button:disabled { opacity:.5; cursor:default; }
     if (s < 1) return (s * 1000).toFixed(s < 0.01 ? 2 : 1) + " ms";
     return s.toFixed(2) + " s";
   }
+  function fmtNumber(v) {
+    const digits = Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : 2;
+    return String(parseFloat(v.toFixed(digits)));
+  }
+  function fmtCount(v) { return fmtNumber(v); }
+  function fmtRate(v) { return fmtNumber(v) + "/s"; }
+  function fmtDuration(v) {
+    // seconds in human units: 250 ms, 1.5 s, 2 min, 1.5 h
+    if (v === 0) return "0";
+    if (v < 1) return fmtNumber(v * 1000) + " ms";
+    if (v < 120) return fmtNumber(v) + " s";
+    if (v < 7200) return fmtNumber(v / 60) + " min";
+    return fmtNumber(v / 3600) + " h";
+  }
   function fmtInt(n) {
     return n === null || n === undefined ? "\u2013" : Number(n).toLocaleString("en-US");
   }
@@ -201,12 +233,29 @@ button:disabled { opacity:.5; cursor:default; }
     return el("td", { dataset: { field: field, value: value === null ? "" : String(value) } },
               text === undefined ? fmtInt(value) : text);
   }
-  function bar(value, max) {
+  function bar(value, max, cls, title) {
     const ratio = max > 0 ? Math.min(1, value / max) : 0;
     const span = el("span");
     span.style.width = (ratio * 100).toFixed(1) + "%";
-    const cls = ratio >= 1 ? "bar full" : "bar";
-    return el("span", { class: cls, title: value + " of " + max }, span);
+    return el("span", { class: cls ? "bar " + cls : "bar", title: title }, span);
+  }
+
+  function peakQueued(lane) {
+    let peak = 0;
+    for (const p of ui.history) {
+      const v = (p.lanes[lane] || {}).queued;
+      if (v > peak) peak = v;
+    }
+    return peak;
+  }
+
+  function queuedBar(lane) {
+    // against the recent peak (rounded up), not max_queued (often 1,000,000)
+    const scale = Math.min(lane.max_queued, niceMax(Math.max(peakQueued(lane.name), lane.queued)));
+    const full = lane.queued >= lane.max_queued;
+    return bar(lane.queued, scale, full ? "warn" : "",
+               fmtInt(lane.queued) + " queued; bar scale " + fmtInt(scale) +
+               " (the last 15 minutes' peak); the lane sheds at " + fmtInt(lane.max_queued));
   }
 
   // -- rendering ------------------------------------------------------------------
@@ -260,11 +309,13 @@ button:disabled { opacity:.5; cursor:default; }
       const tags = [lane.durable ? "durable" : null, lane.gated ? "gated" : null]
         .filter(Boolean).join(", ");
       const queued = numCell("queued", lane.queued);
-      queued.append(bar(lane.queued, lane.max_queued));
+      queued.append(queuedBar(lane));
       const ceiling = el("span", { dataset: { field: "max_concurrency" } },
                          String(lane.max_concurrency));
       const flight = el("td", { dataset: { field: "running", value: String(lane.running) } },
-                        lane.running + " / ", ceiling, bar(lane.running, lane.max_concurrency));
+                        lane.running + " / ", ceiling,
+                        bar(lane.running, lane.max_concurrency, "",
+                            lane.running + " of " + lane.max_concurrency + " seats"));
       const shed = numCell("shed_total", lane.shed_total);
       shed.title = shedTitle || "none";
       return el("tr", { dataset: { lane: lane.name } },
@@ -321,46 +372,40 @@ button:disabled { opacity:.5; cursor:default; }
 
   // -- charts ---------------------------------------------------------------------
 
+  function chartBox(id, title, strip) {
+    return el("div", { class: "chart", id: id },
+      el("h3", {}, title), el("canvas", { width: "300", height: "120" }),
+      strip ? el("canvas", { class: "strip", width: "300", height: "12" }) : null,
+      el("div", { class: "legend" }));
+  }
+
   function buildCharts() {
     const box = $("charts");
-    for (const chart of CHARTS) {
-      box.append(el("div", { class: "chart", id: "chart-" + chart.id },
-        el("h3", {}, chart.title), el("canvas", { width: "300", height: "120" }),
-        el("div", { class: "legend" })));
-    }
+    for (const chart of CHARTS) box.append(chartBox("chart-" + chart.id, chart.title, false));
   }
 
-  function record(s) {
-    const prev = ui.history.length ? ui.history[ui.history.length - 1] : null;
-    // the browser's clock: polls are a second apart on it (server time may drift)
-    const t = Date.now() / 1000;
-    const point = { t: t, lanes: {}, upstreams: {} };
-    for (const lane of s.lanes) {
-      const before = prev && prev.lanes[lane.name];
-      const dt = prev ? Math.max(0.001, t - prev.t) : 1;
-      point.lanes[lane.name] = {
-        queued: lane.queued, running: lane.running,
-        completed: lane.completed, shedTotal: lane.shed_total,
-        done: before ? Math.max(0, lane.completed - before.completed) / dt : 0,
-        shed: before ? Math.max(0, lane.shed_total - before.shedTotal) / dt : 0,
-        wait: lane.wait.p95 === null ? null : lane.wait.p95 * 1000,
-      };
-    }
-    for (const u of s.upstreams) {
-      point.upstreams[u.name] = u.error_rate === null ? null : u.error_rate * 100;
-    }
-    ui.history.push(point);
-    if (ui.history.length > HISTORY) ui.history.shift();
+  function mergeHistory(answer) {
+    // the server's ring buffer: points (oldest first) on its clock, 1 s apart
+    ui.seconds = answer.seconds || ui.seconds;
+    const last = ui.history.length ? ui.history[ui.history.length - 1].t : -Infinity;
+    for (const p of answer.points) if (p.t > last) ui.history.push(p);
+    const newest = ui.history.length ? ui.history[ui.history.length - 1].t : 0;
+    let drop = 0;
+    while (drop < ui.history.length && newest - ui.history[drop].t > ui.seconds) drop += 1;
+    if (drop) ui.history.splice(0, drop);
   }
 
-  function series(kind) {
-    const names = new Set();
-    const source = kind === "errors" ? "upstreams" : "lanes";
-    for (const p of ui.history) for (const n of Object.keys(p[source])) names.add(n);
-    return [...names].map((name, i) => ({
+  function names(kind) {
+    const found = new Set();
+    for (const p of ui.history) for (const n of Object.keys(p[kind] || {})) found.add(n);
+    return [...found];
+  }
+
+  function series(chart) {
+    return names(chart.kind).map((name, i) => ({
       name: name, color: COLORS[i % COLORS.length],
       points: ui.history.map((p) => {
-        const v = kind === "errors" ? p.upstreams[name] : (p.lanes[name] || {})[kind];
+        const v = ((p[chart.kind] || {})[name] || {})[chart.key];
         return [p.t, v === undefined ? null : v];
       }),
     }));
@@ -373,13 +418,16 @@ button:disabled { opacity:.5; cursor:default; }
     return 10 * p;
   }
 
-  function drawChart(chart, lines) {
-    const box = $("chart-" + chart.id);
-    box.hidden = chart.id === "errors" && lines.length === 0;
-    if (box.hidden) return;
-    const canvas = box.querySelector("canvas");
+  function windowOf() {
+    // the window grows with the data: at least a minute, at most the server's (15 min)
+    const now = ui.history.length ? ui.history[ui.history.length - 1].t : Date.now() / 1000;
+    const first = ui.history.length ? ui.history[0].t : now;
+    return { now: now, span: Math.min(ui.seconds, Math.max(60, now - first)) };
+  }
+
+  function sizeCanvas(canvas, fallbackHeight) {
     const ratio = window.devicePixelRatio || 1;
-    const w = canvas.clientWidth || 300, h = canvas.clientHeight || 120;
+    const w = canvas.clientWidth || 300, h = canvas.clientHeight || fallbackHeight;
     if (canvas.width !== Math.round(w * ratio)) {
       canvas.width = Math.round(w * ratio);
       canvas.height = Math.round(h * ratio);
@@ -387,15 +435,22 @@ button:disabled { opacity:.5; cursor:default; }
     const ctx = canvas.getContext("2d");
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, w, h);
-    const left = 44, right = 6, top = 6, bottom = 16;
-    const now = ui.history.length ? ui.history[ui.history.length - 1].t : Date.now() / 1000;
-    // the window grows with the data: at least a minute, at most HISTORY seconds
-    const first = ui.history.length ? ui.history[0].t : now;
-    const span = Math.min(HISTORY, Math.max(60, now - first));
+    return { ctx: ctx, w: w, h: h };
+  }
+
+  const LEFT = 50, RIGHT = 6;
+
+  function drawLines(box, lines, fmt) {
+    const { ctx, w, h } = sizeCanvas(box.querySelector("canvas"), 120);
+    const top = 6, bottom = 16;
+    const { now, span } = windowOf();
     let max = 0;
-    for (const line of lines) for (const [, v] of line.points) if (v !== null && v > max) max = v;
+    for (const line of lines) {
+      for (const [t, v] of line.points) if (v !== null && now - t <= span && v > max) max = v;
+    }
     max = niceMax(max);
-    const x = (t) => left + (w - left - right) * (1 - (now - t) / span);
+    box.dataset.max = fmt(max);  // the axis' top label, readable from the DOM
+    const x = (t) => LEFT + (w - LEFT - RIGHT) * (1 - (now - t) / span);
     const y = (v) => top + (h - top - bottom) * (1 - v / max);
     ctx.font = "10px system-ui, sans-serif";
     ctx.fillStyle = "#6b7280";
@@ -403,17 +458,16 @@ button:disabled { opacity:.5; cursor:default; }
     ctx.lineWidth = 1;
     for (let i = 0; i <= 2; i++) {
       const v = (max * i) / 2, yy = Math.round(y(v)) + 0.5;
-      ctx.beginPath(); ctx.moveTo(left, yy); ctx.lineTo(w - right, yy); ctx.stroke();
-      const digits = v >= 100 ? 0 : v >= 10 ? 1 : 2;
-      const label = String(parseFloat(v.toFixed(digits)));
-      ctx.fillText(label + chart.unit, 2, yy + 3);
+      ctx.beginPath(); ctx.moveTo(LEFT, yy); ctx.lineTo(w - RIGHT, yy); ctx.stroke();
+      ctx.fillText(fmt(v), 2, yy + 3);
     }
-    const ago = span >= 120 ? "-" + Math.round(span / 60) + "m" : "-" + Math.round(span) + "s";
-    ctx.fillText(ago, left, h - 3);
-    ctx.fillText("now", w - right - 18, h - 3);
+    const ago = span >= 120 ? "-" + Math.round(span / 60) + " min" : "-" + Math.round(span) + " s";
+    ctx.fillText(ago, LEFT, h - 3);
+    ctx.fillText("now", w - RIGHT - 18, h - 3);
     ctx.lineWidth = 1.6;
     for (const line of lines) {
       ctx.strokeStyle = line.color;
+      ctx.setLineDash(line.dash || []);
       ctx.beginPath();
       let pen = false;
       for (const [t, v] of line.points) {
@@ -422,6 +476,7 @@ button:disabled { opacity:.5; cursor:default; }
       }
       ctx.stroke();
     }
+    ctx.setLineDash([]);
     const legend = box.querySelector(".legend");
     legend.replaceChildren(...lines.flatMap((line) => {
       const swatch = el("i");
@@ -430,8 +485,71 @@ button:disabled { opacity:.5; cursor:default; }
     }));
   }
 
+  function drawBreaker(canvas, name) {
+    // one band per point, coloured by the breaker's state then (blank: not reported)
+    const { ctx, w, h } = sizeCanvas(canvas, 12);
+    const { now, span } = windowOf();
+    const x = (t) => LEFT + (w - LEFT - RIGHT) * (1 - (now - t) / span);
+    ctx.font = "10px system-ui, sans-serif";
+    ctx.fillStyle = "#6b7280";
+    ctx.fillText("breaker", 2, h - 2);
+    const points = ui.history.filter((p) => now - p.t <= span);
+    for (let i = 0; i < points.length; i++) {
+      const state = ((points[i].upstreams || {})[name] || {}).breaker;
+      if (!state) continue;
+      const end = i + 1 < points.length ? points[i + 1].t : points[i].t + 1;
+      ctx.fillStyle = BREAKER[state] || "#9ca3af";
+      const x0 = Math.max(LEFT, x(points[i].t));
+      ctx.fillRect(x0, 0, Math.max(1, x(end) - x0 + 0.5), h);
+    }
+  }
+
+  function drawUpstreamCharts() {
+    const box = $("upstream-charts");
+    const upstreams = names("upstreams");
+    if (upstreams.join("\n") !== ui.upstreamCharts.join("\n")) {
+      ui.upstreamCharts = upstreams;
+      box.replaceChildren(...upstreams.map((name, i) => {
+        const card = chartBox("upstream-chart-" + i,
+                              name + ": requests sent per second vs the learned limit", true);
+        card.dataset.upstream = name;
+        return card;
+      }));
+    }
+    upstreams.forEach((name, i) => {
+      const card = $("upstream-chart-" + i);
+      const at = (key) => ui.history.map((p) => {
+        const v = ((p.upstreams || {})[name] || {})[key];
+        return [p.t, v === undefined ? null : v];
+      });
+      const lines = [
+        { name: "sent", color: COLORS[0], points: at("sent") },
+        { name: "learned limit (none until a 429)", color: "#111827", dash: [5, 3],
+          points: at("limit") },
+      ];
+      drawLines(card, lines, fmtRate);
+      drawBreaker(card.querySelector("canvas.strip"), name);
+      const legend = card.querySelector(".legend");
+      for (const [state, color] of Object.entries(BREAKER)) {
+        const swatch = el("i");
+        swatch.style.background = color;
+        legend.append(swatch, "breaker " + state.replace("_", " "));
+      }
+    });
+  }
+
   function drawCharts() {
-    for (const chart of CHARTS) drawChart(chart, series(chart.id));
+    for (const chart of CHARTS) {
+      const box = $("chart-" + chart.id);
+      const lines = series(chart);
+      box.hidden = chart.kind === "upstreams" && lines.length === 0;
+      if (!box.hidden) drawLines(box, lines, chart.fmt);
+    }
+    drawUpstreamCharts();
+    const { span } = windowOf();
+    $("span").textContent = "(" + (span >= 120 ? Math.round(span / 60) + " min"
+      : Math.round(span) + " s") + ", " + ui.history.length + " points from the server)";
+    document.body.dataset.points = String(ui.history.length);
   }
 
   // -- talking to the API -----------------------------------------------------------
@@ -444,10 +562,10 @@ button:disabled { opacity:.5; cursor:default; }
       }
       if (!response.ok) throw new Error("HTTP " + response.status);
       const s = await response.json();
+      await loadHistory();
       renderHeader(s);
       renderLanes(s);
       renderUpstreams(s);
-      record(s);
       drawCharts();
       if (ui.polls - ui.lastDeadPoll >= DEAD_EVERY) {
         ui.lastDeadPoll = ui.polls;
@@ -463,6 +581,14 @@ button:disabled { opacity:.5; cursor:default; }
     } finally {
       setTimeout(poll, POLL_MS);
     }
+  }
+
+  async function loadHistory() {
+    const last = ui.history.length ? ui.history[ui.history.length - 1].t : null;
+    const query = last === null ? "" : "?since=" + encodeURIComponent(String(last));
+    const response = await fetch(BASE + "api/history" + query, { cache: "no-store" });
+    if (!response.ok) throw new Error("history: HTTP " + response.status);
+    mergeHistory(await response.json());
   }
 
   async function loadDead() {

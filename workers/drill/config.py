@@ -9,7 +9,8 @@ the other, each against a fresh simulated upstream, so all see the same script::
 
 Compressed profiles (variants ``tuned`` and ``defaults``): ``full`` takes
 about 36 s per client (~2 min for the drill), ``quick`` about 9 s, ``smoke``
-(for tests) about 4 s. ``blip`` plays a short real-time incident (4 min per
+(for tests) about 4 s; ``quick`` and ``smoke`` are smoke runs (targets shown,
+not judged, but for no accepted job lost). ``blip`` plays a short real-time incident (4 min per
 client, variants ``defaults`` and ``rpm``: Floodgate's own health timings);
 ``blip-short`` is the same shape in 24 s, for an integration test.
 """
@@ -116,7 +117,9 @@ class Profile:
     *run* them within the other half (``timeout=``). ``interactive_seats``,
     ``batch_seats`` and ``health`` only shape the ``tuned`` variant.
     ``variants``: the Floodgate set-ups played (the naive client always is);
-    ``targets``: the target set the verdict is on (see :data:`TARGET_SETS`).
+    ``targets``: the target set the verdict is on (see :data:`TARGET_SETS`);
+    ``smoke``: a smoke run, too compressed to judge: its targets are measured and
+    shown but not judged, except the invariant that no accepted job is lost.
     """
 
     name: str
@@ -136,6 +139,7 @@ class Profile:
     targets: str = "compressed"
     #: seconds between progress lines inside a phase (None: only at phase changes)
     progress_every: float | None = None
+    smoke: bool = False
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -185,6 +189,7 @@ PROFILES: dict[str, Profile] = {
         phases=_phases(1.5, 2.5, 1.5, 3.5),
         batch_jobs=400,
         health=HealthTiming(breaker_cooldown=0.5, breaker_max_cooldown=1.5, window=1.5),
+        smoke=True,
     ),
     "smoke": Profile(
         name="smoke",
@@ -193,6 +198,7 @@ PROFILES: dict[str, Profile] = {
         burst_over=0.3,
         interactive_rate=10.0,
         health=HealthTiming(breaker_cooldown=0.3, breaker_max_cooldown=0.8, window=1.0),
+        smoke=True,
     ),
 }
 

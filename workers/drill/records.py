@@ -154,6 +154,12 @@ class RunRecord:
     accepted_at: list[float] = field(default_factory=list)
 
     @property
+    def durable(self) -> bool:
+        """Accepted batch jobs survive a crash (Floodgate's backlog); the naive client
+        holds them only in memory."""
+        return self.client == "floodgate"
+
+    @property
     def label(self) -> str:
         """How reports name the run: ``Floodgate defaults``, ``naive``."""
         if self.client == "floodgate":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections import Counter
 from collections.abc import Sequence
@@ -10,9 +11,9 @@ from pathlib import Path
 from .config import Profile
 from .facts import run_facts
 from .records import RunRecord
-from .targets import Measures, Verdict
+from .targets import Measures, Verdict, peak_pending
 
-__all__ = ["METHOD", "Report", "render", "verdict_word"]
+__all__ = ["METHOD", "Report", "render", "verdict_word", "who_won"]
 
 _STATUSES = (200, 429, 500, 503)
 _OUTCOMES = ("ok", "upstream_error", "rate_limited", "shed", "timeout", "transport", "unfinished")
@@ -25,8 +26,12 @@ METHOD = (
     "interactive p99: p99 (nearest rank) of time-to-answer over the requests issued while the "
     "upstream was up (normal, degraded, recovery), each phase shown too; a 2xx or the "
     "upstream's own 5xx is an answer; shed, timed out, answered 429 "
-    "(interactive alone is far below the rate limit: batch spent the quota) or unanswered is "
-    "a miss, i.e. infinite.",
+    "(interactive alone is far below the rate limit: batch spent the quota) or never answered "
+    'is unanswered, i.e. infinite. "missed" counts the calls that missed the end-to-end '
+    "deadline: answered after it, or not answered at all.",
+    "held in memory only: the most accepted batch jobs the naive client held at one time "
+    "(accepted, not yet done); it keeps them only in memory, so a crash then loses them all. "
+    "Floodgate's accepted jobs are in its backlog file.",
     "outage requests: requests that arrived at the upstream while it was down.",
     "drain: batch jobs completed per second from the start of recovery until the backlog is "
     "empty (or the run ends), over the upstream's capacity min(cap / service time, rate "
@@ -73,6 +78,102 @@ EXPECTATIONS = (
 #: the verdict of the naive run's row: it is a baseline, not judged
 BASELINE = "baseline"
 
+SMOKE_HEADLINE = "smoke run, targets not judged"
+#: what a smoke run's report says under its title
+SMOKE_NOTE = (
+    "Smoke run: this profile squeezes the incident into seconds to check that the drill runs "
+    "end to end; its timings are too short to judge, so the targets are measured and shown "
+    "for information only. Only the invariant (no accepted batch job lost) is judged, and "
+    "only it sets the exit status of --strict. The judged figures come from the full and "
+    "blip profiles."
+)
+
+
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
+
+
+def _backlog_key(m: Measures) -> tuple[float, float]:
+    """Lower is better: when the backlog emptied (inf if it did not), then jobs left."""
+    d = m.drained
+    emptied = d.last if d.drained and d.last is not None else math.inf
+    return emptied, float(d.accepted - d.done)
+
+
+def _backlog_figure(m: Measures, name: str = "") -> str:
+    """``at 7.5s`` (``naive at 7.5s``), or ``221 left at the end`` (``naive had ...``)."""
+    d = m.drained
+    if d.drained and d.last is not None:
+        return f"{name} at {d.last:.1f}s".strip()
+    return f"{name} had {d.accepted - d.done:,} left at the end".strip()
+
+
+def who_won(measures: Sequence[Measures], deadline: float) -> str:
+    """One line: what the first Floodgate run and the naive client each won, with the
+    figures (Floodgate's first); the naive client's backlog is called what it is (held
+    in memory only). ``""`` without both runs."""
+    ours = next((m for m in measures if m.client != "naive"), None)
+    naive = next((m for m in measures if m.client == "naive"), None)
+    if ours is None or naive is None:
+        return ""
+    # (lower is better for the keys below): what, our key, naive's key, figures
+    live_f, live_n = _share(*ours.live), _share(*naive.live)
+    contests = [
+        (
+            "live calls",
+            -round(live_f, 3),
+            -round(live_n, 3),
+            f"{live_f:.0%} vs {live_n:.0%} served within {deadline:g}s",
+        ),
+        (
+            "the outage",
+            ours.outage_requests,
+            naive.outage_requests,
+            f"{ours.outage_requests:,} vs {naive.outage_requests:,} requests sent into it",
+        ),
+        (
+            "recovery",
+            round(ours.errors[2], 3),
+            round(naive.errors[2], 3),
+            f"{ours.errors[2]:.1%} vs {naive.errors[2]:.1%} answered 429/503",
+        ),
+    ]
+    won: dict[str, list[str]] = {"ours": [], "naive": [], "tie": []}
+    for what, a, b, figures in contests:
+        side = "ours" if a < b else "naive" if b < a else "tie"
+        won[side].append(f"{what} ({figures})")
+    parts = []
+    if won["ours"]:
+        parts.append("Floodgate won " + _and(won["ours"]))
+    if won["tie"]:
+        parts.append("tied on " + _and(won["tie"]))
+    if won["naive"]:
+        parts.append("naive won " + _and(won["naive"]))
+    if _backlog_key(naive) == _backlog_key(ours):
+        parts.append(f"tied on the backlog ({_backlog_figure(ours, 'both')})")
+    elif _backlog_key(naive) < _backlog_key(ours):
+        held = (
+            f" only by holding up to {naive.in_memory_peak:,} jobs in memory, all lost on a crash"
+            if naive.in_memory_peak
+            else ""
+        )
+        parts.append(
+            f"naive emptied its backlog first ({_backlog_figure(naive)}; "
+            f"{_backlog_figure(ours, 'Floodgate')}){held}"
+        )
+    else:
+        parts.append(
+            f"Floodgate emptied its backlog first ({_backlog_figure(ours)}; "
+            f"{_backlog_figure(naive, 'naive')})"
+        )
+    if ours.lost:
+        parts.append(f"Floodgate lost {ours.lost:,} accepted jobs")
+    return f"{ours.label} vs naive: " + "; ".join(parts)
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
 
 def verdict_word(passed: bool | None, judged: bool = True) -> str:
     """``PASS``/``FAIL``/``n/a``; in parentheses when only shown for information."""
@@ -118,12 +219,21 @@ class Report:
         return all(v.passed is True for v in self.verdicts if v.judged)
 
     def headline(self) -> str:
+        """The verdicts in one line (a smoke run: the invariant only)."""
         parts = []
         for run in dict.fromkeys(v.run for v in self.verdicts):
             judged = [v for v in self.verdicts if v.judged and v.run == run]
             n = sum(v.passed is True for v in judged)
-            parts.append(f"{run} {n} of {len(judged)} targets PASS")
-        return "; ".join(parts) or "no Floodgate run"
+            if self.profile.smoke:
+                parts.append(f"{run} {'lost no job' if n == len(judged) else 'LOST JOBS'}")
+            else:
+                parts.append(f"{run} {n} of {len(judged)} targets PASS")
+        verdicts = "; ".join(parts) or "no Floodgate run"
+        return f"{SMOKE_HEADLINE}; {verdicts}" if self.profile.smoke else verdicts
+
+    def who_won(self) -> str:
+        """Who won what, in one line (see :func:`who_won`)."""
+        return who_won(self.measures, self.profile.interactive_deadline)
 
     def text(self) -> str:
         return render(self, markdown=False)
@@ -158,6 +268,7 @@ def _batch_row(run: RunRecord) -> list[str]:
         f"{run.batch_done:,}",
         str(run.batch_duplicates),
         str(run.batch_lost),
+        "0 (on disk)" if run.durable else f"{peak_pending(run.accepted_at, run.completions):,}",
         str(run.peak_in_flight),
     ]
 
@@ -212,22 +323,39 @@ def render(report: Report, *, markdown: bool) -> str:
         return _verdict_blocks(verdicts)
 
     facts = run_facts(report.profile, report.wall_seconds)
-    parts = [
+    title = (
         ("# " if markdown else "")
         + f"Floodgate outage drill ({report.profile.name}): "
-        + report.headline(),
+        + report.headline()
+    )
+    won = report.who_won()
+    lead = [title]
+    if won:
+        lead.append(f"**{won}**" if markdown else textwrap.fill(won, 100))
+    if report.profile.smoke:
+        lead.append(SMOKE_NOTE if markdown else textwrap.fill(SMOKE_NOTE, 100))
+    judged_title = (
+        "Judged on a smoke run: the invariant"
+        if report.profile.smoke
+        else f"Targets of the {report.profile.targets} set (each Floodgate run judged; the "
+        "naive client in the same drill as a baseline)"
+    )
+    parts = [
+        *lead,
         table(["run", "value"], facts, markdown=True)
         if markdown
         else "\n".join(
             textwrap.fill(value, 100, initial_indent=f"{key:<19} ", subsequent_indent=" " * 20)
             for key, value in facts
         ),
-        h(
-            f"Targets of the {report.profile.targets} set (each Floodgate run judged; the "
-            "naive client in the same drill as a baseline)"
-        ),
+        h(judged_title),
         targets([v for v in report.verdicts if v.judged]),
-        h("Also measured (not this profile's targets; verdicts in parentheses, for information)"),
+        h(
+            "Also measured (a smoke run judges no timing; verdicts in parentheses, for information)"
+            if report.profile.smoke
+            else "Also measured (not this profile's targets; verdicts in parentheses, for "
+            "information)"
+        ),
         targets([v for v in report.verdicts if not v.judged]),
         h("How each target is measured"),
         "\n".join(f"- {line}" for line in METHOD),
@@ -247,7 +375,16 @@ def render(report: Report, *, markdown: bool) -> str:
         ),
         h("Batch work"),
         table(
-            ["run", "accepted", "refused", "done", "done twice", "lost", "peak in flight"],
+            [
+                "run",
+                "accepted",
+                "refused",
+                "done",
+                "done twice",
+                "lost",
+                "held in memory only (peak; lost on a crash)",
+                "peak in flight",
+            ],
             [_batch_row(run) for run in report.runs],
             markdown=markdown,
         ),

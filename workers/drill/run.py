@@ -9,7 +9,8 @@ in ``--out``. ``--repeat N`` plays the whole drill N times (``run-1/`` ...
 in ``--out``) and writes ``summary.md``: each figure's median, min and max.
 
 The exit status is 0 when the drill ran, whatever the verdicts (``--strict``:
-1 unless every judged target passed); 2 on bad arguments; 130 on Ctrl-C.
+1 unless every judged target passed; a smoke profile such as ``quick``
+judges only that no accepted job was lost); 2 on bad arguments; 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .floodgate_client import audit_backlog, open_floodgate
 from .naive import open_naive
 from .plot import plot_timeline
 from .records import RunRecord, Tally, Timeline
-from .report import Report
+from .report import Report, who_won
 from .scenario import Scenario, run_scenario
 from .server import serve
 from .summary import summarize
@@ -144,7 +145,8 @@ async def drill(
     measures = [measure(profile, run) for run in runs]
     verdicts = evaluate_measures(profile, measures)
     wall = time.perf_counter() - started
-    png = plot_timeline(out_dir / "timeline.png", profile, runs)
+    headline = who_won(measures, profile.interactive_deadline)
+    png = plot_timeline(out_dir / "timeline.png", profile, runs, headline)
     report = Report(profile, verdicts, runs, png, wall, measures)
     (out_dir / "report.md").write_text(report.markdown(), encoding="utf-8")
     return report
@@ -178,7 +180,10 @@ def _parser() -> argparse.ArgumentParser:
         "against the targets.",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="the short profile (~35 s instead of ~2 min)"
+        "--quick",
+        action="store_true",
+        help="the short profile (~35 s instead of ~2 min); a smoke run: its targets are shown, "
+        "not judged, but for no accepted job lost",
     )
     parser.add_argument(
         "--profile",
@@ -208,7 +213,10 @@ def _parser() -> argparse.ArgumentParser:
         "summary.md (median, min, max of each figure) in --out",
     )
     parser.add_argument(
-        "--strict", action="store_true", help="exit 1 unless every judged target passed"
+        "--strict",
+        action="store_true",
+        help="exit 1 unless every judged target passed (a smoke run judges only that no "
+        "accepted job was lost)",
     )
     return parser
 
@@ -267,4 +275,9 @@ def run_drill(argv: Sequence[str] | None = None) -> int:
         print(summary, end="", flush=True)
         print(f"\nwrote {out_dir / 'summary.md'} and run-1 ... run-{args.repeat} beside it")
     passed = all(r.passed for r in reports)
+    if profile.smoke:
+        print(
+            f"{profile.name} is a smoke run: targets shown, not judged; "
+            + ("no accepted job lost" if passed else "ACCEPTED JOBS LOST")
+        )
     return 1 if args.strict and not passed else 0

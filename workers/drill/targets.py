@@ -50,11 +50,13 @@ from .records import InteractiveResult, RequestEvent, RunRecord
 
 __all__ = [
     "FIGURES",
+    "INVARIANTS",
     "JUDGED",
     "Drain",
     "Drained",
     "FirstSuccess",
     "Goodput",
+    "LiveRates",
     "Measures",
     "PhaseLatency",
     "Served",
@@ -69,10 +71,13 @@ __all__ = [
     "first_success",
     "interactive_latency",
     "interactive_served",
+    "live_rates",
     "measure",
     "nearest_rank",
     "outage_end",
+    "peak_pending",
     "requests_in_phase",
+    "served_within",
 ]
 
 OUTAGE_RATIO = 10.0
@@ -92,6 +97,8 @@ JUDGED: dict[str, tuple[str, ...]] = {
     "compressed": ("lost", "p99", "outage", "drain"),
     "blip": ("lost", "served", "first_success", "goodput", "drained", "errors"),
 }
+#: judged even on a smoke run (``Profile.smoke``): an invariant, not a timing
+INVARIANTS = frozenset({"lost"})
 _ALL_TARGETS = (
     "lost",
     "p99",
@@ -140,14 +147,26 @@ def requests_in_phase(requests: Iterable[RequestEvent], phase: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class PhaseLatency:
+    """Interactive time-to-answer over some phases.
+
+    ``misses``: calls that missed the deadline, i.e. ``late`` (answered after
+    it) plus ``unanswered`` (shed, timed out, refused with a 429, never
+    answered: an infinite latency).
+    """
+
     phase: str
     count: int
     misses: int
-    p99: float  # seconds; inf when more than 1 % missed
+    p99: float  # seconds; inf when more than 1 % got no answer
+    late: int = 0
+    unanswered: int = 0
 
 
-def interactive_latency(results: Iterable[InteractiveResult], *phases: str) -> PhaseLatency | None:
-    """p99 time-to-answer of the interactive requests issued in ``phases`` (misses: inf)."""
+def interactive_latency(
+    results: Iterable[InteractiveResult], *phases: str, deadline: float = math.inf
+) -> PhaseLatency | None:
+    """p99 time-to-answer of the interactive requests issued in ``phases`` (unanswered: inf),
+    and how many missed ``deadline`` (answered late, or not at all)."""
     times = [
         r.latency if r.answered and r.latency is not None else math.inf
         for r in results
@@ -155,8 +174,55 @@ def interactive_latency(results: Iterable[InteractiveResult], *phases: str) -> P
     ]
     if not times:
         return None
-    misses = sum(1 for t in times if math.isinf(t))
-    return PhaseLatency("+".join(phases), len(times), misses, nearest_rank(times, 99.0))
+    unanswered = sum(1 for t in times if math.isinf(t))
+    late = sum(1 for t in times if deadline < t < math.inf)
+    return PhaseLatency(
+        "+".join(phases),
+        len(times),
+        unanswered + late,
+        nearest_rank(times, 99.0),
+        late=late,
+        unanswered=unanswered,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRates:
+    """Interactive calls per second, by when they were issued: served (a 200 within
+    the deadline) and missed (anything else: late, failed, shed, unanswered)."""
+
+    starts: list[float]
+    served: list[float]
+    missed: list[float]
+
+
+def live_rates(
+    results: Iterable[InteractiveResult], deadline: float, end: float, width: float
+) -> LiveRates:
+    """:class:`LiveRates` in bins of ``width`` seconds over ``[0, end)``."""
+    bins = max(1, math.ceil(end / width - 1e-9))
+    served = [0.0] * bins
+    missed = [0.0] * bins
+    for r in results:
+        i = int(r.issued / width)
+        if not 0 <= i < bins:
+            continue
+        ok = r.outcome == "ok" and r.latency is not None and r.latency <= deadline
+        (served if ok else missed)[i] += 1.0 / width
+    return LiveRates([i * width for i in range(bins)], served, missed)
+
+
+def served_within(
+    results: Iterable[InteractiveResult], deadline: float, *phases: str
+) -> tuple[int, int]:
+    """``(served, issued)``: interactive calls issued in ``phases`` answered 200 within
+    ``deadline``, and all issued in them."""
+    issued = served = 0
+    for r in results:
+        if r.phase in phases:
+            issued += 1
+            served += r.outcome == "ok" and r.latency is not None and r.latency <= deadline
+    return served, issued
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,6 +470,11 @@ class Measures:
     first: FirstSuccess | None
     goodput: Goodput | None
     drained: Drained
+    #: (served, issued): live calls issued while up that got a 200 within the deadline
+    live: tuple[int, int] = (0, 0)
+    #: most accepted batch jobs held only in memory at one time (all lost on a crash);
+    #: 0 for a durable client
+    in_memory_peak: int = 0
 
     def figures(self) -> dict[str, float | None]:
         """The run's numeric figures (for the ``--repeat`` summary); see :data:`FIGURES`."""
@@ -443,7 +514,7 @@ def measure(profile: Profile, run: RunRecord) -> Measures:
     up = profile.upstream
     recovery = _recovery_start(run.spans, run.end)
     accepted_at = run.accepted_at or [0.0] * run.batch_accepted
-    latency_text, pooled = _latency(run)
+    latency_text, pooled = _latency(run, profile.interactive_deadline)
     back = outage_end(run.spans)
     return Measures(
         label=run.label,
@@ -467,26 +538,42 @@ def measure(profile: Profile, run: RunRecord) -> Measures:
             up.rate_limit,
             profile.interactive_rate,
         ),
+        live=served_within(run.interactive, profile.interactive_deadline, *UP_PHASES),
+        in_memory_peak=0 if run.durable else peak_pending(accepted_at, run.completions),
     )
+
+
+def peak_pending(accepted_at: Sequence[float], completions: Sequence[float]) -> int:
+    """The most accepted-but-not-done jobs at any one time."""
+    events = sorted([(t, 1) for t in accepted_at] + [(t, -1) for t in completions])
+    pending = peak = 0
+    for _, step in events:
+        pending += step
+        peak = max(peak, pending)
+    return peak
 
 
 def _seconds(p99: float) -> str:
     return "miss" if math.isinf(p99) else f"{p99:.2f}s"
 
 
-def _latency(run: RunRecord) -> tuple[str, PhaseLatency | None]:
-    """Pooled p99 over every up phase (the target), then each phase's (to diagnose)."""
-    pooled = interactive_latency(run.interactive, *UP_PHASES)
+def _latency(run: RunRecord, deadline: float) -> tuple[str, PhaseLatency | None]:
+    """Pooled p99 over every up phase (the target), then each phase's (to diagnose);
+    "missed" counts the calls that missed ``deadline`` (late or unanswered)."""
+    pooled = interactive_latency(run.interactive, *UP_PHASES, deadline=deadline)
     if pooled is None:
         return "no requests", None
     parts = [
-        f"{lat.phase} {_seconds(lat.p99)} ({lat.misses}/{lat.count})"
-        for lat in (interactive_latency(run.interactive, phase) for phase in UP_PHASES)
+        f"{lat.phase} {_seconds(lat.p99)} ({lat.misses}/{lat.count} missed)"
+        for lat in (
+            interactive_latency(run.interactive, phase, deadline=deadline) for phase in UP_PHASES
+        )
         if lat is not None
     ]
     text = (
-        f"p99 {_seconds(pooled.p99)}, {pooled.misses}/{pooled.count} missed; "
-        f"by phase: {', '.join(parts)}"
+        f"p99 {_seconds(pooled.p99)}; {pooled.misses}/{pooled.count} missed the "
+        f"{deadline:g}s deadline ({pooled.late} answered late, {pooled.unanswered} not "
+        f"answered); by phase: {', '.join(parts)}"
     )
     return text, pooled
 
@@ -572,6 +659,11 @@ def _judge(key: str, m: Measures, naive: Measures | None, profile: Profile) -> b
 
 def _text(key: str, m: Measures, naive: Measures | None) -> str:
     if key == "lost":
+        if m.in_memory_peak:
+            return (
+                f"{m.lost} of {m.accepted:,} (memory only: up to {m.in_memory_peak:,} held at "
+                "once, all lost on a crash)"
+            )
         return f"{m.lost} of {m.accepted:,}"
     if key == "p99":
         return m.latency_text
@@ -636,7 +728,8 @@ def evaluate(profile: Profile, runs: Sequence[RunRecord]) -> list[Verdict]:
     """Every target for every Floodgate run (the naive run beside each as a baseline).
 
     Targets in the profile's set come first (judged), then the others
-    (``judged=False``, for information).
+    (``judged=False``, for information). A smoke profile judges only the
+    :data:`INVARIANTS`.
     """
     return evaluate_measures(profile, [measure(profile, run) for run in runs])
 
@@ -644,8 +737,8 @@ def evaluate(profile: Profile, runs: Sequence[RunRecord]) -> list[Verdict]:
 def evaluate_measures(profile: Profile, measures: Sequence[Measures]) -> list[Verdict]:
     """:func:`evaluate` from already computed :class:`Measures`."""
     naive = next((m for m in measures if m.client == "naive"), None)
-    judged = JUDGED[profile.targets]
-    order = [*judged, *(k for k in _ALL_TARGETS if k not in judged)]
+    judged = tuple(k for k in JUDGED[profile.targets] if not profile.smoke or k in INVARIANTS)
+    order = list(dict.fromkeys([*judged, *JUDGED[profile.targets], *_ALL_TARGETS]))
     verdicts: list[Verdict] = []
     for key in order:
         name, goal = _name_goal(key, profile)
