@@ -1,4 +1,5 @@
-"""PostgreSQL drain throughput: Floodgate's Postgres backlog vs procrastinate, 1/2/4 workers.
+"""PostgreSQL drain throughput: Floodgate's Postgres backlog vs procrastinate and pgqueuer,
+1/2/4 workers.
 
 N no-op jobs are loaded into a fresh schema, then K worker processes
 (K = 1, 2, 4) are told to start at once and drain them. We time from that
@@ -15,9 +16,12 @@ alternating, each on a schema of its own.
   of jobs in flight as K procrastinate workers of ``concurrency=32``.
 - procrastinate (psycopg 3 connector, its own worker, ``concurrency=32`` per
   process, ``LISTEN/NOTIFY`` on, a pool of up to 10 connections per process).
+- pgqueuer (asyncpg, its ``QueueManager`` per process: ``max_concurrent_tasks=32``,
+  ``batch_size=16`` (its cap is half of that), ``LISTEN/NOTIFY``, default
+  durability: every table logged).
 
-Target: Floodgate drains at least as fast as procrastinate at every worker
-count, and both finish every job.
+Target: Floodgate drains at least as fast as procrastinate and pgqueuer at every
+worker count, and every system finishes every job.
 
 Uses ``FLOODGATE_TEST_POSTGRES_DSN``, else ``postgresql://postgres@127.0.0.1:5432/test``
 if it answers; without either it is SKIPPED (exit status 0, no report written).
@@ -53,7 +57,7 @@ NAME = "postgres"
 WORKER_COUNTS = (1, 2, 4)
 CONCURRENCY = 32  # jobs in flight per worker process
 PROCRASTINATE_POOL = 10  # connections per procrastinate worker process
-SYSTEMS = ("floodgate", "procrastinate")
+SYSTEMS = ("floodgate", "procrastinate", "pgqueuer")
 TIME_LIMIT_S = 300.0  # per drain
 LOAD_CHUNK = 1000  # jobs per insert while loading
 POLL_S = 0.1  # how often the parent checks whether the drain is over
@@ -64,10 +68,11 @@ class Sizes:
     jobs: int
     reps: int  # procrastinate drains per cell (about 30 s each at full size)
     floodgate_reps: int  # Floodgate drains per cell (about 1 s each: more, to steady the median)
+    pgqueuer_reps: int  # pgqueuer drains per cell (a few seconds each)
 
 
-FULL = Sizes(jobs=10_000, reps=2, floodgate_reps=5)
-QUICK = Sizes(jobs=2_000, reps=1, floodgate_reps=1)
+FULL = Sizes(jobs=10_000, reps=2, floodgate_reps=5, pgqueuer_reps=3)
+QUICK = Sizes(jobs=2_000, reps=1, floodgate_reps=1, pgqueuer_reps=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +157,23 @@ async def _load_procrastinate(dsn: str, schema: str, n: int) -> None:
             )
 
 
+async def _load_pgqueuer(dsn: str, schema: str, n: int) -> None:
+    import asyncpg
+    from pgqueuer import AsyncpgDriver, Queries
+
+    await _sql(dsn, f'CREATE SCHEMA "{_checked(schema)}"')
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        queries = Queries(AsyncpgDriver(conn))
+        await queries.install(create_schema=False)
+        for start in range(0, n, LOAD_CHUNK):
+            ids = range(start, min(n, start + LOAD_CHUNK))
+            payloads: list[bytes | None] = [str(i).encode() for i in ids]
+            await queries.enqueue(["bench.noop"] * len(ids), payloads, [0] * len(ids))
+    finally:
+        await conn.close()
+
+
 def _checked(schema: str) -> str:
     """Only our own generated names go into SQL text."""
     if not (schema.startswith("floodgate_bench_") and schema.isidentifier()):
@@ -163,16 +185,20 @@ def _checked(schema: str) -> str:
 _PENDING = {
     "floodgate": "SELECT count(*) FROM {s}.floodgate_jobs WHERE state IN ('queued','running')",
     "procrastinate": "SELECT count(*) FROM {s}.procrastinate_jobs WHERE status IN ('todo','doing')",
+    "pgqueuer": "SELECT count(*) FROM {s}.pgqueuer",  # a finished job leaves the queue table
 }
 # When the last job finished, in epoch seconds, as the database recorded it.
 _FINISHED = {
     "floodgate": "SELECT max(updated_at) FROM {s}.floodgate_jobs WHERE state = 'done'",
     "procrastinate": "SELECT extract(epoch FROM max(at))::float8 FROM {s}.procrastinate_events"
     " WHERE type = 'succeeded'",
+    "pgqueuer": "SELECT extract(epoch FROM max(created))::float8 FROM {s}.pgqueuer_log"
+    " WHERE status = 'successful'",
 }
 _DONE = {
     "floodgate": "SELECT count(*) FROM {s}.floodgate_jobs WHERE state = 'done'",
     "procrastinate": "SELECT count(*) FROM {s}.procrastinate_jobs WHERE status = 'succeeded'",
+    "pgqueuer": "SELECT count(*) FROM {s}.pgqueuer_log WHERE status = 'successful'",
 }
 
 
@@ -185,9 +211,12 @@ async def _drain(system: str, dsn: str, workers: int, n: int) -> Drain:
         if system == "floodgate":
             worker_dsn = await _load_floodgate(dsn, schema, n)
             argv = ["floodgate", worker_dsn, str(CONCURRENCY * workers)]
-        else:
+        elif system == "procrastinate":
             await _load_procrastinate(dsn, schema, n)
             argv = ["procrastinate", dsn, schema, str(CONCURRENCY)]
+        else:
+            await _load_pgqueuer(dsn, schema, n)
+            argv = ["pgqueuer", dsn, schema, str(CONCURRENCY)]
         procs = [
             await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -298,12 +327,47 @@ async def _procrastinate_worker(dsn: str, schema: str, concurrency: int) -> None
         await asyncio.gather(worker, return_exceptions=True)
 
 
+async def _pgqueuer_worker(dsn: str, schema: str, concurrency: int) -> None:
+    from datetime import timedelta
+
+    import asyncpg
+    from pgqueuer import AsyncpgDriver, Queries, QueueManager
+
+    print("ready", flush=True)
+    await _read_line()  # go
+    conn = await asyncpg.connect(
+        dsn, server_settings={"search_path": schema, "application_name": "pgqueuer-bench"}
+    )
+    manager = QueueManager(Queries(AsyncpgDriver(conn)))
+
+    @manager.entrypoint("bench.noop")
+    async def noop(job: Any) -> None:
+        return None
+
+    worker = asyncio.create_task(
+        manager.run(
+            batch_size=concurrency // 2,  # max_concurrent_tasks must be >= 2 x batch_size
+            max_concurrent_tasks=concurrency,
+            dequeue_timeout=timedelta(seconds=1),
+            log_aggregation_interval=timedelta(0),  # keep pgqueuer_log for the count
+        )
+    )
+    await _read_line()  # stop
+    manager.shutdown.set()
+    try:
+        await asyncio.wait_for(worker, 20)
+    finally:
+        await conn.close()
+
+
 def _worker_main(argv: Sequence[str]) -> int:
     system, *rest = argv
     if system == "floodgate":
         asyncio.run(_floodgate_worker(rest[0], int(rest[1])))
-    else:
+    elif system == "procrastinate":
         asyncio.run(_procrastinate_worker(rest[0], rest[1], int(rest[2])))
+    else:
+        asyncio.run(_pgqueuer_worker(rest[0], rest[1], int(rest[2])))
     return 0
 
 
@@ -317,12 +381,17 @@ def run(options: Options) -> Outcome:
         return Outcome(NAME, True, "", None, skipped=source)
     progress(f"{NAME}: PostgreSQL from {source}")
     sizes = QUICK if options.quick else FULL
-    reps = {"floodgate": sizes.floodgate_reps, "procrastinate": sizes.reps}
+    reps = {
+        "floodgate": sizes.floodgate_reps,
+        "procrastinate": sizes.reps,
+        "pgqueuer": sizes.pgqueuer_reps,
+    }
     progress(f"{NAME}: {sizes.jobs:,} no-op jobs x workers {WORKER_COUNTS}, reps {reps}")
     drains: list[Drain] = []
     for rep in range(max(reps.values())):
         for workers in WORKER_COUNTS:
-            order = SYSTEMS if (rep + workers) % 2 else SYSTEMS[::-1]  # alternate who goes first
+            shift = (rep + workers) % len(SYSTEMS)  # rotate who goes first
+            order = SYSTEMS[shift:] + SYSTEMS[:shift]
             for system in (s for s in order if rep < reps[s]):
                 drain = asyncio.run(_drain(system, dsn, workers, sizes.jobs))
                 drains.append(drain)
@@ -332,17 +401,18 @@ def run(options: Options) -> Outcome:
                 )
     results = _summarize(drains)
     passed = all(r.passed for r in results)
-    summary = ", ".join(f"x{r.workers}: {r.ratio:.2f}x" for r in results)
+    summary = ", ".join(f"x{r.workers}: {r.ratio:.2f}x / {r.ratio_pgqueuer:.2f}x" for r in results)
     report = write_report(
         options,
         NAME,
-        "PostgreSQL drain throughput: Floodgate vs procrastinate, 1/2/4 worker processes",
+        "PostgreSQL drain throughput: Floodgate vs procrastinate and pgqueuer, "
+        "1/2/4 worker processes",
         _report_blocks(results, drains, sizes, dsn),
         command=f"python -m benchmarks.{NAME}" + (" --quick" if options.quick else ""),
     )
     unfinished = [f"x{r.workers}" for r in results if not r.complete]
     broken = f"jobs left undone at {', '.join(unfinished)}" if unfinished else None
-    summary = f"Floodgate/procrastinate {summary} (target >= 1.00x)"
+    summary = f"Floodgate/procrastinate / Floodgate/pgqueuer {summary} (target >= 1.00x)"
     return Outcome(NAME, passed, summary, report, broken=broken)
 
 
@@ -351,6 +421,7 @@ class Result:
     workers: int
     floodgate: float  # median jobs/s
     procrastinate: float
+    pgqueuer: float
     complete: bool  # every drain finished every job
 
     @property
@@ -358,8 +429,12 @@ class Result:
         return self.floodgate / self.procrastinate
 
     @property
+    def ratio_pgqueuer(self) -> float:
+        return self.floodgate / self.pgqueuer
+
+    @property
     def passed(self) -> bool:
-        return self.complete and self.ratio >= 1.0
+        return self.complete and self.ratio >= 1.0 and self.ratio_pgqueuer >= 1.0
 
 
 def _summarize(drains: list[Drain]) -> list[Result]:
@@ -368,29 +443,34 @@ def _summarize(drains: list[Drain]) -> list[Result]:
         mine = [d for d in drains if d.workers == workers]
         rate = {s: median([d.rate for d in mine if d.system == s]) for s in SYSTEMS}
         complete = all(d.done == d.jobs for d in mine)
-        out.append(Result(workers, rate["floodgate"], rate["procrastinate"], complete))
+        out.append(
+            Result(workers, rate["floodgate"], rate["procrastinate"], rate["pgqueuer"], complete)
+        )
     return out
 
 
 def _report_blocks(
     results: list[Result], drains: list[Drain], sizes: Sizes, dsn: str
 ) -> list[str | Table]:
-    base = {"floodgate": results[0].floodgate, "procrastinate": results[0].procrastinate}
+    base = results[0]
     headline = Table(
-        ["worker processes", "Floodgate jobs/s", "procrastinate jobs/s",
-         "ratio Floodgate/procrastinate", "every job done", "target", "result"],
+        ["worker processes", "Floodgate jobs/s", "procrastinate jobs/s", "pgqueuer jobs/s",
+         "ratio Floodgate/procrastinate", "ratio Floodgate/pgqueuer", "every job done",
+         "target", "result"],
         [
             [str(r.workers), fmt_rate(r.floodgate), fmt_rate(r.procrastinate),
-             f"{r.ratio:.2f}", "yes" if r.complete else "NO", ">= 1.00", verdict(r.passed)]
+             fmt_rate(r.pgqueuer), f"{r.ratio:.2f}", f"{r.ratio_pgqueuer:.2f}",
+             "yes" if r.complete else "NO", ">= 1.00 both", verdict(r.passed)]
             for r in results
         ],
     )  # fmt: skip
     scaling = Table(
         ["worker processes", "Floodgate speed-up vs 1 worker",
-         "procrastinate speed-up vs 1 worker"],
+         "procrastinate speed-up vs 1 worker", "pgqueuer speed-up vs 1 worker"],
         [
-            [str(r.workers), f"{r.floodgate / base['floodgate']:.2f}x",
-             f"{r.procrastinate / base['procrastinate']:.2f}x"]
+            [str(r.workers), f"{r.floodgate / base.floodgate:.2f}x",
+             f"{r.procrastinate / base.procrastinate:.2f}x",
+             f"{r.pgqueuer / base.pgqueuer:.2f}x"]
             for r in results
         ],
     )  # fmt: skip
@@ -403,17 +483,21 @@ def _report_blocks(
     )
     setup = (
         f"{sizes.jobs:,} no-op jobs per drain, loaded before the workers start; "
-        f"{sizes.floodgate_reps} Floodgate and {sizes.reps} procrastinate drain(s) per "
-        "cell, median shown. Time runs from the start signal "
-        "to the last completion the database recorded (Floodgate: the newest `updated_at` "
-        "of a done job; procrastinate: the newest `succeeded` event); the benchmark "
+        f"{sizes.floodgate_reps} Floodgate, {sizes.reps} procrastinate and "
+        f"{sizes.pgqueuer_reps} pgqueuer drain(s) per cell, median shown. Time runs from the "
+        "start signal to the last completion the database recorded (Floodgate: the newest "
+        "`updated_at` of a done job; procrastinate: the newest `succeeded` event; pgqueuer: "
+        "the newest `successful` row of `pgqueuer_log`); the benchmark "
         "only checks every 100 ms whether the drain is over, so it adds no load. Worker "
         "processes are started and their imports done before the signal; connecting "
         "is inside the timed window for both systems. Each drain uses a fresh schema. "
         f"Floodgate: one durable lane, `max_concurrency` = workers x {CONCURRENCY} "
         f"(the lane ceiling is fleet-wide), default claim batch; procrastinate "
         f"{_version('procrastinate')}: `concurrency={CONCURRENCY}` per worker, "
-        f"psycopg pool of up to {PROCRASTINATE_POOL}, `listen_notify=True`. "
+        f"psycopg pool of up to {PROCRASTINATE_POOL}, `listen_notify=True`; pgqueuer "
+        f"{_version('pgqueuer')}: one asyncpg connection per worker, `QueueManager.run("
+        f"batch_size={CONCURRENCY // 2}, max_concurrent_tasks={CONCURRENCY})`, default "
+        "durability (all tables logged), log aggregation off so its log can be counted. "
         "The PostgreSQL server runs on the same machine and shares its CPUs with "
         "the workers, so the scaling curve flattens once the cores are busy."
     )

@@ -27,7 +27,7 @@ import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ._lane_state import LaneState, Ticket
 from .backlog import Backlog, JobRecord, Outcome
@@ -145,6 +145,9 @@ class DurableRunner:
         self._giving_up = False  # failed writes are no longer retried
         self._backoff: asyncio.Future[None] | None = None
         self._write_error = ""
+        # protocol checks once (a runtime_checkable isinstance is slow per claim)
+        self._combines = isinstance(backlog, CompletesAndClaims)
+        self._notifies = isinstance(backlog, WaitsForWork)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -261,8 +264,10 @@ class DurableRunner:
                 # work was flowing a moment ago: the claim came back empty most likely
                 # because the lane's ceiling is full across processes (their leases
                 # end within moments), so look again soon, backing off to the poll
+                idle_from = sched.clock.now()
                 await self._idle(recheck)
-                recheck = min(recheck * 2, options.poll_interval)
+                if sched.clock.now() - idle_from >= recheck:  # not woken early
+                    recheck = min(recheck * 2, options.poll_interval)
 
     def _pacing_room(self) -> int | None:
         """Most jobs worth claiming now for the lane's upstreams' paced slices
@@ -286,7 +291,7 @@ class DurableRunner:
         """The queued outcomes, to be written with the next claim (one commit for
         both), when the backlog can do that; taken off the shared list, so the
         flush loop never writes them too."""
-        if not self._outcomes or not isinstance(self._backlog, CompletesAndClaims):
+        if not self._outcomes or not self._combines:
             return []
         outcomes, self._outcomes = self._outcomes, []
         return outcomes
@@ -300,8 +305,7 @@ class DurableRunner:
         # backlog until its outcome is written)
         max_running = lane.max_concurrency - (lane.running - seats)
         if outcomes:
-            backlog = self._backlog
-            assert isinstance(backlog, CompletesAndClaims)  # _take_outcomes checked
+            backlog = cast(CompletesAndClaims, self._backlog)  # _take_outcomes checked
             _, records = await backlog.complete_and_claim(
                 outcomes,
                 lane.name,
@@ -324,7 +328,7 @@ class DurableRunner:
     async def _idle(self, seconds: float) -> None:
         """:meth:`_sleep`, also woken by the backlog's news of work (PostgreSQL NOTIFY)."""
         backlog = self._backlog
-        if not isinstance(backlog, WaitsForWork):
+        if not self._notifies or not isinstance(backlog, WaitsForWork):
             await self._sleep(seconds)
             return
         notified = asyncio.ensure_future(backlog.wait_for_work(self.lane.name, seconds))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -63,11 +63,67 @@ class JobStore:
         deadline: float | None,
         cost: float | None = None,
     ) -> Job:
-        args_json = encode_args(args)
+        items = [list(args)]
+        texts = [encode_args(items[0])]
+        _check_key(key, "key")
+        [job] = await self._store(
+            task, lane, items, texts, [key], priority, run_at, delay, deadline, cost
+        )
+        return job
+
+    async def submit_many(
+        self,
+        task: Task[Any, Any],
+        lane: LaneState,
+        args_list: Sequence[Sequence[Any]],
+        keys: Sequence[str | None] | None,
+        *,
+        priority: float,
+        run_at: float | datetime | None,
+        delay: float | None,
+        deadline: float | None,
+        cost: float | None = None,
+    ) -> list[Job]:
+        """Store one job per item of ``args_list`` in one backlog call (one transaction):
+        all of them or, when they do not fit the lane's ``max_queued``, none."""
+        if isinstance(args_list, str | bytes) or not isinstance(args_list, Sequence):
+            raise TypeError(
+                f"args_list must be a list of argument lists, got {type(args_list).__name__}"
+            )
+        items = [_item(i, item) for i, item in enumerate(args_list)]
+        texts = [_encode_item(i, item) for i, item in enumerate(items)]
+        if keys is None:
+            key_list: list[str | None] = [None] * len(texts)
+        else:
+            if isinstance(keys, str | bytes) or not isinstance(keys, Sequence):
+                raise TypeError(f"keys must be a list of str or None, got {type(keys).__name__}")
+            if len(keys) != len(texts):
+                raise ValueError(f"keys has {len(keys)} items, args_list {len(texts)}")
+            key_list = list(keys)
+            for i, key in enumerate(key_list):
+                _check_key(key, f"keys[{i}]")
+        if not texts:
+            return []
+        return await self._store(
+            task, lane, items, texts, key_list, priority, run_at, delay, deadline, cost
+        )
+
+    async def _store(
+        self,
+        task: Task[Any, Any],
+        lane: LaneState,
+        items: list[list[Any]],
+        texts: list[str],
+        keys: list[str | None],
+        priority: float,
+        run_at: float | datetime | None,
+        delay: float | None,
+        deadline: float | None,
+        cost: float | None,
+    ) -> list[Job]:
+        """Validate the options shared by the jobs, check the room, store them at once."""
         check_number("priority", priority, minimum=-math.inf)
         job_cost = None if cost is None else check_number("cost", cost, minimum=0)
-        if key is not None and (not isinstance(key, str) or not key):
-            raise TypeError(f"key must be a non-empty str or None, got {key!r}")
         now = self._clock.wall()
         if run_at is not None and delay is not None:
             raise ConfigError("give run_at= or delay=, not both")
@@ -82,43 +138,64 @@ class JobStore:
         deadline_at = None
         if deadline is not None:
             deadline_at = due + check_number("deadline", deadline, minimum=0, exclusive=True)
-        if key is None:  # a stored key needs no room: the backlog gives its job back
-            await self._check_room(lane)
-        new = NewJob(
-            task=task.name,
-            lane=lane.name,
-            args_json=args_json,
-            priority=float(priority),
-            run_at=due,
-            key=key,
-            max_attempts=task.retry.max_attempts,
-            deadline_at=deadline_at,
-            cost=job_cost,
-            max_queued=lane.max_queued,
+        unkeyed = keys.count(None)
+        if unkeyed:  # a stored key needs no room: the backlog gives its job back
+            await self._check_room(lane, unkeyed)
+        name, lane_name, attempts, bound = (
+            task.name,
+            lane.name,
+            task.retry.max_attempts,
+            lane.max_queued,
         )
+        new = [
+            NewJob(
+                task=name,
+                lane=lane_name,
+                args_json=text,
+                priority=float(priority),
+                run_at=due,
+                key=key,
+                max_attempts=attempts,
+                deadline_at=deadline_at,
+                cost=job_cost,
+                max_queued=bound,
+                args=item,
+            )
+            for item, text, key in zip(items, texts, keys, strict=True)
+        ]
         try:
-            [record] = await self.backlog.submit([new], now=now)
+            records = await self.backlog.submit(new, now=now)
         except Overloaded as exc:  # the backlog's own count, across every process
             lane.count_shed("queue_full")
             lane.backlog_queued = max(lane.backlog_queued, exc.queued or 0)
-            raise Overloaded(lane.name, lane.retry_after(), queued=exc.queued) from None
-        lane.admitted += 1
-        lane.backlog_queued += 1
+            raise self._full(lane, exc.queued, len(new)) from None
+        lane.admitted += len(records)
+        lane.backlog_queued += len(records)
         self._wake(lane.name)
-        return self.job_from(record)
+        return [self.job_from(record) for record in records]
 
-    async def _check_room(self, lane: LaneState) -> None:
-        """Refuse early when a durable lane is full by a cached count (refreshed at most
-        once a second, and at once near the bound). The bound itself is enforced by
-        the backlog, atomically with the insert (``NewJob.max_queued``)."""
+    def _full(self, lane: LaneState, queued: int | None, jobs: int) -> Overloaded:
+        """The lane's ``Overloaded``; for more than one job, saying none of them was stored."""
+        exc = Overloaded(lane.name, lane.retry_after(), queued=queued)
+        if jobs > 1:
+            exc.args = (
+                f"{exc.args[0]}: none of the {jobs:,} jobs was stored "
+                f"(max_queued={lane.max_queued:,})",
+            )
+        return exc
+
+    async def _check_room(self, lane: LaneState, jobs: int = 1) -> None:
+        """Refuse early when ``jobs`` more do not fit a durable lane by a cached count
+        (refreshed at most once a second, and at once near the bound). The bound itself
+        is enforced by the backlog, atomically with the insert (``NewJob.max_queued``)."""
         bound = lane.max_queued
         fresh = self._clock.now() - self._counted_at.get(lane.name, -math.inf) < _COUNT_TTL
-        if fresh and lane.backlog_queued < bound * 0.9:
+        if fresh and lane.backlog_queued + jobs <= bound * 0.9:
             return
         count = await self.count(lane)
-        if count >= bound:
+        if count + jobs > bound:
             lane.count_shed("queue_full")
-            raise Overloaded(lane.name, lane.retry_after(), queued=count)
+            raise self._full(lane, count, jobs)
 
     async def count(self, lane: LaneState) -> int:
         """Single-flight count of a lane's queued jobs in the backlog."""
@@ -226,6 +303,30 @@ class JobStore:
             for name in self._sched._lanes:
                 self._wake(name)
         return count
+
+
+def _check_key(key: object, what: str) -> None:
+    if key is not None and (not isinstance(key, str) or not key):
+        raise TypeError(f"{what} must be a non-empty str or None, got {key!r}")
+
+
+def _item(index: int, item: object) -> list[Any]:
+    """One ``submit_many`` item (a list or tuple of positional args) as a new list;
+    ``TypeError`` naming the item's index otherwise."""
+    if not isinstance(item, list | tuple):
+        raise TypeError(
+            f"args_list[{index}] must be a list or tuple of positional args, "
+            f"got {type(item).__name__}"
+        )
+    return list(item)
+
+
+def _encode_item(index: int, item: list[Any]) -> str:
+    """JSON text of one ``submit_many`` item; ``TypeError`` naming its index otherwise."""
+    try:
+        return encode_args(item)
+    except TypeError as exc:
+        raise TypeError(f"args_list[{index}]: {exc}") from None
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

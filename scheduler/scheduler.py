@@ -652,7 +652,7 @@ class Scheduler:
             lane.record_run(run_time)
             if log:
                 _log.debug("job.finished", lane=lane.name, job_id=ticket.id, state=outcome.value)
-            if ticket.permit is not None or lane.limiter is not None:
+            if ticket.permit is not None or (lane.limiter is not None and lane.upstreams):
                 self._observe(ticket, outcome, error, run_time)
             self._release(lane, ticket)
 
@@ -813,21 +813,8 @@ class Scheduler:
             Overloaded: the lane's backlog holds ``max_queued`` jobs already.
             SchedulerClosed: the scheduler is not open.
         """
-        if isinstance(task, str):
-            found = self._tasks.get(task)
-            if found is None:
-                raise UnknownTask(task, tuple(self._tasks))
-            task = found
-        elif not isinstance(task, Task):
-            raise TypeError(f"submit() takes a task or its name, got {type(task).__name__}")
-        lane = self._lanes[task.lane]
-        if not lane.config.durable:
-            raise ConfigError(
-                f"task {task.name!r} runs in lane {lane.name!r}, which is not durable: "
-                "use call() for in-memory work, or Lane(..., durable=True)"
-            )
-        store = self._require_store()
-        return await store.submit(
+        task, lane = self._durable_task(task, "submit")
+        return await self._require_store().submit(
             task,
             lane,
             args,
@@ -838,6 +825,65 @@ class Scheduler:
             deadline=deadline,
             cost=cost,
         )
+
+    async def submit_many(
+        self,
+        task: Task[Any, Any] | str,
+        args_list: Sequence[Sequence[Any]],
+        /,
+        *,
+        keys: Sequence[str | None] | None = None,
+        priority: float = 0,
+        run_at: float | datetime | None = None,
+        delay: float | None = None,
+        deadline: float | None = None,
+        cost: float | None = None,
+    ) -> list[Job]:
+        """Store one durable job per item of ``args_list`` (each a list of positional
+        args); returns the jobs in order, once all are committed in one transaction.
+
+        ``keys``: ``None``, or one idempotency key (or ``None``) per item; an item
+        whose key is stored already gets that job back. The other options apply to
+        every job, as in :meth:`submit`.
+
+        Raises:
+            TypeError: an item is not a list/tuple of JSON-serializable args (the
+                message names its index), or a key is not a str; nothing is stored.
+            Overloaded: the jobs do not all fit under the lane's ``max_queued``;
+                none of them is stored.
+            SchedulerClosed: the scheduler is not open.
+        """
+        task, lane = self._durable_task(task, "submit_many")
+        return await self._require_store().submit_many(
+            task,
+            lane,
+            args_list,
+            keys,
+            priority=priority,
+            run_at=run_at,
+            delay=delay,
+            deadline=deadline,
+            cost=cost,
+        )
+
+    def _durable_task(
+        self, task: Task[Any, Any] | str, what: str
+    ) -> tuple[Task[Any, Any], LaneState]:
+        """The task (by object or name) and its lane, which must be durable."""
+        if isinstance(task, str):
+            found = self._tasks.get(task)
+            if found is None:
+                raise UnknownTask(task, tuple(self._tasks))
+            task = found
+        elif not isinstance(task, Task):
+            raise TypeError(f"{what}() takes a task or its name, got {type(task).__name__}")
+        lane = self._lanes[task.lane]
+        if not lane.config.durable:
+            raise ConfigError(
+                f"task {task.name!r} runs in lane {lane.name!r}, which is not durable: "
+                "use call() for in-memory work, or Lane(..., durable=True)"
+            )
+        return task, lane
 
     async def job(self, job_id: str) -> Job:
         """The durable job with this id, as it is now (``UnknownJob`` if none)."""
@@ -918,7 +964,9 @@ class Scheduler:
             self.gate.note_pressure(lane.name, pressure)
         if pressure:
             return False  # interactive pressure: batch yields while live work waits
-        return limiter is None or lane.running < limiter.limit
+        # the adaptive limit is the upstreams' (their outcomes move it): a lane with
+        # no upstream-bound work is not held to it
+        return limiter is None or not lane.upstreams or lane.running < limiter.limit
 
     def _take_seat(self, lane: LaneState, ticket: Ticket) -> None:
         if self._shared_capacity is not None and lane.running >= lane.reserved:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -90,11 +90,17 @@ def _may_be_too_deep(text: str) -> bool:
     return text.count("[") + text.count("{") > MAX_JSON_DEPTH
 
 
-def encode_args(args: tuple[Any, ...]) -> str:
+#: compact JSON, NaN and infinities refused; built once (``json.dumps`` with options
+#: builds an encoder per call)
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+_encode = _ENCODER.encode
+
+
+def encode_args(args: tuple[Any, ...] | list[Any]) -> str:
     """JSON text of positional args; ``TypeError`` naming the culprit otherwise (not
     JSON, or nested deeper than :data:`MAX_JSON_DEPTH` counting the args array)."""
     try:
-        text = json.dumps(list(args), allow_nan=False, separators=(",", ":"))
+        text = _encode(args if args.__class__ is list else list(args))
     except (TypeError, ValueError, RecursionError) as exc:
         for i, arg in enumerate(args):
             what = f"argument {i} ({type(arg).__name__})"
@@ -116,10 +122,10 @@ def encode_args(args: tuple[Any, ...]) -> str:
 
 def encode_result(result: object) -> str:
     """JSON text of a job's result; ``TypeError`` if it is not JSON (or too deep)."""
-    what = f"the job's result ({type(result).__name__})"
     try:
-        text = json.dumps(result, allow_nan=False, separators=(",", ":"))
+        text = _encode(result)
     except (TypeError, ValueError, RecursionError) as exc:
+        what = f"the job's result ({type(result).__name__})"
         if isinstance(exc, RecursionError):
             _check_depth(result, what, MAX_JSON_DEPTH)
         raise TypeError(
@@ -127,7 +133,7 @@ def encode_result(result: object) -> str:
             f"(durable results are stored as JSON): {exc}"
         ) from None
     if _may_be_too_deep(text):
-        _check_depth(result, what, MAX_JSON_DEPTH)
+        _check_depth(result, f"the job's result ({type(result).__name__})", MAX_JSON_DEPTH)
     return text
 
 
@@ -179,6 +185,30 @@ class Task(Generic[P, R]):
             *args,
             priority=priority,
             key=key,
+            run_at=run_at,
+            delay=delay,
+            deadline=deadline,
+            cost=cost,
+        )
+
+    async def submit_many(
+        self,
+        args_list: Sequence[Sequence[Any]],
+        *,
+        keys: Sequence[str | None] | None = None,
+        priority: float = 0,
+        run_at: float | None = None,
+        delay: float | None = None,
+        deadline: float | None = None,
+        cost: float | None = None,
+    ) -> list[Job]:
+        """Store one durable job per item of ``args_list``, all in one transaction;
+        see :meth:`Scheduler.submit_many`."""
+        return await self.scheduler.submit_many(
+            self,
+            args_list,
+            keys=keys,
+            priority=priority,
             run_at=run_at,
             delay=delay,
             deadline=deadline,

@@ -4,15 +4,17 @@
 Each runs inside a ``BEGIN IMMEDIATE`` transaction opened by the caller, so
 the write lock is held throughout: a key looked up here cannot be inserted
 by another process before our insert, and two claimers never take one job.
+They are plain functions on a ``sqlite3.Connection``: the backlog runs a whole
+transaction on its connection's thread in one hop (statements are prepared
+once, by the connection's statement cache).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, cast
-
-import aiosqlite
 
 from ..errors import BacklogError, Overloaded
 from ..jobs import JobState
@@ -20,7 +22,17 @@ from . import _owners
 from . import _sqlite_schema as sql
 from .base import LEASE_LOST_FMT, JobRecord, NewJob, admit, bounded_lanes, claim_room, new_record
 
-__all__ = ["Submit", "claim", "insert", "migrate", "reclaim_dead", "register_owner", "rows"]
+__all__ = [
+    "Conn",
+    "Submit",
+    "claim",
+    "fetch",
+    "insert",
+    "migrate",
+    "reclaim_dead",
+    "register_owner",
+    "rows",
+]
 
 #: One ``submit()`` call: its jobs, their decoded args, its ``now``.
 Submit = tuple[Sequence[NewJob], list[list[Any]], float]
@@ -29,14 +41,21 @@ _Q, _R, _DEAD = JobState.QUEUED.value, JobState.RUNNING.value, JobState.DEAD.val
 _KEY_CHUNK = 500  # keys per IN (...) lookup, well under SQLite's bound-parameter limit
 
 
+Conn = sqlite3.Connection
+
+
 def rows(result: Iterable[Any]) -> list[Sequence[Any]]:
-    """aiosqlite's fetched rows, typed as the tuples they are."""
+    """Fetched rows, typed as the tuples they are."""
     return cast(list[Sequence[Any]], list(result))
 
 
-async def migrate(db: aiosqlite.Connection, path: str) -> None:
+def fetch(db: Conn, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+    return cast(list[Sequence[Any]], db.execute(query, params).fetchall())
+
+
+def migrate(db: Conn, path: str) -> None:
     """Apply the migrations this file has not had yet; refuse a newer schema."""
-    version = int(rows(await db.execute_fetchall("PRAGMA user_version"))[0][0])
+    version = int(fetch(db, "PRAGMA user_version")[0][0])
     if version > sql.SCHEMA_VERSION:
         raise BacklogError(
             f"backlog {path!r} has schema version {version}, newer than this "
@@ -44,14 +63,12 @@ async def migrate(db: aiosqlite.Connection, path: str) -> None:
         )
     for statements in sql.MIGRATIONS[version:]:
         for statement in statements:
-            await db.execute(statement)
+            db.execute(statement)
     if version < sql.SCHEMA_VERSION:
-        await db.execute(f"PRAGMA user_version={int(sql.SCHEMA_VERSION)}")
+        db.execute(f"PRAGMA user_version={int(sql.SCHEMA_VERSION)}")
 
 
-async def insert(
-    db: aiosqlite.Connection, batch: list[Submit]
-) -> list[list[JobRecord] | Overloaded]:
+def insert(db: Conn, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
     """Insert a batch of submits; one record list per submit, in order.
 
     A key already stored, or seen earlier in the batch, is not inserted again:
@@ -63,15 +80,15 @@ async def insert(
     known: dict[str | None, JobRecord] = {}
     for i in range(0, len(keys), _KEY_CHUNK):
         chunk = keys[i : i + _KEY_CHUNK]
-        for row in rows(await db.execute_fetchall(sql.select_by_keys(len(chunk)), chunk)):
+        for row in fetch(db, sql.select_by_keys(len(chunk)), chunk):
             record = sql.decode_row(row)[1]
             known[record.key] = record
     calls = [jobs for jobs, _, _ in batch]
     lanes = bounded_lanes(calls)
     queued: dict[str, int] = {}
     if lanes:
-        found = await db.execute_fetchall(sql.queued_counts(len(lanes)), lanes)
-        queued = {str(lane): int(n) for lane, n in rows(found)}
+        found = fetch(db, sql.queued_counts(len(lanes)), lanes)
+        queued = {str(lane): int(n) for lane, n in found}
     verdicts = admit(calls, queued, [k for k in known if k is not None])
     inserts: list[tuple[Any, ...]] = []
     results: list[list[JobRecord] | Overloaded] = []
@@ -96,12 +113,18 @@ async def insert(
             records.append(record)
         results.append(records)
     if inserts:
-        await db.executemany(sql.INSERT, inserts)
+        db.executemany(sql.INSERT, inserts)
+        added: dict[str, int] = {}
+        for row in inserts:
+            added[row[2]] = added.get(row[2], 0) + 1
+        create, add = sql.ADD_QUEUED
+        db.executemany(create, [(lane,) for lane in added])
+        db.executemany(add, [(n, lane) for lane, n in added.items()])
     return results
 
 
-async def claim(
-    db: aiosqlite.Connection,
+def claim(
+    db: Conn,
     lane: str,
     limit: int,
     owner: str,
@@ -119,25 +142,25 @@ async def claim(
     first (the caller's ``BEGIN IMMEDIATE`` holds the write lock, so the count
     stays true).
     """
-    await db.execute(sql.KILL_LOST, (_DEAD, LEASE_LOST_FMT, now, lane, _R, now))
+    db.execute(sql.KILL_LOST, (_DEAD, LEASE_LOST_FMT, now, lane, now))
     if max_running is not None:
-        live = rows(await db.execute_fetchall(sql.LIVE_LEASES, (lane, _R, now, owner)))[0][0]
+        live = fetch(db, sql.LIVE_LEASES, (lane, now, owner))[0][0]
         limit = claim_room(limit, max_running, int(live))
     found: list[tuple[int, JobRecord]] = []
     while len(found) < limit:
         n = limit - len(found)
-        where = (lane, _Q, now, n, lane, _R, now, n, n)
+        where = (lane, now, n, lane, now, n, n)
         lease = (_R, owner, lease_until, now)
         if returning:
-            got = rows(await db.execute_fetchall(sql.CLAIM_RETURNING, lease + where))
+            got = fetch(db, sql.CLAIM_RETURNING, lease + where)
         else:
-            got = rows(await db.execute_fetchall(sql.CLAIM_SELECT, where))
-            await db.executemany(sql.CLAIM_UPDATE, [(*lease, row[0]) for row in got])
+            got = fetch(db, sql.CLAIM_SELECT, where)
+            db.executemany(sql.CLAIM_UPDATE, [(*lease, row[0]) for row in got])
         corrupt = 0
         for row in got:
             seq, record, problem = sql.decode_row(row)
             if problem is not None:
-                await db.execute(sql.KILL_CORRUPT, (_DEAD, record.error, now, seq))
+                db.execute(sql.KILL_CORRUPT, (_DEAD, record.error, now, seq))
                 corrupt += 1
                 continue
             if not returning:  # the row was read before the update
@@ -156,41 +179,32 @@ async def claim(
 _PRUNE_LIMIT = 100
 
 
-async def register_owner(db: aiosqlite.Connection, owner: str, now: float) -> list[tuple[str, int]]:
+def register_owner(db: Conn, owner: str, now: float) -> list[tuple[str, int]]:
     """Record that this process holds ``owner``'s leases; reclaim dead owners of this host.
 
     Returns ``(owner, leases ended)`` of each dead owner found.
     """
     me = _owners.this_process()
-    await db.execute(
-        sql.REGISTER_OWNER, (owner, me.host, me.boot_id, me.pidns, me.pid, me.started, now)
-    )
+    db.execute(sql.REGISTER_OWNER, (owner, me.host, me.boot_id, me.pidns, me.pid, me.started, now))
     if me.boot_id is None or me.pidns is None:
         return []
-    found = await db.execute_fetchall(
-        sql.LOCAL_OWNERS, (me.host, me.boot_id, me.pidns, owner, _PRUNE_LIMIT)
-    )
-    return await _reclaim(db, rows(found), now)
+    found = fetch(db, sql.LOCAL_OWNERS, (me.host, me.boot_id, me.pidns, owner, _PRUNE_LIMIT))
+    return _reclaim(db, found, now)
 
 
-async def reclaim_dead(
-    db: aiosqlite.Connection, lane: str, owner: str, now: float
-) -> list[tuple[str, int]]:
+def reclaim_dead(db: Conn, lane: str, owner: str, now: float) -> list[tuple[str, int]]:
     """End at once the leases of every owner of a live lease in ``lane`` whose process
     is gone (see :mod:`._owners`); ``(owner, leases ended)`` of each."""
-    found = await db.execute_fetchall(sql.LEASING_OWNERS, (lane, _R, now, owner))
-    return await _reclaim(db, rows(found), now)
+    return _reclaim(db, fetch(db, sql.LEASING_OWNERS, (lane, now, owner)), now)
 
 
-async def _reclaim(
-    db: aiosqlite.Connection, found: list[Sequence[Any]], now: float
-) -> list[tuple[str, int]]:
+def _reclaim(db: Conn, found: list[Sequence[Any]], now: float) -> list[tuple[str, int]]:
     reclaimed: list[tuple[str, int]] = []
     for row in found:
         if not _owners.is_dead(_owners.ProcessId.from_row(row[1:])):
             continue
         dead = str(row[0])
-        ended = (await db.execute(sql.EXPIRE_OWNER, (now, _R, dead, now))).rowcount
-        await db.execute(sql.DELETE_OWNER, (dead,))
+        ended = db.execute(sql.EXPIRE_OWNER, (now, dead, now)).rowcount
+        db.execute(sql.DELETE_OWNER, (dead,))
         reclaimed.append((dead, ended))
     return reclaimed

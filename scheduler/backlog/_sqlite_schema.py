@@ -8,6 +8,7 @@ cannot bind.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
@@ -83,9 +84,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             registered_at REAL NOT NULL
         )""",
     ),
+    # 4: partial indexes, one per state a query looks for, so a job's moves (queued ->
+    # running -> done) touch two small indexes instead of moving its entries in two
+    # indexes over every row; queries that use them spell the state out (a bound
+    # parameter cannot select a partial index)
+    (
+        "DROP INDEX jobs_claim",
+        "DROP INDEX jobs_state_updated",
+        "CREATE INDEX jobs_queued ON jobs (lane, priority, run_at, seq) WHERE state = 'queued'",
+        "CREATE INDEX jobs_running ON jobs (lane, lease_until) WHERE state = 'running'",
+        "CREATE INDEX jobs_done ON jobs (updated_at) WHERE state = 'done'",
+        # inserts count their lanes' new QUEUED jobs once per transaction (ADD_QUEUED),
+        # not with two trigger statements per row
+        "DROP TRIGGER jobs_queued_insert",
+    ),
 )
-if JobState.QUEUED.value != "queued":
-    raise RuntimeError("migration 3 spells the queued state out; update it with JobState")
+if (JobState.QUEUED.value, JobState.RUNNING.value, JobState.DONE.value) != (
+    "queued",
+    "running",
+    "done",
+):
+    raise RuntimeError("migrations 3-4 and the queries spell states out; update them")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 COLUMNS = (
@@ -104,19 +123,19 @@ def select_by_keys(n: int) -> str:
     return f"SELECT {COLUMNS} FROM jobs WHERE key IN ({', '.join('?' * n)})"
 
 
-# The lane's next jobs in claim order: due QUEUED ones and RUNNING ones whose
-# lease passed. Each arm walks jobs_claim in order and stops at its LIMIT.
-# Params: lane, queued, now, n, lane, running, now, n, n.
+# The lane's next jobs in claim order: due QUEUED ones (jobs_queued, walked in
+# order up to the LIMIT) and RUNNING ones whose lease passed (jobs_running).
+# Params: lane, now, n, lane, now, n, n.
 _CANDIDATES = """
     SELECT seq FROM (
         SELECT seq, priority, run_at FROM (
             SELECT seq, priority, run_at FROM jobs
-            WHERE lane = ? AND state = ? AND run_at <= ?
+            WHERE lane = ? AND state = 'queued' AND run_at <= ?
             ORDER BY priority, run_at, seq LIMIT ?)
         UNION ALL
         SELECT seq, priority, run_at FROM (
             SELECT seq, priority, run_at FROM jobs
-            WHERE lane = ? AND state = ? AND lease_until <= ?
+            WHERE lane = ? AND state = 'running' AND lease_until <= ?
             ORDER BY priority, run_at, seq LIMIT ?)
     ) ORDER BY priority, run_at, seq LIMIT ?"""
 
@@ -134,11 +153,11 @@ CLAIM_UPDATE = (
     " updated_at = ? WHERE seq = ?"
 )
 
-# Params: dead, LEASE_LOST_FMT, now, lane, running, now.
+# Params: dead, LEASE_LOST_FMT, now, lane, now.
 KILL_LOST = """
     UPDATE jobs SET state = ?, error = printf(?, attempts, max_attempts), lease_owner = NULL,
         lease_until = NULL, updated_at = ?
-    WHERE lane = ? AND state = ? AND lease_until <= ? AND attempts >= max_attempts"""
+    WHERE lane = ? AND state = 'running' AND lease_until <= ? AND attempts >= max_attempts"""
 
 # Params: dead, error, now, seq.
 KILL_CORRUPT = (
@@ -163,17 +182,24 @@ REQUEUE = """
     UPDATE jobs SET state = ?, attempts = 0, run_at = ?, lease_owner = NULL, lease_until = NULL,
         updated_at = ?
     WHERE """
+# Params: finished_before, limit.
 PURGE = """
     DELETE FROM jobs WHERE seq IN (
-        SELECT seq FROM jobs WHERE state = ? AND updated_at < ? LIMIT ?)"""
+        SELECT seq FROM jobs WHERE state = 'done' AND updated_at < ? LIMIT ?)"""
 # The lane's jobs running under a live lease of another owner (a fleet-wide ceiling's count).
-# Params: lane, running, now, owner.
+# Params: lane, now, owner.
 LIVE_LEASES = (
-    "SELECT COUNT(*) FROM jobs WHERE lane = ? AND state = ? AND lease_until > ?"
+    "SELECT COUNT(*) FROM jobs WHERE lane = ? AND state = 'running' AND lease_until > ?"
     " AND lease_owner <> ?"
 )
-# Params: lane. The lane's QUEUED count (migration 3's triggers keep it); no row: 0.
+# Params: lane. The lane's QUEUED count (kept by migration 3's triggers, and by
+# ADD_QUEUED for inserts); no row: 0.
 QUEUED_COUNT = "SELECT n FROM lane_queued WHERE lane = ?"
+# Params: lane, then n, lane: count ``n`` jobs inserted QUEUED into ``lane``.
+ADD_QUEUED = (
+    "INSERT OR IGNORE INTO lane_queued (lane, n) VALUES (?, 0)",
+    "UPDATE lane_queued SET n = n + ? WHERE lane = ?",
+)
 
 
 def queued_counts(n: int) -> str:
@@ -188,18 +214,19 @@ REGISTER_OWNER = (
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _OWNER_COLUMNS = "owner, host, boot_id, pidns, pid, started"
-# Params: lane, running, now, owner: the owners of the lane's other live leases.
+# Params: lane, now, owner: the owners of the lane's other live leases.
 LEASING_OWNERS = f"""
     SELECT {_OWNER_COLUMNS} FROM owners WHERE owner IN (
         SELECT DISTINCT lease_owner FROM jobs
-        WHERE lane = ? AND state = ? AND lease_until > ? AND lease_owner <> ?)"""
+        WHERE lane = ? AND state = 'running' AND lease_until > ? AND lease_owner <> ?)"""
 # Params: host, boot_id, pidns, owner, limit: other owners registered from this host and boot.
 LOCAL_OWNERS = f"""
     SELECT {_OWNER_COLUMNS} FROM owners
     WHERE host = ? AND boot_id = ? AND pidns = ? AND owner <> ? LIMIT ?"""
-# Params: now, running, owner, now. A dead owner's leases end now (as if they had expired).
+# Params: now, owner, now. A dead owner's leases end now (as if they had expired).
 EXPIRE_OWNER = (
-    "UPDATE jobs SET lease_until = ? WHERE state = ? AND lease_owner = ? AND lease_until > ?"
+    "UPDATE jobs SET lease_until = ? WHERE state = 'running' AND lease_owner = ?"
+    " AND lease_until > ?"
 )
 DELETE_OWNER = "DELETE FROM owners WHERE owner = ?"
 COUNTS = "SELECT lane, state, COUNT(*) FROM jobs GROUP BY lane, state"
@@ -211,11 +238,63 @@ def _number(value: object) -> float:
     raise ValueError(f"not a number: {value!r}")
 
 
+_STATES = {state.value: state for state in JobState}
+_NUMBER = (int, float)
+_OPT_NUMBER = (int, float, type(None))
+_OPT_TEXT = (str, type(None))
+
+
 def decode_row(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
     """``(seq, record, problem)``; a corrupt field gets a default and is named in ``problem``.
 
     A corrupt record carries ``error="corrupt row: ..."``; an unknown state reads as DEAD.
     """
+    (seq, id_, task, lane, args, priority, state, attempts, max_attempts, run_at) = row[:10]
+    (created_at, updated_at, key, owner, lease_until, result, error, tb, deadline_at) = row[10:19]
+    cost = row[19]
+    # the common case, every column of its type, in one go; anything else is looked
+    # at field by field below
+    if (
+        type(args) is str
+        and state in _STATES
+        and type(id_) is str
+        and type(task) is str
+        and type(lane) is str
+        and type(priority) in _NUMBER
+        and type(attempts) in _NUMBER
+        and type(max_attempts) in _NUMBER
+        and type(run_at) in _NUMBER
+        and type(created_at) in _NUMBER
+        and type(updated_at) in _NUMBER
+        and type(lease_until) in _OPT_NUMBER
+        and type(deadline_at) in _OPT_NUMBER
+        and type(cost) in _OPT_NUMBER
+        and type(key) in _OPT_TEXT
+        and type(owner) in _OPT_TEXT
+        and type(error) in _OPT_TEXT
+        and type(tb) in _OPT_TEXT
+        and type(result) in _OPT_TEXT
+    ):
+        try:
+            decoded = json.loads(args)
+            value = None if result is None else json.loads(result)
+        except ValueError:
+            pass
+        else:
+            if type(decoded) is list:
+                record = JobRecord(
+                    id_, task, lane, decoded, float(priority), _STATES[state], int(attempts),
+                    int(max_attempts), float(run_at), float(created_at), float(updated_at), key,
+                    owner, None if lease_until is None else float(lease_until), value, error, tb,
+                    None if deadline_at is None else float(deadline_at),
+                    None if cost is None else float(cost),
+                )  # fmt: skip
+                return int(seq), record, None
+    return _decode_fields(row)
+
+
+def _decode_fields(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
+    """:func:`decode_row` field by field, each corrupt field named."""
     problems: list[str] = []
 
     def field(name: str, value: Any, decode: Any, default: Any) -> Any:

@@ -56,7 +56,8 @@ checks them against each backend):
   or refused database connection is :class:`BacklogUnavailable` (retry later:
   the backend reconnects on its own).
 
-Optional: a backend that can be told about new work (PostgreSQL ``LISTEN``)
+Optional: a backend that can be told about new work (PostgreSQL ``LISTEN``;
+SQLite watches ``PRAGMA data_version`` for other connections' commits)
 also has ``async def wait_for_work(self, lane: str, timeout: float) -> None``
 (see :class:`WaitsForWork`): it returns as soon as work may have become due
 in ``lane`` (a submit, requeue, release or due retry in any process), or after
@@ -73,9 +74,10 @@ from __future__ import annotations
 
 import json
 import math
-import uuid
+import os
+import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
@@ -132,7 +134,9 @@ class NewJob:
     ``cost``: tokens the job draws from its upstream's token-rate limit when it
     starts; ``None`` means the task's default cost. ``max_queued``: refuse the
     job (``Overloaded``) if its lane already holds this many ``QUEUED`` jobs;
-    ``None``: no bound.
+    ``None``: no bound. ``args``: the decoded ``args_json`` when the caller has it
+    (a submitter that encoded it), so the backlog need not decode it again; it is
+    trusted to be ``json.loads(args_json)``.
     """
 
     task: str
@@ -145,6 +149,7 @@ class NewJob:
     deadline_at: float | None = None
     cost: float | None = None
     max_queued: int | None = None
+    args: list[Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +273,7 @@ def validate_new_job(job: NewJob) -> list[Any]:
     bound = job.max_queued
     if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int) or bound < 0):
         raise ValueError(f"max_queued must be an int >= 0 or None, got {bound!r}")
-    return decode_args(job.args_json)
+    return decode_args(job.args_json) if job.args is None else job.args
 
 
 #: ``retry_after`` of an ``Overloaded`` raised by a backlog (the scheduler re-raises it
@@ -318,10 +323,17 @@ def bounded_lanes(calls: Iterable[Sequence[NewJob]]) -> list[str]:
     return sorted({job.lane for jobs in calls for job in jobs if job.max_queued is not None})
 
 
+def new_job_id() -> str:
+    """A fresh job id: 32 hex digits, milliseconds since the epoch (12) then 80 random
+    bits (20). Time-ordered, so inserts land at the end of the id index (uuid4's land
+    anywhere in it), and as hard to guess as before: ids may be handed to users."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
 def new_record(job: NewJob, args: list[Any], now: float) -> JobRecord:
     """The record of a job about to be stored: a fresh id, ``QUEUED``, no attempts."""
     return JobRecord(
-        id=uuid.uuid4().hex,
+        id=new_job_id(),
         task=job.task,
         lane=job.lane,
         args=args,
@@ -485,6 +497,11 @@ def claim_room(limit: int, max_running: int | None, running: int) -> int:
     if max_running is None:
         return max(0, limit)
     return max(0, min(limit, max_running - running))
+
+
+def may_claim(limit: int, max_running: int | None) -> bool:
+    """Whether a claim could take anything at all (before counting other owners)."""
+    return limit > 0 and (max_running is None or max_running > 0)
 
 
 def check_requeue_args(job_id: str | None, all_dead: bool) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -34,6 +33,8 @@ from .base import (
     decode_args,
     decode_json,
     lease_lost_error,
+    may_claim,
+    new_job_id,
     validate_new_job,
 )
 
@@ -160,7 +161,7 @@ class MemoryBacklog(AsyncContext):
                 continue
             row = _Row(
                 seq=next(self._seq),
-                id=uuid.uuid4().hex,
+                id=new_job_id(),
                 task=job.task,
                 lane=job.lane,
                 args_json=job.args_json,
@@ -193,7 +194,7 @@ class MemoryBacklog(AsyncContext):
         max_running: int | None = None,
     ) -> list[JobRecord]:
         self._check()
-        if limit <= 0:
+        if not may_claim(limit, max_running):
             return []
         expired = self._expired(lane, now)
         if max_running is not None:
@@ -296,8 +297,9 @@ class MemoryBacklog(AsyncContext):
         """``complete`` then ``claim``: atomic here, as nothing awaits in between."""
         applied = await self.complete(outcomes, now=now)
         records = await self.claim(
-            lane, limit, owner=owner, lease_seconds=lease_seconds, now=now, max_running=max_running
-        )
+            lane, limit, owner=owner, lease_seconds=lease_seconds, now=now,
+            max_running=max_running,
+        )  # fmt: skip
         return applied, records
 
     async def release(self, job_ids: Sequence[str], *, owner: str, now: float) -> int:

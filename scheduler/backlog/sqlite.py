@@ -1,19 +1,23 @@
 """SQLiteBacklog: the default durable backlog, one SQLite file in WAL mode.
 
-Schema (``PRAGMA user_version`` = 3; forward migrations in ``_sqlite_schema.MIGRATIONS``
+Schema (``PRAGMA user_version`` = 4; forward migrations in ``_sqlite_schema.MIGRATIONS``
 run in order at :meth:`SQLiteBacklog.open`)::
 
     jobs(seq INTEGER PRIMARY KEY,     -- insertion order (the FIFO tie-break)
-         id TEXT UNIQUE,              -- uuid4 hex, the public job id
+         id TEXT UNIQUE,              -- 32 hex digits, time-ordered (base.new_job_id)
          task, lane, args (JSON array), priority REAL, state TEXT (JobState value),
          attempts, max_attempts, run_at, created_at, updated_at (epoch s),
          key TEXT, lease_owner, lease_until, result (JSON), error, traceback, deadline_at,
          cost REAL)                   -- NULL: the task's cost (added by migration 1 -> 2)
-    jobs_claim         (lane, state, priority, run_at, seq)  claim order, counts, queued_count
-    jobs_key  UNIQUE   (key) WHERE key IS NOT NULL            idempotent submit
-    jobs_state_updated (state, updated_at)                    purge
-    lane_queued(lane TEXT PRIMARY KEY, n)  -- each lane's QUEUED count, kept by four
-                                           -- triggers on jobs (migration 2 -> 3)
+    jobs_queued  (lane, priority, run_at, seq) WHERE state = 'queued'   claim order
+    jobs_running (lane, lease_until) WHERE state = 'running'          expired and live leases
+    jobs_done    (updated_at) WHERE state = 'done'                    purge
+    jobs_key UNIQUE (key) WHERE key IS NOT NULL                       idempotent submit
+                                           -- (migration 3 -> 4: these partial indexes
+                                           -- replace jobs_claim and jobs_state_updated)
+    lane_queued(lane TEXT PRIMARY KEY, n)  -- each lane's QUEUED count, kept by three
+                                           -- triggers on jobs (migration 2 -> 3) and,
+                                           -- for inserts, once per transaction (3 -> 4)
     owners(owner TEXT PRIMARY KEY, host, boot_id, pidns, pid, started, registered_at)
                                            -- who holds leases (migration 2 -> 3)
 
@@ -23,7 +27,10 @@ commits may be lost on power loss or an OS crash; ``"FULL"`` also fsyncs the
 WAL at every commit, surviving power loss at some cost in commit latency.
 
 Writes: every write is one ``BEGIN IMMEDIATE`` transaction, run to its end
-even if the awaiting caller is cancelled. Concurrent ``submit()`` calls are
+even if the awaiting caller is cancelled. A transaction is one plain function
+run on the connection's thread (aiosqlite's), begin to commit: one thread hop
+per transaction, not one per statement, and nothing else on the connection can
+run in between (calls queue in order for that thread). Concurrent ``submit()`` calls are
 *group-committed*: callers queue their rows and await a future; one flusher
 task writes everything queued (up to ``batch_max`` rows) in one transaction
 and resolves the futures, so each ``submit`` returns once its own rows are
@@ -59,6 +66,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
@@ -73,11 +81,25 @@ from ..logs import get_logger
 from . import _sqlite_ops as _ops
 from . import _sqlite_schema as sql
 from ._group_commit import GroupCommitter
-from ._sqlite_ops import Submit, rows
+from ._sqlite_ops import Conn, Submit, fetch
 from ._sqlite_readonly import open_read_only
-from .base import AsyncContext, JobRecord, NewJob, Outcome, check_requeue_args, validate_new_job
+from .base import (
+    AsyncContext,
+    JobRecord,
+    NewJob,
+    Outcome,
+    check_requeue_args,
+    may_claim,
+    validate_new_job,
+)
 
-__all__ = ["DEAD_OWNER_CHECK", "HAS_RETURNING", "SQLiteBacklog"]
+__all__ = [
+    "DEAD_OWNER_CHECK",
+    "HAS_RETURNING",
+    "WATCH_INTERVAL",
+    "WATCH_INTERVAL_MAX",
+    "SQLiteBacklog",
+]
 
 T = TypeVar("T")
 Db = aiosqlite.Connection
@@ -85,6 +107,11 @@ _log = get_logger()
 
 #: seconds (of the callers' ``now``) between a lane's checks for dead lease owners
 DEAD_OWNER_CHECK = 1.0
+#: seconds between looks at the ``-wal`` file while an idle claimer waits for work from
+#: other processes (a ``stat`` each; see :meth:`SQLiteBacklog.wait_for_work`): at first,
+#: then doubling up to :data:`WATCH_INTERVAL_MAX` while nothing is written
+WATCH_INTERVAL = 0.005
+WATCH_INTERVAL_MAX = 0.05
 
 #: UPDATE ... RETURNING needs SQLite 3.35+; older versions select, then update.
 HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
@@ -93,6 +120,46 @@ _Q, _R, _DONE, _DEAD = (
 )
 _KIND_STATE = {"done": _DONE, "retry": _Q, "dead": _DEAD}
 _PURGE_CHUNK = 5000  # rows deleted per purge transaction
+
+
+async def _on_thread(db: Db, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on the connection's own thread: one hop, in the order queued.
+
+    aiosqlite has no public call for this; its ``_execute`` is what each of its
+    public methods does, so it stays as stable as they are.
+    """
+    execute: Callable[..., Awaitable[T]] = db._execute
+    return await execute(fn, *args)
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    """Size and modification time of ``path`` (``None``: no such file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def commit_point() -> None:
+    """Called on the connection's thread just before each ``COMMIT`` (a hook for the
+    crash tests, which kill the process there)."""
+
+
+def _in_transaction(conn: Conn, body: Callable[[Conn], T]) -> T:
+    """On the connection's thread: ``BEGIN IMMEDIATE``, ``body``, ``COMMIT``; rolled
+    back if anything fails."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = body(conn)
+        commit_point()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
+        raise
+    return result
 
 
 def _probe(path: str, busy_timeout: float) -> None:
@@ -138,7 +205,6 @@ class SQLiteBacklog(AsyncContext):
         self.use_returning = HAS_RETURNING
         self._db: Db | None = None
         self._closing = False
-        self._lock = asyncio.Lock()
         self._inflight: set[asyncio.Task[Any]] = set()
         self._committer = GroupCommitter[Submit, list[JobRecord]](
             self._write_submits, batch_max=batch_max
@@ -146,6 +212,8 @@ class SQLiteBacklog(AsyncContext):
         self._stats = dict.fromkeys(("commits", "claimed", "applied", "ignored"), 0)
         self._owners: set[str] = set()  # lease owners registered by this connection
         self._dead_checked: dict[str, float] = {}  # lane -> ``now`` of its last dead-owner check
+        # ``PRAGMA data_version`` at the last claim: it moves when another connection commits
+        self._seen_version: int | None = None
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -213,14 +281,15 @@ class SQLiteBacklog(AsyncContext):
         return sql.translate_error(exc, self.path, self.busy_timeout)
 
     async def _read(self, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
-        async with self._lock:
-            try:
-                return rows(await self._live().execute_fetchall(query, params))
-            except sqlite3.Error as exc:
-                raise self._error(exc) from exc
+        try:
+            db = self._live()
+            return await _on_thread(db, fetch, db._conn, query, params)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
-    async def _transaction(self, body: Callable[[Db], Awaitable[T]]) -> T:
-        """``body(db)`` inside ``BEGIN IMMEDIATE ... COMMIT``.
+    async def _transaction(self, body: Callable[[Conn], T]) -> T:
+        """``body(conn)`` inside ``BEGIN IMMEDIATE ... COMMIT``, all on the connection's
+        thread (in this task's context, so context variables read the same there).
 
         Shielded: a cancelled caller stops waiting, but the transaction still
         commits or rolls back before the connection is used again.
@@ -233,26 +302,18 @@ class SQLiteBacklog(AsyncContext):
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         return await asyncio.shield(task)
 
-    async def _run_transaction(self, db: Db, body: Callable[[Db], Awaitable[T]]) -> T:
-        async with self._lock:
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-                try:
-                    result = await body(db)
-                    await db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            await db.rollback()
-                    raise
-            except sqlite3.Error as exc:
-                raise self._error(exc) from exc
-            self._stats["commits"] += 1
-            return result
+    async def _run_transaction(self, db: Db, body: Callable[[Conn], T]) -> T:
+        try:
+            run = contextvars.copy_context().run
+            result: T = await _on_thread(db, run, _in_transaction, db._conn, body)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        self._stats["commits"] += 1
+        return result
 
     async def _write(self, query: str, params: Sequence[Any]) -> int:
-        async def body(db: Db) -> int:
-            return (await db.execute(query, params)).rowcount
+        def body(db: Conn) -> int:
+            return db.execute(query, params).rowcount
 
         return await self._transaction(body)
 
@@ -264,8 +325,8 @@ class SQLiteBacklog(AsyncContext):
         if not params:
             return 0
 
-        async def body(db: Db) -> int:
-            return (await db.executemany(query, params)).rowcount
+        def body(db: Conn) -> int:
+            return db.executemany(query, params).rowcount
 
         return await self._transaction(body)
 
@@ -294,7 +355,7 @@ class SQLiteBacklog(AsyncContext):
         max_running: int | None = None,
     ) -> list[JobRecord]:
         self._check_open()
-        if limit <= 0 or (max_running is not None and max_running <= 0):
+        if not may_claim(limit, max_running):
             return []
         reclaimed: list[tuple[str, int]] = []
         records = await self._transaction(
@@ -307,7 +368,7 @@ class SQLiteBacklog(AsyncContext):
         self._stats["claimed"] += len(records)
         return records
 
-    async def _claim_ops(
+    def _claim_ops(
         self,
         lane: str,
         limit: int,
@@ -316,17 +377,18 @@ class SQLiteBacklog(AsyncContext):
         now: float,
         max_running: int | None,
         reclaimed: list[tuple[str, int]],
-        db: Db,
+        db: Conn,
     ) -> list[JobRecord]:
         """The claim statements, inside the caller's transaction: first (at an owner's
         first claim here, then at most once a second per lane) end the leases of owners
         whose process is gone, then claim."""
         if owner not in self._owners:
-            reclaimed += await _ops.register_owner(db, owner, now)
+            reclaimed += _ops.register_owner(db, owner, now)
         last = self._dead_checked.get(lane)
         if last is None or not 0 <= now - last < DEAD_OWNER_CHECK:
-            reclaimed += await _ops.reclaim_dead(db, lane, owner, now)
-        return await _ops.claim(
+            reclaimed += _ops.reclaim_dead(db, lane, owner, now)
+        self._seen_version = int(fetch(db, "PRAGMA data_version")[0][0])
+        return _ops.claim(
             db, lane, limit, owner, lease_until, now,
             returning=self.use_returning, max_running=max_running,
         )  # fmt: skip
@@ -354,7 +416,7 @@ class SQLiteBacklog(AsyncContext):
         """``complete`` then ``claim`` in one ``BEGIN IMMEDIATE`` transaction (one commit)."""
         self._check_open()
         params = _outcome_rows(outcomes, now)
-        wants_claim = limit > 0 and (max_running is None or max_running > 0)
+        wants_claim = may_claim(limit, max_running)
         if not params:
             records = await self.claim(
                 lane, limit, owner=owner, lease_seconds=lease_seconds, now=now,
@@ -365,18 +427,51 @@ class SQLiteBacklog(AsyncContext):
             return await self.complete(outcomes, now=now), []
         reclaimed: list[tuple[str, int]] = []
         claim_ops = partial(
-            self._claim_ops, lane, limit, owner, now + lease_seconds, now, max_running, reclaimed
-        )
+            self._claim_ops, lane, limit, owner, now + lease_seconds, now, max_running,
+            reclaimed,
+        )  # fmt: skip
 
-        async def body(db: Db) -> tuple[int, list[JobRecord]]:
-            applied = (await db.executemany(sql.COMPLETE, params)).rowcount
-            return applied, await claim_ops(db)
+        def body(db: Conn) -> tuple[int, list[JobRecord]]:
+            applied = db.executemany(sql.COMPLETE, params).rowcount
+            return applied, claim_ops(db)
 
         applied, records = await self._transaction(body)
         self._claimed(lane, owner, now, reclaimed)
         self._count_outcomes(len(params), applied)
         self._stats["claimed"] += len(records)
         return applied, records
+
+    async def wait_for_work(self, lane: str, timeout: float) -> None:
+        """Return once another connection (another process, most likely) may have
+        committed to the file since this backlog's last claim, or after ``timeout`` s.
+
+        SQLite has no notifications. A commit changes the ``-wal`` file, so this
+        looks at the file's size and modification time, every
+        :data:`WATCH_INTERVAL` seconds at first, backing off to
+        :data:`WATCH_INTERVAL_MAX` (a ``stat``, no database call: an idle worker
+        costs next to nothing), after one look at ``PRAGMA data_version``
+        (other connections' commits since the last claim). Work submitted
+        elsewhere starts within milliseconds rather than at the next poll. Any
+        write wakes it, this process's own included (a hint: the caller claims,
+        and may find nothing).
+        """
+        self._check_open()
+        seen = self._seen_version
+        if seen is not None and await self._data_version() != seen:
+            return
+        loop = asyncio.get_running_loop()
+        end = loop.time() + max(0.0, timeout)
+        wal = self.path + "-wal"
+        before = _stamp(wal)
+        interval = WATCH_INTERVAL
+        while (left := end - loop.time()) > 0:
+            await asyncio.sleep(min(interval, left))
+            if _stamp(wal) != before:
+                return
+            interval = min(interval * 2, WATCH_INTERVAL_MAX)
+
+    async def _data_version(self) -> int:
+        return int((await self._read("PRAGMA data_version"))[0][0])
 
     async def heartbeat(
         self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float
@@ -456,7 +551,7 @@ class SQLiteBacklog(AsyncContext):
         self._check_open()
         total = 0
         while True:
-            n = await self._write(sql.PURGE, (_DONE, finished_before, _PURGE_CHUNK))
+            n = await self._write(sql.PURGE, (finished_before, _PURGE_CHUNK))
             total += n
             if n < _PURGE_CHUNK:
                 return total

@@ -85,20 +85,46 @@ _V2_ROWS = [
 ]
 
 
-async def test_a_version_2_sqlite_file_gets_lane_counts_and_bounds_hold(tmp_path: Path) -> None:
-    path = tmp_path / "v2.db"
+def _sqlite_file_at(path: Path, version: int) -> Path:
+    """A SQLite backlog file as Floodgate left it at schema ``version``, with _V2_ROWS."""
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-        for statements in sqlite_sql.MIGRATIONS[:2]:
+        for statements in sqlite_sql.MIGRATIONS[:version]:
             for statement in statements:
                 conn.execute(statement)
-        conn.execute("PRAGMA user_version = 2")
+        conn.execute(f"PRAGMA user_version = {int(version)}")
         for row in _V2_ROWS:
             conn.execute(row.format(table="jobs"))
+    return path
+
+
+async def test_a_version_2_sqlite_file_gets_lane_counts_and_bounds_hold(tmp_path: Path) -> None:
+    path = _sqlite_file_at(tmp_path / "v2.db", 2)
     async with SQLiteBacklog(path) as backlog:
         assert (await backlog.queued_count("a"), await backlog.queued_count("b")) == (2, 1)
         await backlog.submit([replace(new_job(1, lane="a"), max_queued=3)], now=1)
         with pytest.raises(Overloaded):
             await backlog.submit([replace(new_job(2, lane="a"), max_queued=3)], now=1)
+
+
+async def test_a_version_3_sqlite_file_gets_partial_indexes_and_keeps_its_counts(
+    tmp_path: Path,
+) -> None:
+    """Migration 4 swaps the indexes and the per-row insert trigger for partial indexes
+    and a count per insert transaction: the counts stay true, the claim order too."""
+    path = _sqlite_file_at(tmp_path / "v3.db", 3)  # its rows counted by the insert trigger
+    async with SQLiteBacklog(path) as backlog:
+        assert (await backlog.queued_count("a"), await backlog.queued_count("b")) == (2, 1)
+        [new] = await backlog.submit([replace(new_job(1, lane="a"), max_queued=4)], now=1)
+        with pytest.raises(Overloaded):
+            await backlog.submit([replace(new_job(2, lane="a"), max_queued=3)], now=1)
+        claimed = await backlog.claim("a", 10, owner="w", lease_seconds=10, now=2)
+        assert [r.id for r in claimed][-1] == new.id  # the older rows first
+        assert await backlog.queued_count("a") == 0
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_sql.SCHEMA_VERSION
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert {"jobs_queued", "jobs_running", "jobs_done"} <= names
+        assert not {"jobs_claim", "jobs_state_updated", "jobs_queued_insert"} & names
 
 
 async def test_a_version_2_postgres_schema_gets_lane_counts_and_bounds_hold() -> None:

@@ -42,14 +42,20 @@ async def test_file_is_wal_versioned_and_indexed(
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 1
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-        assert {"jobs_claim", "jobs_key", "jobs_state_updated"} <= names
-        query = (
-            "EXPLAIN QUERY PLAN SELECT seq FROM jobs WHERE lane = ? AND state = ?"
-            " AND run_at <= ? ORDER BY priority, run_at, seq LIMIT 5"
-        )
-        plan = " ".join(str(r) for r in conn.execute(query, ("batch", "queued", 0.0)))
-        assert "jobs_claim" in plan
-        assert "TEMP B-TREE" not in plan
+        assert {"jobs_queued", "jobs_running", "jobs_done", "jobs_key"} <= names
+        assert not {"jobs_claim", "jobs_state_updated"} & names  # replaced in migration 4
+        plans = {
+            "jobs_queued": "SELECT seq FROM jobs WHERE lane = ? AND state = 'queued'"
+            " AND run_at <= ? ORDER BY priority, run_at, seq LIMIT 5",
+            "jobs_running": "SELECT COUNT(*) FROM jobs WHERE lane = ? AND state = 'running'"
+            " AND lease_until > ?",
+            "jobs_done": "SELECT seq FROM jobs WHERE state = 'done' AND updated_at < ? LIMIT 5",
+        }
+        for index, query in plans.items():
+            params = (0.0,) if index == "jobs_done" else ("batch", 0.0)
+            plan = " ".join(str(r) for r in conn.execute("EXPLAIN QUERY PLAN " + query, params))
+            assert index in plan
+            assert "TEMP B-TREE" not in plan
 
 
 async def test_reopening_the_file_keeps_everything(db_path: Path) -> None:

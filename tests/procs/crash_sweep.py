@@ -56,10 +56,9 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import aiosqlite
-
 from scheduler import BacklogOptions, Lane, RetryPolicy, Scheduler, current_job
 from scheduler.backlog import JobRecord, Outcome, SQLiteBacklog
+from scheduler.backlog import sqlite as sqlite_backlog
 
 LEASE = 1.0  # seconds: a dead worker's jobs are taken over this long after the kill
 SERVER_LIFETIME = 600.0  # seconds: the server gives up waiting for input after this
@@ -104,7 +103,6 @@ def install_hooks() -> None:
     """Wrap the SQLite backlog's write calls (and COMMIT) so they count events."""
     submit, claim = SQLiteBacklog.submit, SQLiteBacklog.claim
     complete, complete_and_claim = SQLiteBacklog.complete, SQLiteBacklog.complete_and_claim
-    execute, commit = aiosqlite.Connection.execute, aiosqlite.Connection.commit
 
     async def hooked_submit(self: SQLiteBacklog, jobs: Any, **kw: Any) -> Any:
         records = await _around(("submit",), lambda: submit(self, jobs, **kw))
@@ -136,22 +134,16 @@ def install_hooks() -> None:
         event(*(f"{p}.after" for p in phases if p != "claim"), *_claim_events(records))
         return applied, records
 
-    def hooked_execute(self: aiosqlite.Connection, sql: str, *args: Any) -> Any:
-        # not async: aiosqlite's Result is awaited or used with ``async with``
-        if isinstance(sql, str) and sql.strip().upper() == "COMMIT":
-            event(*(f"{p}.commit" for p in _inside.get()))
-        return execute(self, sql, *args)
-
-    async def hooked_commit(self: aiosqlite.Connection) -> None:
+    def hooked_commit_point() -> None:
+        # on the connection's thread, in the context of the call that began the
+        # transaction, just before its COMMIT
         event(*(f"{p}.commit" for p in _inside.get()))
-        await commit(self)
 
     SQLiteBacklog.submit = hooked_submit  # type: ignore[method-assign]
     SQLiteBacklog.claim = hooked_claim  # type: ignore[method-assign]
     SQLiteBacklog.complete = hooked_complete  # type: ignore[method-assign]
     SQLiteBacklog.complete_and_claim = hooked_complete_and_claim  # type: ignore[method-assign]
-    aiosqlite.Connection.execute = hooked_execute  # type: ignore[method-assign]
-    aiosqlite.Connection.commit = hooked_commit  # type: ignore[method-assign]
+    sqlite_backlog.commit_point = hooked_commit_point
 
 
 def append_synced(path: str, line: str) -> None:

@@ -1,0 +1,236 @@
+"""Floodgate's phases, each through the public API with the defaults
+(``Scheduler(path)``: the default lanes, ``batch`` 8 seats durable and gated; one
+registered no-op task; no ``BacklogOptions``), each on a fresh SQLite file:
+
+- ``submit``: 100 asyncio tasks each awaiting N/100 ``task.submit(i)`` in ``open(run=())``;
+- ``submit_many``: ``task.submit_many`` of M jobs in calls of 10,000;
+- ``drain``: a worker (``open(run=("batch",))``) runs the N jobs ``submit`` stored,
+  timed until ``backlog_counts()`` shows all N ``done``;
+- ``latency``: the lane drains N pre-stored jobs while one caller in the same
+  process awaits K ``task.submit(i)`` one after another (each latency kept);
+- ``pickup``: an idle worker, jobs submitted at 100/s, the time from a submit
+  returning (committed) to the job's body starting; in-process (one scheduler)
+  and cross-process (a worker child process, ``python -m
+  benchmarks.durable._pickup_worker``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from scheduler import BacklogOptions, Scheduler, Task
+from scheduler.backlog import SQLiteBacklog
+
+from .._common import stopwatch
+from .phase import TIME_LIMIT_S, Latencies, Phase
+
+Sync = Literal["NORMAL", "FULL"]
+LANE = "batch"
+TASK = "bench.noop"
+SUBMITTERS = 100
+MANY_CHUNK = 10_000  # jobs per submit_many call
+PICKUP_RATE = 100.0  # jobs/s offered to the idle worker
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+CHILD_TIME_LIMIT_S = 120.0
+
+
+class Runs:
+    """The no-op task's body records when each job started; ``reached`` at ``target``."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.count = 0
+        self.started: dict[int, float] = {}
+        self.reached = asyncio.Event()
+        self.first = asyncio.Event()
+
+    async def noop(self, i: int) -> None:
+        self.started[i] = time.perf_counter()
+        self.first.set()
+        self.count += 1
+        if self.count >= self.target:
+            self.reached.set()
+
+
+def scheduler(path: Path, sync: Sync, runs: Runs) -> tuple[Scheduler, Task[Any, Any]]:
+    """The defaults; only ``synchronous`` is set for the FULL supplement."""
+    options = None if sync == "NORMAL" else BacklogOptions(synchronous=sync)
+    sched = Scheduler(str(path), backlog_options=options, shutdown_grace=5.0)
+    task: Task[Any, Any] = sched.task(runs.noop, name=TASK)
+    return sched, task
+
+
+def transactions(sched: Scheduler) -> int:
+    """SQLite transactions so far (the backlog's own counter; a private path, worth it
+    for the diagnostic, zero if the internals move)."""
+    backlog = getattr(getattr(sched, "_store", None), "backlog", None)
+    return backlog.stats()["commits"] if isinstance(backlog, SQLiteBacklog) else 0
+
+
+def _expect(counts: dict[str, dict[str, int]], want: dict[str, int], what: str) -> None:
+    if counts != {LANE: want}:
+        raise RuntimeError(f"floodgate {what}: the backlog holds {counts}, expected {want}")
+
+
+async def _submitters(task: Task[Any, Any], n: int, submitters: int) -> None:
+    async def submitter(count: int) -> None:
+        for i in range(count):
+            await task.submit(i)
+
+    share, extra = divmod(n, submitters)
+    await asyncio.gather(*(submitter(share + (k < extra)) for k in range(submitters)))
+
+
+async def _until_done(sched: Scheduler, runs: Runs, n: int) -> dict[str, dict[str, int]]:
+    """Until the N-th job has run and all N outcomes are stored as ``done``."""
+    await runs.reached.wait()
+    while True:
+        counts = await sched.backlog_counts()
+        if counts.get(LANE, {}).get("done", 0) >= n:
+            return counts
+        await asyncio.sleep(0.005)
+
+
+async def submit(path: Path, sync: Sync, n: int) -> Phase:
+    sched, task = scheduler(path, sync, Runs(n))
+    async with sched.open(run=()):
+        before = transactions(sched)
+        with stopwatch() as watch:
+            async with asyncio.timeout(TIME_LIMIT_S):
+                await _submitters(task, n, SUBMITTERS)
+        tx = transactions(sched) - before
+        counts = await sched.backlog_counts()
+    _expect(counts, {"queued": n}, f"submit ({SUBMITTERS} submitters)")
+    return Phase.of(watch, n, tx)
+
+
+async def submit_many(path: Path, sync: Sync, n: int) -> Phase:
+    sched, task = scheduler(path, sync, Runs(n))
+    async with sched.open(run=()):
+        before = transactions(sched)
+        with stopwatch() as watch:
+            async with asyncio.timeout(TIME_LIMIT_S):
+                for first in range(0, n, MANY_CHUNK):
+                    last = min(n, first + MANY_CHUNK)
+                    jobs = await task.submit_many([[i] for i in range(first, last)])
+                    if len(jobs) != last - first:
+                        raise RuntimeError("submit_many returned the wrong number of jobs")
+        tx = transactions(sched) - before
+        counts = await sched.backlog_counts()
+    _expect(counts, {"queued": n}, "submit_many")
+    return Phase.of(watch, n, tx)
+
+
+async def drain(path: Path, sync: Sync, n: int) -> Phase:
+    """Timed from the worker's first step (the backlog already open) to all N stored done."""
+    runs = Runs(n)
+    sched, _ = scheduler(path, sync, runs)
+    async with sched.open(run=(LANE,)):
+        before = transactions(sched)
+        with stopwatch() as watch:
+            async with asyncio.timeout(TIME_LIMIT_S):
+                counts = await _until_done(sched, runs, n)
+        tx = transactions(sched) - before
+    _expect(counts, {"done": n}, "drain")
+    return Phase.of(watch, n, tx)
+
+
+async def latency_while_draining(path: Path, queued: int, k: int) -> Latencies:
+    """``queued`` jobs stored first; then, while the lane drains them, one caller awaits
+    ``k`` submits one after another. Latency of each; the drain rate meanwhile."""
+    runs = Runs(queued + k)
+    sched, task = scheduler(path, "NORMAL", runs)
+    async with sched.open(run=()):
+        for first in range(0, queued, MANY_CHUNK):
+            await task.submit_many([[i] for i in range(first, min(queued, first + MANY_CHUNK))])
+    samples: list[float] = []
+    async with sched:
+        async with asyncio.timeout(TIME_LIMIT_S):
+            await runs.first.wait()  # the drain has started
+            ran_before, start = runs.count, time.perf_counter()
+            for i in range(k):
+                begun = time.perf_counter()
+                await task.submit(queued + i)
+                samples.append(time.perf_counter() - begun)
+            seconds = time.perf_counter() - start
+            drained = runs.count - ran_before
+            counts = await _until_done(sched, runs, queued + k)
+    _expect(counts, {"done": queued + k}, "submit while draining")
+    return Latencies(tuple(samples), jobs_per_s=drained / seconds)
+
+
+async def pickup_in_process(path: Path, k: int) -> Latencies:
+    """An idle worker in the same scheduler; ``k`` submits at :data:`PICKUP_RATE`."""
+    runs = Runs(k)
+    sched, task = scheduler(path, "NORMAL", runs)
+    committed: dict[int, float] = {}
+    async with sched:
+        await asyncio.sleep(0.2)  # the worker has looked once and is idle
+        async with asyncio.timeout(TIME_LIMIT_S):
+            start = time.perf_counter()
+            for i in range(k):
+                await _until(start + i / PICKUP_RATE)
+                await task.submit(i)
+                committed[i] = time.perf_counter()
+            counts = await _until_done(sched, runs, k)
+    _expect(counts, {"done": k}, "pickup (in-process)")
+    return Latencies(tuple(max(0.0, runs.started[i] - committed[i]) for i in range(k)))
+
+
+async def _until(when: float) -> None:
+    delay = when - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def pickup_cross_process(path: Path, k: int) -> Latencies:
+    """A worker in a child process (the defaults); this process submits ``k`` jobs at
+    :data:`PICKUP_RATE`. Wall clocks of one host compared (``time.time()``)."""
+    out = path.with_suffix(".starts")
+    runs = Runs(k)
+    sched, task = scheduler(path, "NORMAL", runs)
+    committed: dict[int, float] = {}
+    async with sched.open(run=()):  # creates the file before the worker opens it
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.durable._pickup_worker", str(path), str(out),
+            str(k), cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert child.stdout is not None
+            async with asyncio.timeout(CHILD_TIME_LIMIT_S):
+                line = await child.stdout.readline()
+                if line.strip() != b"ready":
+                    raise RuntimeError(f"pickup worker did not start: {line!r}")
+                await asyncio.sleep(0.3)  # the worker has looked once and is idle
+                start = time.perf_counter()
+                for i in range(k):
+                    await _until(start + i / PICKUP_RATE)
+                    await task.submit(i)
+                    committed[i] = time.time()
+                code = await child.wait()
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+        counts = await sched.backlog_counts()
+    if code != 0:
+        raise RuntimeError(f"pickup worker exited with {code}")
+    _expect(counts, {"done": k}, "pickup (cross-process)")
+    started = {int(i): float(t) for i, t in json.loads(out.read_text()).items()}
+    return Latencies(tuple(max(0.0, started[i] - committed[i]) for i in range(k)))
+
+
+@dataclass(frozen=True, slots=True)
+class FloodgateRun:
+    submit: Phase
+    submit_many: Phase
+    drain: Phase
+    latency: Latencies | None = None
+    pickup_local: Latencies | None = None
+    pickup_remote: Latencies | None = None
