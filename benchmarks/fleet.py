@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -55,6 +54,7 @@ from ._common import (
     main,
     median,
     percentile,
+    postgres_dsn,
     progress,
     verdict,
     write_report,
@@ -451,12 +451,13 @@ def _stat(values: Sequence[float]) -> Stat:
 def run(options: Options) -> Outcome:
     sizes = QUICK if options.quick else FULL
     repeats = options.repeat if options.repeat is not None else sizes.repeats
-    dsn = os.environ.get(DSN_ENV, "")
+    found, why = postgres_dsn()
+    dsn = found or ""
     progress(
         f"{NAME}: upstream R={RATE:g} req/s (burst {BURST:g}); {sizes.jobs:,} jobs x "
         f"K={', '.join(map(str, PROCESS_COUNTS))} x {len(VARIANTS)} variants x {repeats} repeats; "
         f"overhead {sizes.calls:,} calls x {sizes.rounds} rounds; {sizes.pauses} pauses "
-        f"({'SQLite and PostgreSQL' if dsn else f'SQLite; {DSN_ENV} unset: no PostgreSQL'})"
+        f"({f'SQLite and PostgreSQL ({why})' if dsn else f'SQLite only: {why}'})"
     )
     drains: list[Drain] = []
     overheads: list[Overhead] = []
@@ -521,7 +522,9 @@ def run(options: Options) -> Outcome:
         f"{_ms(_stat([p.q(99) for p in ps])[0])}"
         for backend, ps in _by_backend(pauses).items()
     )
-    return Outcome(NAME, passed, f"{summary} ({verdict_text})", report)
+    unfinished = sum(not d.finished for d in drains)
+    broken = f"{unfinished} drain(s) left jobs undone" if unfinished else None
+    return Outcome(NAME, passed, f"{summary} ({verdict_text})", report, broken=broken)
 
 
 def _cell_share(drains: Sequence[Drain], variant: str, k: int) -> float:
