@@ -88,6 +88,7 @@ async def call_with_policies(
                     permit.cancel()  # it never went: hand the upstream's turn back
                 raise
             ticket.permit = permit
+            ticket.attempt = attempt
             if ticket.future is not None:
                 await _wait_for_seat(sched, ticket)
             if health is not None and lane.gated:

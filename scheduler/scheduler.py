@@ -60,6 +60,7 @@ from .metrics import SchedulerStats
 from .periodic import PeriodicRunner, Schedule
 from .retry import RetryPolicy
 from .tasks import DEFAULT_RETRY, Task, check_task_function, task_name
+from .tracing import Tracing
 from .upstream import classify
 from .upstream_health import Upstream
 
@@ -74,6 +75,8 @@ DEFAULT_LANES: tuple[Lane, ...] = (
 )
 
 _log = get_logger()
+#: the attempt's span when tracing is off: nothing, reused
+_NO_SPAN = contextlib.nullcontext()
 
 
 class _State(enum.Enum):
@@ -109,6 +112,8 @@ class Scheduler:
             split, the operator pause) with every process on the same backlog
             (SQLite file or PostgreSQL; see :mod:`scheduler.fleet`). ``False``:
             this process keeps its own; a ``FleetStore``: use that store.
+        tracing: an OpenTelemetry span per attempt (see :mod:`scheduler.tracing`);
+            ``None`` (default): when ``opentelemetry-api`` is installed.
     """
 
     def __init__(
@@ -123,6 +128,7 @@ class Scheduler:
         backlog_options: BacklogOptions | None = None,
         upstreams: Sequence[Upstream] | None = None,
         fleet: bool | FleetStore = True,
+        tracing: bool | None = None,
     ) -> None:
         if not isinstance(backlog, str) or not backlog:
             raise ConfigError(f"backlog must be a non-empty str (path or DSN), got {backlog!r}")
@@ -180,6 +186,7 @@ class Scheduler:
         self._runners: dict[str, DurableRunner] = {}
         self.owner = new_owner_id()
         self._fleet_option = fleet
+        self._tracing = Tracing(tracing)
         self._fleet_task: asyncio.Task[None] | None = None
         self._periodic = PeriodicRunner(self)
 
@@ -220,6 +227,7 @@ class Scheduler:
         self._unsubscribe_gate = self.gate.subscribe(self._on_gate_change)
         self.gate.start_probes()
         self._state = _State.RUNNING
+        self._tracing.start()
         self._periodic.start()
         _log.info("scheduler.started", lanes=[ln.name for ln in self._ordered if ln.run_here])
 
@@ -600,7 +608,8 @@ class Scheduler:
         task = ticket.task
         started = clock.now()
         ticket.started_at = started
-        lane.wait_hist.observe(started - ticket.admitted_at)
+        admitted = ticket.admitted_at
+        lane.wait_hist.observe(started - admitted)
         handle = None
         if timeout is not None:
             ticket.timeout_at = started + timeout
@@ -612,15 +621,18 @@ class Scheduler:
             _log.debug("job.started", lane=lane.name, job_id=ticket.id)
         outcome = JobState.FAILED
         error: BaseException | None = None
+        tracing = self._tracing
+        span = _NO_SPAN if tracing.tracer is None else tracing.attempt(ticket, started - admitted)
         try:
-            awaitable = fn(*args)
-            if not hasattr(awaitable, "__await__"):
-                raise TypeError(
-                    f"{getattr(fn, '__qualname__', fn)!r} returned "
-                    f"{type(awaitable).__name__}, not an awaitable: call() runs "
-                    "coroutine functions (async def)"
-                )
-            result = await awaitable
+            with span:
+                awaitable = fn(*args)
+                if not hasattr(awaitable, "__await__"):
+                    raise TypeError(
+                        f"{getattr(fn, '__qualname__', fn)!r} returned "
+                        f"{type(awaitable).__name__}, not an awaitable: call() runs "
+                        "coroutine functions (async def)"
+                    )
+                result = await awaitable
             outcome = JobState.DONE
             return result
         except asyncio.CancelledError:
