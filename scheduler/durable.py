@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ._lane_state import LaneState, Ticket
 from .backlog import Backlog, JobRecord, Outcome
-from .backlog.base import CompletesAndClaims, WaitsForWork
+from .backlog.base import CANCEL_POLL, CompletesAndClaims, PushesCancels, WaitsForWork
 from .errors import BacklogError, JobCancelled
 from .logs import get_logger
 from .retry import RetryPolicy
@@ -58,6 +58,11 @@ _PACED_RECHECK = 0.05
 _PACED_LEAD = 0.05
 #: ... and waits at least this long between looks
 _PACED_MIN_WAIT = 0.002
+#: the ``cancel_reason`` of a job whose cancel was requested (``sched.cancel``)
+CANCEL_REASON = "cancelled on request"
+#: seconds between looks for cancel requests on a backend that pushes them (PostgreSQL
+#: NOTIFY): a safety net for a notification lost while its listener reconnected
+_CANCEL_POLL_PUSHED = 5.0
 #: seconds before the first look again after a claim found nothing, when the one
 #: before found work (doubling up to ``poll_interval``)
 _RECHECK_AFTER_WORK = 0.05
@@ -136,6 +141,8 @@ class DurableRunner:
         self._stopping = False
         self._wakeup: asyncio.Future[None] | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._tickets: dict[str, Ticket] = {}
+        self._unsubscribe: Callable[[], None] | None = None
         self._outcomes: list[Outcome] = []
         self._to_release: list[str] = []
         self._flushed = asyncio.Event()
@@ -156,7 +163,10 @@ class DurableRunner:
             asyncio.create_task(self._claim_loop(), name=f"floodgate-claim-{self.lane.name}"),
             asyncio.create_task(self._flush_loop(), name=f"floodgate-complete-{self.lane.name}"),
             asyncio.create_task(self._heartbeat_loop(), name=f"floodgate-lease-{self.lane.name}"),
+            asyncio.create_task(self._cancel_loop(), name=f"floodgate-cancel-{self.lane.name}"),
         ]
+        if isinstance(self._backlog, PushesCancels):
+            self._unsubscribe = self._backlog.on_cancel(self.cancel_local)
 
     def stop_claiming(self) -> None:
         self._stopping = True
@@ -187,6 +197,9 @@ class DurableRunner:
         finally:
             if timer is not None:
                 timer.cancel()
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+                self._unsubscribe = None
             for task in self._tasks[1:]:
                 task.cancel()
             await asyncio.gather(*self._tasks[1:], return_exceptions=True)
@@ -347,9 +360,11 @@ class DurableRunner:
         job_id = record.id
         task = asyncio.create_task(self._execute(record, ticket), name=f"floodgate-job-{job_id}")
         self._running[job_id] = task
+        self._tickets[job_id] = ticket
 
         def forget(_: asyncio.Task[None]) -> None:
             self._running.pop(job_id, None)
+            self._tickets.pop(job_id, None)
 
         task.add_done_callback(forget)
 
@@ -364,6 +379,10 @@ class DurableRunner:
         ticket.priority = record.priority
         waited = max(0.0, clock.wall() - record.run_at)
         ticket.admitted_at = clock.now() - waited
+        if ticket.cancel_reason == CANCEL_REASON:  # cancelled before it began
+            self._sched._release_unstarted(ticket)
+            self._finish(Outcome.cancelled(record.id, self._owner, attempt=record.attempts))
+            return
         task = sched._tasks.get(record.task)
         if task is None:
             known = ", ".join(sorted(sched._tasks)) or "none"
@@ -393,7 +412,11 @@ class DurableRunner:
         try:
             result = await sched._run(ticket, task.fn, args, task.timeout)
         except JobCancelled:
-            self._defer(record.id)  # shutdown: another worker runs it
+            if ticket.cancel_reason == CANCEL_REASON:
+                _log.info("job.cancelled", job_id=record.id, lane=self.lane.name, was="running")
+                self._finish(Outcome.cancelled(record.id, self._owner, attempt=record.attempts))
+            else:
+                self._defer(record.id)  # shutdown: another worker runs it
             return
         except Exception as exc:
             verdict = classify(exc, now=clock.wall())
@@ -621,3 +644,37 @@ class DurableRunner:
 
     def running_job_ids(self) -> list[str]:
         return list(self._running)
+
+    # -- cancellation ---------------------------------------------------------------
+
+    def cancel_local(self, job_id: str) -> bool:
+        """Cancel the job's task if it runs here (its outcome becomes ``CANCELLED``)."""
+        ticket = self._tickets.get(job_id)
+        if ticket is None or ticket.cancel_reason is not None:
+            return False
+        if ticket.task is None:  # claimed, not begun: _execute ends it unrun
+            ticket.cancel_reason = CANCEL_REASON
+        else:
+            ticket.cancel_task(CANCEL_REASON)
+        return True
+
+    async def _cancel_loop(self) -> None:
+        """While jobs run here, look for cancel requests from other processes: every
+        :data:`CANCEL_POLL` seconds (one read by id), or rarely where the backlog
+        pushes them (PostgreSQL NOTIFY), as a safety net."""
+        pushed = isinstance(self._backlog, PushesCancels)
+        interval = _CANCEL_POLL_PUSHED if pushed else CANCEL_POLL
+        clock = self._sched.clock
+        while True:
+            await clock.sleep(interval)
+            try:
+                await self.check_cancels()
+            except BacklogError as exc:
+                _log.warning("backlog.cancel_poll_failed", lane=self.lane.name, error=str(exc))
+
+    async def check_cancels(self) -> None:
+        """Cancel the jobs running here whose cancel was requested."""
+        ids = [i for i, t in self._tickets.items() if t.cancel_reason is None]
+        if ids:
+            for job_id in await self._backlog.cancel_requested(ids):
+                self.cancel_local(job_id)

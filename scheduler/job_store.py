@@ -22,15 +22,19 @@ from typing import TYPE_CHECKING, Any
 from ._lane_state import LaneState
 from ._validate import check_number
 from .backlog import Backlog, JobRecord, NewJob
+from .backlog.base import job_rank
 from .clock import Clock
 from .errors import ConfigError, Overloaded, UnknownJob
 from .jobs import Job, JobState
+from .logs import get_logger
 from .tasks import Task, encode_args
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
 
 __all__ = ["JobStore"]
+
+_log = get_logger()
 
 #: how long a durable lane's cached queued count is trusted (seconds)
 _COUNT_TTL = 1.0
@@ -147,6 +151,7 @@ class JobStore:
             task.retry.max_attempts,
             lane.max_queued,
         )
+        rank = job_rank(priority, due, lane.config.aging)
         new = [
             NewJob(
                 task=name,
@@ -160,6 +165,7 @@ class JobStore:
                 cost=job_cost,
                 max_queued=bound,
                 args=item,
+                rank=rank,
             )
             for item, text, key in zip(items, texts, keys, strict=True)
         ]
@@ -294,6 +300,38 @@ class JobStore:
     ) -> list[Job]:
         records = await self.backlog.list_jobs(state, lane, limit=limit, offset=offset)
         return [self.job_from(r) for r in records]
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel one job (see ``Scheduler.cancel``); ``False`` if it had finished."""
+        if not isinstance(job_id, str):
+            raise TypeError(f"job ids are str, got {type(job_id).__name__} {job_id!r}")
+        was = await self.backlog.cancel(job_id, now=self._clock.wall())
+        if was is None:
+            raise UnknownJob(job_id)
+        if was is JobState.RUNNING:
+            _log.info("job.cancel_requested", job_id=job_id)
+            for runner in self._sched._runners.values():  # it may run here: stop it now
+                runner.cancel_local(job_id)
+            return True
+        if was is not JobState.QUEUED:
+            return False
+        record = await self.backlog.get(job_id)
+        lane = None if record is None else self._sched._lanes.get(record.lane)
+        if lane is not None:
+            lane.cancelled += 1
+            lane.backlog_queued = max(0, lane.backlog_queued - 1)
+        _log.info("job.cancelled", job_id=job_id, was="queued")
+        self.finished([job_id])
+        return True
+
+    async def cancel_task(self, task: str) -> int:
+        """Cancel every queued and running job of ``task``; how many were reached."""
+        count = await self.backlog.cancel_task(task, now=self._clock.wall())
+        _log.info("job.cancelled_task", task=task, jobs=count)
+        for runner in self._sched._runners.values():  # those running here stop now
+            await runner.check_cancels()
+        self.finished(list(self._waiters))  # local waiters look again
+        return count
 
     async def requeue(self, job_id: str | None, all_dead: bool, lane: str | None) -> int:
         count = await self.backlog.requeue(

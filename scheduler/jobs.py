@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .clock import Clock
-from .errors import JobFailed
+from .errors import JobCancelled, JobFailed
 
 __all__ = ["Job", "JobContext", "JobState", "current_job"]
 
@@ -83,6 +83,8 @@ def current_job() -> JobContext:
 class _JobWaiter(Protocol):
     async def _wait_job(self, job_id: str, timeout: float | None) -> Job: ...
 
+    async def cancel(self, job_id: str) -> bool: ...
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Job:
@@ -115,12 +117,20 @@ class Job:
 
         Raises:
             JobFailed: the job ended ``DEAD`` (its error is on the exception).
+            JobCancelled: the job was cancelled (:meth:`cancel`) before it finished.
             TimeoutError: ``timeout`` seconds passed first; the job keeps going.
         """
         job = self if self.state.terminal else await self._owner._wait_job(self.id, timeout)
         if job.state is JobState.DONE:
             return job._value
+        if job.state is JobState.CANCELLED:
+            raise JobCancelled(job.id, job.error or "cancelled")
         raise JobFailed(job.id, job.error or job.state.value, attempts=job.attempts)
+
+    async def cancel(self) -> bool:
+        """Cancel the job (see :meth:`Scheduler.cancel <scheduler.Scheduler.cancel>`):
+        ``True`` if it was queued or running, ``False`` if it had already finished."""
+        return await self._owner.cancel(self.id)
 
     async def refresh(self) -> Job:
         """The job as it is now in the backlog."""

@@ -104,7 +104,9 @@ class Lane:
         durable: ``submit()`` of tasks on this lane is kept in the persistent backlog.
         gated: jobs start only while the scheduler's ``HealthGate`` is open.
         aging: seconds of waiting that improve a job's priority by one level
-            (``None``: no aging). Keeps low-priority work from starving.
+            (``None``: no aging). Keeps low-priority work from starving; on a
+            durable lane too, in the backlog's claim order (a job's rank is fixed
+            at submit, from the time it is due; every process must agree on it).
         reserved: with a scheduler-wide ``max_concurrency``, seats of the shared
             ceiling that only this lane may use, so no lane is starved to zero.
         tenants: how jobs with a ``tenant=`` share the lane (:class:`Tenants`):

@@ -927,6 +927,27 @@ class Scheduler:
             raise TypeError("requeue() takes a job id or all_dead=True (not both, not neither)")
         return await self._require_store().requeue(job_id, all_dead, lane)
 
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a durable job, from any process sharing the backlog.
+
+        A queued job is ``CANCELLED`` at once and never starts. A running one is
+        cancelled cooperatively: the process running it cancels its task (at
+        once here; within a second elsewhere) and it ends ``CANCELLED``, never
+        retried. Waiters on ``result()`` get ``JobCancelled``.
+
+        Returns ``True`` if the job was queued or running, ``False`` if it had
+        already finished (done, dead or cancelled): nothing changes then.
+
+        Raises:
+            UnknownJob: no job with that id (never submitted, or purged).
+        """
+        return await self._require_store().cancel(job_id)
+
+    async def cancel_task(self, task: str) -> int:
+        """:meth:`cancel` every queued and running job of the task named ``task``;
+        returns how many it reached."""
+        return await self._require_store().cancel_task(task)
+
     async def backlog_counts(self) -> dict[str, dict[str, int]]:
         """Durable jobs in the backlog: ``{lane: {state: count}}`` (empty states left out)."""
         return await self._require_store().backlog.counts()

@@ -145,3 +145,18 @@ async def test_mounted_under_a_prefix_the_dashboard_and_api_work(tmp_path: Path)
         assert "http" not in page.text.split("<script>")[1], "no URL outside the app"
         status = await client.get("/admin/api/status")
         assert status.json()["scheduler"]["state"] == "running"
+
+
+async def test_cancel_a_job_with_the_token(tmp_path: Path) -> None:
+    async with busy_scheduler(tmp_path / "a.db") as sched:
+        app = admin_app(sched, token=TOKEN)
+        async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:
+            queued = (await client.get("/api/jobs", params={"state": "queued"})).json()["jobs"]
+            path = f"/api/jobs/{queued[0]['id']}/cancel"
+            assert (await client.post(path)).status_code == 401
+            answer = await client.post(path, headers=AUTH)
+            assert answer.json() == {"cancelled": True, "state": "cancelled"}
+            again = await client.post(path, headers=AUTH)  # finished: a no-op answer
+            assert again.json() == {"cancelled": False, "state": "cancelled"}
+            assert (await client.post("/api/jobs/nope/cancel", headers=AUTH)).status_code == 404
+            assert (await sched.job(queued[0]["id"])).state is JobState.CANCELLED

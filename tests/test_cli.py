@@ -54,13 +54,13 @@ def test_status_reads_the_backlog_file(capsys: pytest.CaptureFixture[str], busy_
     code, out, _ = run(capsys, "status", "--backlog", str(busy_db))
     assert code == 0
     row = next(line.split() for line in out.splitlines() if line.startswith("batch"))
-    assert row[1:5] == ["3", "0", "0", "2"]  # queued running done dead
-    assert "total queued 3, running 0, done 0, dead 2" in out
+    assert row[1:6] == ["3", "0", "0", "2", "0"]  # queued running done dead cancelled
+    assert "total queued 3, running 0, done 0, dead 2, cancelled 0" in out
 
     code, out, _ = run(capsys, "status", "--app", APP, "--backlog", str(busy_db))
     row = next(line.split() for line in out.splitlines() if line.startswith("batch"))
     assert code == 0
-    assert row[5:] == ["4", "durable"]
+    assert row[6:] == ["4", "durable"]
 
     code, _, err = run(capsys, "status", "--backlog", str(busy_db.parent / "missing.db"))
     assert code == 1
@@ -101,6 +101,23 @@ def test_jobs_list_show_and_requeue(capsys: pytest.CaptureFixture[str], busy_db:
     code, out, _ = run(capsys, "jobs", "list", "--lane", "nope", "--backlog", db)
     assert code == 0
     assert out == "(no jobs)\n"
+
+
+def test_jobs_cancel(capsys: pytest.CaptureFixture[str], busy_db: Path) -> None:
+    db = str(busy_db)
+    queued = [r for r in records(busy_db) if r.state is JobState.QUEUED]  # type: ignore[attr-defined]
+    first = queued[0].id  # type: ignore[attr-defined]
+    code, out, _ = run(capsys, "jobs", "cancel", first, "--backlog", db)
+    assert (code, out) == (0, f"cancelled {first} (it was queued: it will not start)\n")
+    code, out, _ = run(capsys, "jobs", "cancel", first, "--backlog", db)
+    assert "had already finished (cancelled)" in out
+    code, _, err = run(capsys, "jobs", "cancel", "nope", "--backlog", db)
+    assert code == 1
+    assert "no job 'nope'" in err
+    task = queued[1].task  # type: ignore[attr-defined]
+    code, out, _ = run(capsys, "jobs", "cancel", "--task", task, "--backlog", db)
+    assert out == f"cancelled 2 jobs of {task}\n"
+    assert "cancelled" in run(capsys, "jobs", "list", "--state", "cancelled", "--backlog", db)[1]
 
 
 def test_submit_then_drain_until_empty(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ def admin_app(
     Endpoints: ``GET /`` dashboard, ``/healthz``, ``/readyz``, ``/metrics``,
     ``/api/status``, ``/api/history?since=``, ``/api/jobs?state=&lane=&limit=&offset=``,
     ``/api/jobs/{id}``;
-    ``POST /api/jobs/{id}/requeue``, ``/api/jobs/requeue-dead``,
+    ``POST /api/jobs/{id}/requeue``, ``/api/jobs/{id}/cancel``, ``/api/jobs/requeue-dead``,
     ``/api/gate/pause`` (JSON ``{"reason": ..., "fleet": false}``), ``/api/gate/resume``
     (JSON ``{"fleet": false}``; ``fleet: true`` reaches every process on the backlog).
     """
@@ -187,6 +187,7 @@ class _Admin:
             Route("/api/jobs/requeue-dead", mutate(self.requeue_dead), methods=["POST"]),
             Route("/api/jobs/{job_id}", self.show_job, methods=["GET"]),
             Route("/api/jobs/{job_id}/requeue", mutate(self.requeue_job), methods=["POST"]),
+            Route("/api/jobs/{job_id}/cancel", mutate(self.cancel_job), methods=["POST"]),
             Route("/api/gate/pause", mutate(self.pause), methods=["POST"]),
             Route("/api/gate/resume", mutate(self.resume), methods=["POST"]),
         ]
@@ -308,6 +309,14 @@ class _Admin:
         if job.state is not JobState.DEAD:
             return _error(409, f"job {job_id} is {job.state.value}; only dead jobs are requeued")
         return JSONResponse({"requeued": await self.sched.requeue(job_id)})
+
+    async def cancel_job(self, request: Request) -> Response:
+        """``{"cancelled": true}`` if the job was queued or running (a running one
+        stops within about a second), ``false`` with its ``state`` if it had finished."""
+        job_id = request.path_params["job_id"]
+        cancelled = await self.sched.cancel(job_id)
+        job = await self.sched.job(job_id)
+        return JSONResponse({"cancelled": cancelled, "state": job.state.value})
 
     async def requeue_dead(self, request: Request) -> Response:
         lane = request.query_params.get("lane") or None

@@ -23,8 +23,8 @@ from ..jobs import JobState
 from ._sqlite_schema import decode_row as _decode_row
 from .base import LEASE_LOST_FMT, BacklogFull, BacklogUnavailable, JobRecord
 
-_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.DONE, JobState.DEAD)
-if [s.value for s in _STATES] != ["queued", "running", "done", "dead"]:
+_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.DONE, JobState.DEAD, JobState.CANCELLED)
+if [s.value for s in _STATES] != ["queued", "running", "done", "dead", "cancelled"]:
     raise RuntimeError("the SQL below spells the job states out; update it with JobState")
 
 #: a schema name we are willing to put into SQL text (and a search_path)
@@ -108,6 +108,32 @@ BEGIN
     RETURNING j.*;
 END
 $fn$"""
+
+# v4: expired leases of jobs whose cancel was requested end CANCELLED first (never taken over).
+_CLAIM_FUNCTION_V4 = _CLAIM_FUNCTION.replace(
+    """    UPDATE floodgate_jobs
+       SET state = 'dead',""",
+    """    UPDATE floodgate_jobs
+       SET state = 'cancelled', error = p_cancelled_error, lease_owner = NULL,
+           lease_until = NULL, updated_at = p_now
+     WHERE seq IN (SELECT seq FROM floodgate_jobs
+                    WHERE lane = p_lane AND state = 'running' AND lease_until <= p_now
+                      AND cancel_requested_at IS NOT NULL
+                      FOR UPDATE SKIP LOCKED);
+    UPDATE floodgate_jobs
+       SET state = 'dead',""",
+).replace(
+    "p_max_running integer, p_lost_format text)",
+    "p_max_running integer, p_lost_format text, p_cancelled_error text)",
+)
+
+# v5: claim order by rank (base.job_rank), walking floodgate_jobs_queued (see migration 5).
+_CLAIM_FUNCTION_V5 = _CLAIM_FUNCTION_V4.replace(
+    "SELECT seq, priority, run_at FROM floodgate_jobs",
+    "SELECT seq, rank, run_at FROM floodgate_jobs",
+).replace("ORDER BY priority, run_at, seq", "ORDER BY rank, run_at, seq")
+if _CLAIM_FUNCTION_V5.count("rank, run_at, seq") != 3:
+    raise RuntimeError("the v5 claim function did not pick up the rank order")
 
 # Keeps floodgate_lane_queued (each lane's QUEUED count) true, once per statement over its
 # transition tables. Counter rows are taken in lane order, the order a submit locks them in
@@ -243,13 +269,33 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         _RECLAIM_DEAD_FUNCTION,
     ),
+    # 4: cancellation: when a cancel of a RUNNING job was requested (its lease holder ends
+    # it CANCELLED); the claim function, on the new row type, ends such jobs' expired
+    # leases CANCELLED (a new signature: the old function goes)
+    (
+        "ALTER TABLE floodgate_jobs ADD COLUMN cancel_requested_at double precision",
+        "DROP FUNCTION floodgate_claim(text, integer, text, double precision, double precision,"
+        " integer, text)",
+        _CLAIM_FUNCTION_V4,
+    ),
+    # 5: aging on durable lanes: the claim order's key, fixed at submit (base.job_rank);
+    # rows from before have no aging: their rank is their priority. A partial index walks
+    # a lane's queued jobs in claim order.
+    (
+        "ALTER TABLE floodgate_jobs ADD COLUMN rank double precision",
+        "UPDATE floodgate_jobs SET rank = priority",
+        "CREATE INDEX floodgate_jobs_queued ON floodgate_jobs (lane, rank, run_at, seq)"
+        " WHERE state = 'queued'",
+        _CLAIM_FUNCTION_V5,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: the columns of a job, in the order :func:`decode` reads them (the SQLite order)
 COLUMNS = (
     "seq, id, task, lane, args, priority, state, attempts, max_attempts, run_at, created_at,"
-    " updated_at, key, lease_owner, lease_until, result, error, traceback, deadline_at, cost"
+    " updated_at, key, lease_owner, lease_until, result, error, traceback, deadline_at, cost,"
+    " cancel_requested_at, rank"
 )
 
 # Sends one NOTIFY per lane of ``rows`` (a CTE with ``lane`` and ``run_at``) that has a job
@@ -259,26 +305,27 @@ _NOTIFY = """(SELECT count(pg_notify({channel}, l.lane)::text) FROM
     (SELECT DISTINCT lane FROM {rows} WHERE run_at <= {now}) l)"""
 
 # Params: ids, tasks, lanes, args, priorities, max_attempts, run_ats, keys, deadlines, nows,
-# costs (arrays, one element per job, in order), channel. Returns the ids actually inserted: a job
-# whose key is already stored is skipped (ON CONFLICT DO NOTHING) and looked up by key after.
+# costs (arrays, one element per job, in order), channel, ranks (an array). Returns the ids
+# actually inserted: a job whose key is already stored is skipped (ON CONFLICT DO NOTHING)
+# and looked up by key after.
 # ``seq`` is drawn in submission order (the FIFO tie-break), then rows go in by key, so two
 # batches sharing keys wait for each other's keys in one global order and cannot deadlock.
 SUBMIT = f"""
     WITH input AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[],
                              $6::int4[], $7::float8[], $8::text[], $9::float8[], $10::float8[],
-                             $11::float8[])
+                             $11::float8[], $13::float8[])
             WITH ORDINALITY AS t(id, task, lane, args, priority, max_attempts, run_at, key,
-                                 deadline_at, now, cost, ord)
+                                 deadline_at, now, cost, rank, ord)
     ), numbered AS (
         SELECT input.*, nextval('floodgate_jobs_seq') AS seq FROM input ORDER BY ord
     ), ins AS (
         INSERT INTO floodgate_jobs (seq, id, task, lane, args, priority, state, attempts,
                                     max_attempts, run_at, created_at, updated_at, key,
-                                    deadline_at, cost)
+                                    deadline_at, cost, rank)
         OVERRIDING SYSTEM VALUE
         SELECT seq, id, task, lane, args, priority, 'queued', 0, max_attempts, run_at, now,
-               now, key, deadline_at, cost
+               now, key, deadline_at, cost, rank
           FROM numbered ORDER BY key COLLATE "C" NULLS LAST, seq
         ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
         RETURNING id, lane, run_at, created_at
@@ -291,8 +338,9 @@ RETRY_CODES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_
 
 SELECT_BY_KEYS = f"SELECT {COLUMNS} FROM floodgate_jobs WHERE key = ANY($1::text[])"
 
-# Params: lane, limit, owner, lease_until, now, max_running (or NULL), LOST_FORMAT.
-CLAIM = f"SELECT {COLUMNS} FROM floodgate_claim($1, $2, $3, $4, $5, $6, $7)"
+# Params: lane, limit, owner, lease_until, now, max_running (or NULL), LOST_FORMAT,
+# CANCELLED_ERROR.
+CLAIM = f"SELECT {COLUMNS} FROM floodgate_claim($1, $2, $3, $4, $5, $6, $7, $8)"
 
 # Params: lane, owner, the lost claim's now and lease_until, channel, now. A claim whose answer
 # was lost with the connection may have committed: give back exactly the jobs it took (the
@@ -300,7 +348,8 @@ CLAIM = f"SELECT {COLUMNS} FROM floodgate_claim($1, $2, $3, $4, $5, $6, $7)"
 RELEASE_UNHEARD = f"""
     WITH upd AS (
         UPDATE floodgate_jobs
-           SET state = 'queued', attempts = greatest(attempts - 1, 0), lease_owner = NULL,
+           SET state = CASE WHEN cancel_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END,
+               attempts = greatest(attempts - 1, 0), lease_owner = NULL,
                lease_until = NULL, updated_at = $6
          WHERE lane = $1 AND state = 'running' AND lease_owner = $2 AND updated_at = $3
            AND lease_until = $4
@@ -338,7 +387,9 @@ COMPLETE = f"""
          ORDER BY j.seq, o.ord
     ), upd AS (
         UPDATE floodgate_jobs j
-           SET state = p.state, result = p.result, error = p.error, traceback = p.traceback,
+           SET state = CASE WHEN p.state = 'queued' AND j.cancel_requested_at IS NOT NULL
+                            THEN 'cancelled' ELSE p.state END,
+               result = p.result, error = p.error, traceback = p.traceback,
                run_at = COALESCE(p.run_at, j.run_at), lease_owner = NULL, lease_until = NULL,
                updated_at = $9
           FROM pick p
@@ -350,11 +401,14 @@ COMPLETE = f"""
     )
     SELECT (SELECT count(*) FROM upd), {_NOTIFY.format(channel="$10", rows="due", now="$9")}"""
 
-# Params: now, ids, owner, channel.
+# Params: now, ids, owner, channel, error of a cancelled job. A job whose cancel was
+# requested ends CANCELLED instead of going back to the queue.
 RELEASE = f"""
     WITH upd AS (
         UPDATE floodgate_jobs
-           SET state = 'queued', attempts = greatest(attempts - 1, 0), lease_owner = NULL,
+           SET state = CASE WHEN cancel_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END,
+               error = CASE WHEN cancel_requested_at IS NULL THEN error ELSE $5 END,
+               attempts = greatest(attempts - 1, 0), lease_owner = NULL,
                lease_until = NULL, updated_at = $1
          WHERE id = ANY($2::text[]) AND state = 'running' AND lease_owner = $3
         RETURNING lane, run_at
@@ -365,14 +419,14 @@ _REQUEUE = """
     WITH upd AS (
         UPDATE floodgate_jobs
            SET state = 'queued', attempts = 0, run_at = $1, lease_owner = NULL,
-               lease_until = NULL, updated_at = $1
+               lease_until = NULL, updated_at = $1, cancel_requested_at = NULL
          WHERE {where} AND (${lane}::text IS NULL OR lane = ${lane})
         RETURNING lane, run_at
     )
     SELECT (SELECT count(*) FROM upd), {notify}"""
 # Params: now, job id, lane (or NULL), channel. Also revives a row whose state is unreadable.
 REQUEUE_ONE = _REQUEUE.format(
-    where="id = $2 AND state NOT IN ('queued', 'running', 'done')",
+    where="id = $2 AND state NOT IN ('queued', 'running', 'done', 'cancelled')",
     lane=3,
     notify=_NOTIFY.format(channel="$4", rows="upd", now="$1"),
 )
@@ -384,8 +438,43 @@ REQUEUE_DEAD = _REQUEUE.format(
 # Params: finished_before, chunk.
 PURGE = """
     DELETE FROM floodgate_jobs WHERE seq IN (
-        SELECT seq FROM floodgate_jobs WHERE state = 'done' AND updated_at < $1
+        SELECT seq FROM floodgate_jobs WHERE state IN ('done', 'cancelled') AND updated_at < $1
          LIMIT $2 FOR UPDATE SKIP LOCKED)"""
+
+# Cancellation. Params: id. Locks the row: a claim holding it is waited for (then the job is
+# RUNNING); a claim after it skips it (SKIP LOCKED) and finds it CANCELLED once we commit.
+CANCEL_LOCK = "SELECT state FROM floodgate_jobs WHERE id = $1 FOR UPDATE"
+# Params: id, now, error, cancel channel. Sends the id on the cancel channel for a running job.
+CANCEL = """
+    WITH upd AS (
+        UPDATE floodgate_jobs
+           SET state = CASE state WHEN 'queued' THEN 'cancelled' ELSE state END,
+               error = CASE state WHEN 'queued' THEN $3 ELSE error END,
+               updated_at = CASE state WHEN 'queued' THEN $2 ELSE updated_at END,
+               cancel_requested_at = CASE state WHEN 'running'
+                                     THEN coalesce(cancel_requested_at, $2) END
+         WHERE id = $1 AND state IN ('queued', 'running')
+        RETURNING id, state
+    )
+    SELECT count(pg_notify($4, id)) FROM upd WHERE state = 'running'"""
+# Params: task, now, error, cancel channel. Jobs claimed at this very moment may be missed
+# (the claim holds their rows): run it again to catch them.
+CANCEL_TASK = """
+    WITH q AS (
+        UPDATE floodgate_jobs SET state = 'cancelled', error = $3, updated_at = $2
+         WHERE task = $1 AND state = 'queued'
+        RETURNING id
+    ), r AS (
+        UPDATE floodgate_jobs SET cancel_requested_at = $2
+         WHERE task = $1 AND state = 'running' AND cancel_requested_at IS NULL
+        RETURNING id
+    )
+    SELECT (SELECT count(*) FROM q) + (SELECT count(*) FROM r),
+           (SELECT count(pg_notify($4, id)) FROM r)"""
+# Params: ids.
+CANCEL_REQUESTED = """
+    SELECT id FROM floodgate_jobs
+     WHERE id = ANY($1::text[]) AND state = 'running' AND cancel_requested_at IS NOT NULL"""
 # Params: lane. The lane's QUEUED count (migration 3's triggers keep it); no row: none.
 QUEUED_COUNT = "SELECT n FROM floodgate_lane_queued WHERE lane = $1"
 
@@ -441,12 +530,13 @@ def create_schema(schema: str) -> str:
     return f'CREATE SCHEMA IF NOT EXISTS "{check_schema(schema)}"'
 
 
-def channel_for(schema: str) -> str:
-    """The LISTEN/NOTIFY channel of the backlog in ``schema`` (under 64 bytes)."""
-    channel = f"floodgate:{schema}"
+def channel_for(schema: str, prefix: str = "floodgate") -> str:
+    """The LISTEN/NOTIFY channel of the backlog in ``schema`` (under 64 bytes); the
+    ``floodgate-cancel`` prefix names its channel of cancel requests."""
+    channel = f"{prefix}:{schema}"
     if len(channel.encode()) < 64:
         return channel
-    return "floodgate:" + hashlib.sha256(schema.encode()).hexdigest()[:32]
+    return f"{prefix}:" + hashlib.sha256(schema.encode()).hexdigest()[:32]
 
 
 def decode(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:

@@ -20,7 +20,16 @@ from ..errors import BacklogError, Overloaded
 from ..jobs import JobState
 from . import _owners
 from . import _sqlite_schema as sql
-from .base import LEASE_LOST_FMT, JobRecord, NewJob, admit, bounded_lanes, claim_room, new_record
+from .base import (
+    CANCELLED_ERROR,
+    LEASE_LOST_FMT,
+    JobRecord,
+    NewJob,
+    admit,
+    bounded_lanes,
+    claim_room,
+    new_record,
+)
 
 __all__ = [
     "Conn",
@@ -108,7 +117,7 @@ def insert(db: Conn, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
             inserts.append(
                 (record.id, job.task, job.lane, job.args_json, record.priority, _Q,
                  job.max_attempts, record.run_at, now, now, job.key, job.deadline_at,
-                 record.cost)
+                 record.cost, record.rank)
             )  # fmt: skip
             records.append(record)
         results.append(records)
@@ -142,6 +151,7 @@ def claim(
     first (the caller's ``BEGIN IMMEDIATE`` holds the write lock, so the count
     stays true).
     """
+    db.execute(sql.CANCEL_EXPIRED, (CANCELLED_ERROR, now, lane, now))
     db.execute(sql.KILL_LOST, (_DEAD, LEASE_LOST_FMT, now, lane, now))
     if max_running is not None:
         live = fetch(db, sql.LIVE_LEASES, (lane, now, owner))[0][0]
@@ -171,7 +181,7 @@ def claim(
             found.append((seq, record))
         if not corrupt:
             break
-    found.sort(key=lambda sr: (sr[1].priority, sr[1].run_at, sr[0]))
+    found.sort(key=lambda sr: (*sr[1].order, sr[0]))
     return [record for _, record in found]
 
 

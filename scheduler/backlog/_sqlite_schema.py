@@ -98,24 +98,40 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # not with two trigger statements per row
         "DROP TRIGGER jobs_queued_insert",
     ),
+    # 5: cancellation: when a cancel of a RUNNING job was requested (its lease holder
+    # ends it CANCELLED); finished CANCELLED jobs are purged like DONE ones
+    (
+        "ALTER TABLE jobs ADD COLUMN cancel_requested_at REAL",
+        "CREATE INDEX jobs_cancelled ON jobs (updated_at) WHERE state = 'cancelled'",
+    ),
+    # 6: aging on durable lanes: the claim order's key, fixed at submit (base.job_rank);
+    # rows from before have no aging: their rank is their priority
+    (
+        "ALTER TABLE jobs ADD COLUMN rank REAL",
+        "UPDATE jobs SET rank = priority",
+        "DROP INDEX jobs_queued",
+        "CREATE INDEX jobs_queued ON jobs (lane, rank, run_at, seq) WHERE state = 'queued'",
+    ),
 )
-if (JobState.QUEUED.value, JobState.RUNNING.value, JobState.DONE.value) != (
-    "queued",
-    "running",
-    "done",
-):
-    raise RuntimeError("migrations 3-4 and the queries spell states out; update them")
+if (
+    JobState.QUEUED.value,
+    JobState.RUNNING.value,
+    JobState.DONE.value,
+    JobState.CANCELLED.value,
+) != ("queued", "running", "done", "cancelled"):
+    raise RuntimeError("migrations 3-5 and the queries spell states out; update them")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 COLUMNS = (
     "seq, id, task, lane, args, priority, state, attempts, max_attempts, run_at, created_at,"
-    " updated_at, key, lease_owner, lease_until, result, error, traceback, deadline_at, cost"
+    " updated_at, key, lease_owner, lease_until, result, error, traceback, deadline_at, cost,"
+    " cancel_requested_at, rank"
 )
 
 INSERT = (
     "INSERT INTO jobs (id, task, lane, args, priority, state, attempts, max_attempts, run_at,"
-    " created_at, updated_at, key, deadline_at, cost)"
-    " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)"
+    " created_at, updated_at, key, deadline_at, cost, rank)"
+    " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -128,16 +144,16 @@ def select_by_keys(n: int) -> str:
 # Params: lane, now, n, lane, now, n, n.
 _CANDIDATES = """
     SELECT seq FROM (
-        SELECT seq, priority, run_at FROM (
-            SELECT seq, priority, run_at FROM jobs
+        SELECT seq, rank, run_at FROM (
+            SELECT seq, rank, run_at FROM jobs
             WHERE lane = ? AND state = 'queued' AND run_at <= ?
-            ORDER BY priority, run_at, seq LIMIT ?)
+            ORDER BY rank, run_at, seq LIMIT ?)
         UNION ALL
-        SELECT seq, priority, run_at FROM (
-            SELECT seq, priority, run_at FROM jobs
+        SELECT seq, rank, run_at FROM (
+            SELECT seq, rank, run_at FROM jobs
             WHERE lane = ? AND state = 'running' AND lease_until <= ?
-            ORDER BY priority, run_at, seq LIMIT ?)
-    ) ORDER BY priority, run_at, seq LIMIT ?"""
+            ORDER BY rank, run_at, seq LIMIT ?)
+    ) ORDER BY rank, run_at, seq LIMIT ?"""
 
 # Params: running, owner, lease_until, now, *candidate params.
 CLAIM_RETURNING = f"""
@@ -159,6 +175,14 @@ KILL_LOST = """
         lease_until = NULL, updated_at = ?
     WHERE lane = ? AND state = 'running' AND lease_until <= ? AND attempts >= max_attempts"""
 
+# Params: error, now, lane, now. Expired leases of jobs whose cancel was requested end
+# CANCELLED (they are not taken over).
+CANCEL_EXPIRED = """
+    UPDATE jobs SET state = 'cancelled', error = ?, lease_owner = NULL, lease_until = NULL,
+        updated_at = ?
+    WHERE lane = ? AND state = 'running' AND lease_until <= ?
+        AND cancel_requested_at IS NOT NULL"""
+
 # Params: dead, error, now, seq.
 KILL_CORRUPT = (
     "UPDATE jobs SET state = ?, error = ?, lease_owner = NULL, lease_until = NULL,"
@@ -168,24 +192,68 @@ KILL_CORRUPT = (
 # A lease is held while the job is RUNNING under the same owner.
 _HELD = "id = ? AND state = ? AND lease_owner = ?"
 HEARTBEAT = f"UPDATE jobs SET lease_until = ? WHERE {_HELD}"
-# Params: state, result, error, traceback, run_at (None keeps it), now, id, running, owner,
-# attempt, attempt (None: any attempt).
+# Params: state, state, result, error, traceback, run_at (None keeps it), now, id, running,
+# owner, attempt, attempt (None: any attempt). A retry of a job whose cancel was requested
+# ends it CANCELLED instead.
 COMPLETE = f"""
-    UPDATE jobs SET state = ?, result = ?, error = ?, traceback = ?,
+    UPDATE jobs SET
+        state = CASE WHEN ? = 'queued' AND cancel_requested_at IS NOT NULL
+                     THEN 'cancelled' ELSE ? END,
+        result = ?, error = ?, traceback = ?,
         run_at = COALESCE(?, run_at), lease_owner = NULL, lease_until = NULL, updated_at = ?
     WHERE {_HELD} AND (? IS NULL OR attempts = ?)"""
+# Params: queued, error of a cancelled job, now, id, running, owner. A job whose cancel was
+# requested ends CANCELLED instead of going back to the queue.
 RELEASE = f"""
-    UPDATE jobs SET state = ?, attempts = MAX(attempts - 1, 0), lease_owner = NULL,
+    UPDATE jobs SET
+        state = CASE WHEN cancel_requested_at IS NULL THEN ? ELSE 'cancelled' END,
+        error = CASE WHEN cancel_requested_at IS NULL THEN error ELSE ? END,
+        attempts = MAX(attempts - 1, 0), lease_owner = NULL,
         lease_until = NULL, updated_at = ?
     WHERE {_HELD}"""
 REQUEUE = """
     UPDATE jobs SET state = ?, attempts = 0, run_at = ?, lease_owner = NULL, lease_until = NULL,
-        updated_at = ?
+        updated_at = ?, cancel_requested_at = NULL
     WHERE """
-# Params: finished_before, limit.
-PURGE = """
-    DELETE FROM jobs WHERE seq IN (
-        SELECT seq FROM jobs WHERE state = 'done' AND updated_at < ? LIMIT ?)"""
+# Params: finished_before, limit (each; one per finished state that is purged).
+PURGE = (
+    """DELETE FROM jobs WHERE seq IN (
+        SELECT seq FROM jobs WHERE state = 'done' AND updated_at < ? LIMIT ?)""",
+    """DELETE FROM jobs WHERE seq IN (
+        SELECT seq FROM jobs WHERE state = 'cancelled' AND updated_at < ? LIMIT ?)""",
+)
+# Cancellation. Params: id.
+CANCEL_STATE = "SELECT state FROM jobs WHERE id = ?"
+# Params: error, now, id.
+CANCEL_QUEUED = (
+    "UPDATE jobs SET state = 'cancelled', error = ?, updated_at = ? WHERE id = ?"
+    " AND state = 'queued'"
+)
+# Params: now, id.
+CANCEL_RUNNING = (
+    "UPDATE jobs SET cancel_requested_at = ? WHERE id = ? AND state = 'running'"
+    " AND cancel_requested_at IS NULL"
+)
+# Params: error, now, task.
+CANCEL_TASK_QUEUED = (
+    "UPDATE jobs SET state = 'cancelled', error = ?, updated_at = ? WHERE task = ?"
+    " AND state = 'queued'"
+)
+# Params: now, task.
+CANCEL_TASK_RUNNING = (
+    "UPDATE jobs SET cancel_requested_at = ? WHERE task = ? AND state = 'running'"
+    " AND cancel_requested_at IS NULL"
+)
+
+
+def cancel_requested(n: int) -> str:
+    """Which of ``n`` job ids (the params) run with a cancel requested."""
+    return (
+        f"SELECT id FROM jobs WHERE id IN ({', '.join('?' * n)}) AND state = 'running'"
+        " AND cancel_requested_at IS NOT NULL"
+    )
+
+
 # The lane's jobs running under a live lease of another owner (a fleet-wide ceiling's count).
 # Params: lane, now, owner.
 LIVE_LEASES = (
@@ -251,7 +319,7 @@ def decode_row(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
     """
     (seq, id_, task, lane, args, priority, state, attempts, max_attempts, run_at) = row[:10]
     (created_at, updated_at, key, owner, lease_until, result, error, tb, deadline_at) = row[10:19]
-    cost = row[19]
+    cost, cancel_at, rank = row[19], row[20], row[21]
     # the common case, every column of its type, in one go; anything else is looked
     # at field by field below
     if (
@@ -269,6 +337,8 @@ def decode_row(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
         and type(lease_until) in _OPT_NUMBER
         and type(deadline_at) in _OPT_NUMBER
         and type(cost) in _OPT_NUMBER
+        and type(cancel_at) in _OPT_NUMBER
+        and type(rank) in _OPT_NUMBER
         and type(key) in _OPT_TEXT
         and type(owner) in _OPT_TEXT
         and type(error) in _OPT_TEXT
@@ -288,6 +358,8 @@ def decode_row(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
                     owner, None if lease_until is None else float(lease_until), value, error, tb,
                     None if deadline_at is None else float(deadline_at),
                     None if cost is None else float(cost),
+                    None if cancel_at is None else float(cancel_at),
+                    float(priority) if rank is None else float(rank),
                 )  # fmt: skip
                 return int(seq), record, None
     return _decode_fields(row)
@@ -309,7 +381,7 @@ def _decode_fields(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
 
     (seq, id_, task, lane, args, priority, state, attempts, max_attempts, run_at) = row[:10]
     (created_at, updated_at, key, owner, lease_until, result, error, tb, deadline_at) = row[10:19]
-    cost = row[19]
+    cost, cancel_at, rank = row[19], row[20], row[21]
     record = JobRecord(
         id=str(id_),
         task=str(task),
@@ -330,6 +402,8 @@ def _decode_fields(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
         traceback=None if tb is None else str(tb),
         deadline_at=opt_number("deadline_at", deadline_at),
         cost=opt_number("cost", cost),
+        cancel_requested_at=opt_number("cancel_requested_at", cancel_at),
+        rank=opt_number("rank", rank),
     )
     if not problems:
         return int(seq), record, None

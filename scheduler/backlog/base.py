@@ -3,10 +3,11 @@
 The life of a durable job::
 
     submit ─► QUEUED ──claim──► RUNNING ──complete(done)──► DONE ──purge──► (deleted)
-               ▲  ▲               │ │ │
-               │  └──release──────┘ │ └──complete(dead)──► DEAD ──requeue──┐
-               │                    └──complete(retry, run_at)──┐          │
-               └────────────────────────────────────────────────┴──────────┘
+               ▲  ▲ │             │ │ │
+               │  └─┼─release─────┘ │ └──complete(dead)──► DEAD ──requeue──┐
+               │    │               └──complete(retry, run_at)──┐          │
+               └────┼───────────────────────────────────────────┴──────────┘
+                    └─cancel──► CANCELLED ◄──complete(cancelled)── RUNNING (cancel requested)
 
 Rules every implementation keeps (the contract suite in ``tests/backlog``
 checks them against each backend):
@@ -15,8 +16,13 @@ checks them against each backend):
   (epoch seconds); a backlog never reads a clock, so tests control time and
   several processes share one time base.
 - **Order.** ``claim`` takes the lane's due jobs (``QUEUED`` with
-  ``run_at <= now``) by ``priority`` (lower first), then ``run_at``, then
-  insertion order. A scheduled retry is just ``QUEUED`` with a future ``run_at``.
+  ``run_at <= now``) by ``rank`` (lower first), then ``run_at``, then
+  insertion order. ``rank`` is fixed at submit (:attr:`NewJob.rank`): the
+  job's ``priority``, or on a lane with aging ``priority + run_at / aging``,
+  the key under which every waiting job ages at the same rate (see
+  :mod:`scheduler.lanes`). Retries, releases and requeues keep it, so a job
+  never loses the age it has. A scheduled retry is just ``QUEUED`` with a
+  future ``run_at``.
 - **Leases.** A claim sets ``RUNNING``, adds one to ``attempts`` and lends the
   job to ``owner`` until ``lease_until``; ``heartbeat`` extends it. Once the
   lease has passed, the next ``claim`` on the lane may take the job over
@@ -48,6 +54,16 @@ checks them against each backend):
   a claim finds them, as if they had expired (``backlog.dead_owner_reclaimed``
   is logged); anything it cannot judge waits for the lease.
 - **Durability.** ``submit`` returns only once its jobs are stored.
+- **Cancellation.** ``cancel(id)`` ends a ``QUEUED`` job ``CANCELLED`` at once,
+  in one atomic step: a claim racing it either took the job first (then it is
+  ``RUNNING``) or never sees it. On a ``RUNNING`` job it only records the
+  request (``cancel_requested_at``); the lease holder learns of it
+  (:meth:`Backlog.cancel_requested`, or a ``NOTIFY`` on PostgreSQL), cancels
+  the job's task and writes ``Outcome.cancelled``. While a cancel is
+  requested, a ``retry`` outcome, a ``release`` and a claim taking over an
+  expired lease all end the job ``CANCELLED`` instead: it never runs again.
+  ``done`` and ``dead`` outcomes still apply (the job ended first). A
+  finished job (``DONE``, ``DEAD``, ``CANCELLED``) is left as it is.
 - **Corrupt rows** (args/result not JSON, unknown state, ...) never crash a
   call: ``claim`` moves such a job to ``DEAD`` with ``error="corrupt row: ..."``
   and goes on; ``get``/``list_jobs`` return it with ``error`` set.
@@ -76,7 +92,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
@@ -85,6 +101,8 @@ from ..errors import BacklogError, Overloaded
 from ..jobs import JobState
 
 __all__ = [
+    "CANCELLED_ERROR",
+    "CANCEL_POLL",
     "DURABLE_STATES",
     "LEASE_LOST_FMT",
     "AsyncContext",
@@ -97,13 +115,26 @@ __all__ = [
     "NewJob",
     "Outcome",
     "OutcomeKind",
+    "PushesCancels",
     "WaitsForWork",
 ]
 
 #: The states a durable job can be in.
-DURABLE_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.DONE, JobState.DEAD)
+DURABLE_STATES = (
+    JobState.QUEUED,
+    JobState.RUNNING,
+    JobState.DONE,
+    JobState.DEAD,
+    JobState.CANCELLED,
+)
 
-OutcomeKind = Literal["done", "retry", "dead"]
+OutcomeKind = Literal["done", "retry", "dead", "cancelled"]
+
+#: the ``error`` of a job ended by a cancel request
+CANCELLED_ERROR = "cancelled on request"
+#: seconds between a claimer's looks for cancel requests of the jobs it runs, on a
+#: backend that cannot push them (SQLite, memory)
+CANCEL_POLL = 0.25
 
 
 class BacklogLocked(BacklogError):
@@ -134,9 +165,9 @@ class NewJob:
     ``cost``: tokens the job draws from its upstream's token-rate limit when it
     starts; ``None`` means the task's default cost. ``max_queued``: refuse the
     job (``Overloaded``) if its lane already holds this many ``QUEUED`` jobs;
-    ``None``: no bound. ``args``: the decoded ``args_json`` when the caller has it
-    (a submitter that encoded it), so the backlog need not decode it again; it is
-    trusted to be ``json.loads(args_json)``.
+    ``None``: no bound. ``rank``: see :func:`job_rank`. ``args``: the decoded
+    ``args_json`` when the caller has it (a submitter that encoded it), so the backlog
+    need not decode it again; it is trusted to be ``json.loads(args_json)``.
     """
 
     task: str
@@ -150,6 +181,8 @@ class NewJob:
     cost: float | None = None
     max_queued: int | None = None
     args: list[Any] | None = field(default=None, compare=False, repr=False)
+    #: the claim-order key (lower first); ``None``: ``priority`` (a lane without aging)
+    rank: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +209,16 @@ class JobRecord:
     deadline_at: float | None = None
     #: tokens drawn from the upstream's token-rate limit; ``None``: the task's default
     cost: float | None = None
+    #: when a cancel of the job was requested while it ran (``None``: never)
+    cancel_requested_at: float | None = None
+    #: the claim-order key (``priority``, or with aging ``priority + run_at / aging``);
+    #: ``None`` reads as ``priority``
+    rank: float | None = None
+
+    @property
+    def order(self) -> tuple[float, float]:
+        """``(rank, run_at)``: the claim order (ties: insertion order)."""
+        return (self.priority if self.rank is None else self.rank, self.run_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +227,8 @@ class Outcome:
 
     ``done`` stores ``result_json`` (and clears any earlier error); ``retry``
     queues the job again at ``run_at`` keeping ``error``; ``dead`` ends it
-    with ``error`` and ``traceback``.
+    with ``error`` and ``traceback``; ``cancelled`` ends it ``CANCELLED`` (its
+    task was cancelled on request).
     """
 
     job_id: str
@@ -200,8 +244,10 @@ class Outcome:
     attempt: int | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("done", "retry", "dead"):
-            raise ValueError(f"outcome kind must be done, retry or dead, not {self.kind!r}")
+        if self.kind not in ("done", "retry", "dead", "cancelled"):
+            raise ValueError(
+                f"outcome kind must be done, retry, dead or cancelled, not {self.kind!r}"
+            )
         if self.kind == "retry" and self.run_at is None:
             raise ValueError("a retry outcome needs run_at")
         if self.result_json is not None:
@@ -240,6 +286,10 @@ class Outcome:
     ) -> Outcome:
         return cls(job_id, owner, "dead", error=error, traceback=traceback, attempt=attempt)
 
+    @classmethod
+    def cancelled(cls, job_id: str, owner: str, *, attempt: int | None = None) -> Outcome:
+        return cls(job_id, owner, "cancelled", error=CANCELLED_ERROR, attempt=attempt)
+
 
 def decode_json(text: str, what: str) -> Any:
     """``json.loads`` with a ``ValueError`` that names the field."""
@@ -263,6 +313,8 @@ def validate_new_job(job: NewJob) -> list[Any]:
         raise ValueError(f"a job needs a task and a lane, got {job.task!r}/{job.lane!r}")
     if math.isnan(job.priority) or math.isnan(job.run_at):
         raise ValueError("priority and run_at must be numbers, not NaN")
+    if job.rank is not None and not math.isfinite(job.rank):
+        raise ValueError(f"rank must be a finite number or None, got {job.rank!r}")
     if job.max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {job.max_attempts}")
     if job.cost is not None:
@@ -323,6 +375,18 @@ def bounded_lanes(calls: Iterable[Sequence[NewJob]]) -> list[str]:
     return sorted({job.lane for jobs in calls for job in jobs if job.max_queued is not None})
 
 
+def job_rank(priority: float, run_at: float, aging: float | None) -> float:
+    """The claim-order key of a job due at ``run_at`` (epoch s) in a lane with
+    ``aging`` (seconds per priority level; ``None``: no aging).
+
+    Waiting ``aging`` seconds is worth one priority level: at time ``t`` a job's
+    effective priority is ``priority - (t - run_at) / aging``, which differs from
+    this fixed key by ``t / aging``, the same for every job of the lane, so the
+    order by key is the order by effective priority, without re-sorting.
+    """
+    return float(priority) if aging is None else float(priority) + float(run_at) / aging
+
+
 def new_job_id() -> str:
     """A fresh job id: 32 hex digits, milliseconds since the epoch (12) then 80 random
     bits (20). Time-ordered, so inserts land at the end of the id index (uuid4's land
@@ -347,6 +411,7 @@ def new_record(job: NewJob, args: list[Any], now: float) -> JobRecord:
         key=job.key,
         deadline_at=job.deadline_at,
         cost=None if job.cost is None else float(job.cost),
+        rank=float(job.priority) if job.rank is None else float(job.rank),
     )
 
 
@@ -447,12 +512,29 @@ class Backlog(Protocol):
         """
         ...
 
+    async def cancel(self, job_id: str, *, now: float) -> JobState | None:
+        """Cancel one job; the state it was in when the request landed (``None``: no such job).
+
+        ``QUEUED``: it is ``CANCELLED`` now. ``RUNNING``: the request is recorded
+        for its lease holder (see the module docstring). Anything else: it had
+        finished already and is left as it is.
+        """
+        ...
+
+    async def cancel_task(self, task: str, *, now: float) -> int:
+        """:meth:`cancel` every ``QUEUED`` and ``RUNNING`` job of ``task``; count them."""
+        ...
+
+    async def cancel_requested(self, job_ids: Sequence[str]) -> list[str]:
+        """Those of ``job_ids`` that are ``RUNNING`` with a cancel requested."""
+        ...
+
     async def counts(self) -> dict[str, dict[str, int]]:
         """``{lane: {state value: n}}``; states with no jobs are left out."""
         ...
 
     async def purge(self, finished_before: float) -> int:
-        """Delete DONE jobs last updated before ``finished_before``; count them."""
+        """Delete DONE and CANCELLED jobs last updated before ``finished_before``; count them."""
         ...
 
     async def queued_count(self, lane: str, *, limit: int | None = None) -> int:
@@ -489,6 +571,17 @@ class CompletesAndClaims(Protocol):
         Returns how many outcomes applied and the claimed records (in claim
         order). A failure stores neither the outcomes nor the claim.
         """
+        ...
+
+
+@runtime_checkable
+class PushesCancels(Protocol):
+    """A backlog that tells its claimers of cancel requests as they land (optional)."""
+
+    def on_cancel(self, callback: Callable[[str], object]) -> Callable[[], None]:
+        """Call ``callback(job_id)`` for each cancel request of a running job heard
+        from any process; returns the call that stops it. A hint: claimers still look
+        now and then (:meth:`Backlog.cancel_requested`)."""
         ...
 
 

@@ -6,7 +6,7 @@ backlog (the contract suite runs against both); nothing outlives the process.
 Rows keep their JSON as text and decode it on every read, so records handed
 out are copies, as they would be from a database. Per lane, QUEUED jobs sit
 in one of two heaps: *delayed* ``(run_at, seq)`` until they are due, then
-*ready* ``(priority, run_at, seq)``. Heap entries carry the row's version;
+*ready* ``(rank, run_at, seq)``. Heap entries carry the row's version;
 an entry whose row moved on (claimed, requeued, purged) is stale and skipped.
 RUNNING ids are kept per lane so expired leases are found without a scan.
 """
@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 from ..errors import BacklogError
 from ..jobs import JobState
 from .base import (
+    CANCELLED_ERROR,
     AsyncContext,
     JobRecord,
     NewJob,
@@ -40,7 +41,7 @@ from .base import (
 
 __all__ = ["MemoryBacklog"]
 
-# ready: (priority, run_at, seq, version, id); delayed: (run_at, 0.0, seq, version, id)
+# ready: (rank, run_at, seq, version, id); delayed: (run_at, 0.0, seq, version, id)
 _Entry = tuple[float, float, int, int, str]
 
 
@@ -69,6 +70,8 @@ class _Row:
     result_json: str | None = None
     error: str | None = None
     traceback: str | None = None
+    cancel_requested_at: float | None = None
+    rank: float = 0.0
     version: int = 0
 
     def record(self) -> JobRecord:
@@ -79,11 +82,11 @@ class _Row:
 
     @property
     def order(self) -> tuple[float, float, int]:
-        return (self.priority, self.run_at, self.seq)
+        return (self.rank, self.run_at, self.seq)
 
 
 def _ready_entry(row: _Row) -> _Entry:
-    return (row.priority, row.run_at, row.seq, row.version, row.id)
+    return (row.rank, row.run_at, row.seq, row.version, row.id)
 
 
 def _delayed_entry(row: _Row) -> _Entry:
@@ -175,6 +178,7 @@ class MemoryBacklog(AsyncContext):
                 key=job.key,
                 deadline_at=job.deadline_at,
                 cost=None if job.cost is None else float(job.cost),
+                rank=float(job.priority) if job.rank is None else float(job.rank),
             )
             self._rows[row.id] = row
             if job.key is not None:
@@ -243,7 +247,10 @@ class MemoryBacklog(AsyncContext):
             row = self._rows[job_id]
             if row.lease_until is None or row.lease_until > now:
                 continue
-            if row.attempts >= row.max_attempts:
+            if row.cancel_requested_at is not None:
+                row.error = CANCELLED_ERROR
+                self._move(row, JobState.CANCELLED, now)
+            elif row.attempts >= row.max_attempts:
                 self._move(row, JobState.DEAD, now)
                 row.error = lease_lost_error(row.attempts, row.max_attempts)
             else:
@@ -278,6 +285,9 @@ class MemoryBacklog(AsyncContext):
             if o.kind == "retry":
                 assert o.run_at is not None  # Outcome checks this
                 row.run_at = float(o.run_at)
+            if o.kind == "cancelled" or (o.kind == "retry" and row.cancel_requested_at is not None):
+                self._move(row, JobState.CANCELLED, now)  # a cancelled job is never retried
+            elif o.kind == "retry":
                 self._move(row, JobState.QUEUED, now)
             else:
                 self._move(row, JobState.DEAD, now)
@@ -309,7 +319,11 @@ class MemoryBacklog(AsyncContext):
             row = self._held(job_id, owner)
             if row is not None:
                 row.attempts = max(0, row.attempts - 1)
-                self._move(row, JobState.QUEUED, now)
+                if row.cancel_requested_at is None:
+                    self._move(row, JobState.QUEUED, now)
+                else:
+                    row.error = CANCELLED_ERROR
+                    self._move(row, JobState.CANCELLED, now)
                 n += 1
         return n
 
@@ -355,9 +369,52 @@ class MemoryBacklog(AsyncContext):
             if row.state is JobState.DEAD and (lane is None or row.lane == lane):
                 row.attempts = 0
                 row.run_at = now
+                row.cancel_requested_at = None
                 self._move(row, JobState.QUEUED, now)
                 n += 1
         return n
+
+    async def cancel(self, job_id: str, *, now: float) -> JobState | None:
+        self._check()
+        row = self._rows.get(job_id)
+        if row is None:
+            return None
+        return self._cancel(row, now)
+
+    def _cancel(self, row: _Row, now: float) -> JobState:
+        was = row.state
+        if was is JobState.QUEUED:
+            row.error = CANCELLED_ERROR
+            self._move(row, JobState.CANCELLED, now)
+        elif was is JobState.RUNNING and row.cancel_requested_at is None:
+            row.cancel_requested_at = float(now)
+        return was
+
+    async def cancel_task(self, task: str, *, now: float) -> int:
+        """Counts the jobs this call cancelled or newly asked to stop."""
+        self._check()
+        rows = [
+            r
+            for r in self._rows.values()
+            if r.task == task
+            and (
+                r.state is JobState.QUEUED
+                or (r.state is JobState.RUNNING and r.cancel_requested_at is None)
+            )
+        ]
+        for row in rows:
+            self._cancel(row, now)
+        return len(rows)
+
+    async def cancel_requested(self, job_ids: Sequence[str]) -> list[str]:
+        self._check()
+        return [
+            job_id
+            for job_id in job_ids
+            if (row := self._rows.get(job_id)) is not None
+            and row.state is JobState.RUNNING
+            and row.cancel_requested_at is not None
+        ]
 
     async def counts(self) -> dict[str, dict[str, int]]:
         self._check()
@@ -372,7 +429,7 @@ class MemoryBacklog(AsyncContext):
         gone = [
             r
             for r in self._rows.values()
-            if r.state is JobState.DONE and r.updated_at < finished_before
+            if r.state in (JobState.DONE, JobState.CANCELLED) and r.updated_at < finished_before
         ]
         for row in gone:
             del self._rows[row.id]

@@ -5,7 +5,7 @@ Same protocol and semantics as :class:`~scheduler.backlog.sqlite.SQLiteBacklog`
 DSN: ``Scheduler(backlog="postgresql://user@host/db")``; install the driver
 with ``pip install 'floodgate[postgres]'``.
 
-Schema (``floodgate_meta.version`` = 3; forward migrations in
+Schema (``floodgate_meta.version`` = 4; forward migrations in
 ``_postgres_schema.MIGRATIONS`` run in order at :meth:`PostgresBacklog.open`,
 under a per-schema advisory lock so processes starting together do not
 collide)::
@@ -14,7 +14,8 @@ collide)::
                    args text (JSON array), priority float8, state text, attempts,
                    max_attempts, run_at, created_at, updated_at (epoch s float8),
                    key text, lease_owner, lease_until, result text (JSON), error,
-                   traceback, deadline_at, cost float8 (NULL: the task's cost; v2))
+                   traceback, deadline_at, cost float8 (NULL: the task's cost; v2),
+                   cancel_requested_at float8 (a cancel of the RUNNING job was asked; v4))
     floodgate_jobs_claim         (lane, state, priority, run_at, seq)
     floodgate_jobs_key  UNIQUE   (key) WHERE key IS NOT NULL
     floodgate_jobs_state_updated (state, updated_at)
@@ -60,6 +61,12 @@ once, in the background, and its locks taken again; until then its owners
 look dead to other claimers (their jobs may then run twice, as after any
 lease loss: at-least-once).
 
+Cancellation: ``cancel`` locks the job's row (``FOR UPDATE``) in its transaction, so
+a claim (``FOR UPDATE SKIP LOCKED``) either took it first or never sees it
+queued; for a running job it records the request and sends the job id on a
+second channel (``floodgate-cancel:<schema>``), which :meth:`PostgresBacklog.on_cancel`
+subscribers hear within milliseconds.
+
 Wake-ups: submits, requeues, releases and due retries send ``NOTIFY`` (on a
 channel per schema, payload = lane) in the same transaction; one extra
 connection per backlog ``LISTEN``\\ s, and :meth:`PostgresBacklog.wait_for_work`
@@ -99,6 +106,7 @@ from ..logs import get_logger
 from . import _postgres_schema as sql
 from ._group_commit import GroupCommitter
 from .base import (
+    CANCELLED_ERROR,
     AsyncContext,
     BacklogUnavailable,
     JobRecord,
@@ -123,7 +131,8 @@ Conn = Any  # asyncpg.Connection (asyncpg ships no type information)
 #: One ``submit()`` call: its jobs, their decoded args, its ``now``.
 Submit = tuple[Sequence[NewJob], list[list[Any]], float]
 
-_KIND_STATE = {"done": "done", "retry": "queued", "dead": "dead"}
+_KIND_STATE = {"done": "done", "retry": "queued", "dead": "dead", "cancelled": "cancelled"}
+_STATES = {state.value: state for state in JobState}
 _PURGE_CHUNK = 5000  # rows deleted per purge statement
 _KEY_RETRIES = 5  # a key that conflicts, then is purged before we read it: insert again
 #: errors of the connection rather than of the statement (InternalClientError: asyncpg's
@@ -185,6 +194,8 @@ class PostgresBacklog(AsyncContext):
         self._pool: Any = None  # asyncpg.Pool
         self._closing = False
         self._channel = ""
+        self._cancel_channel = ""
+        self._cancel_callbacks: list[Callable[[str], object]] = []
         self._inflight: set[asyncio.Task[Any]] = set()
         self._committer = GroupCommitter[Submit, list[JobRecord]](
             self._write_submits, batch_max=batch_max
@@ -239,6 +250,7 @@ class PostgresBacklog(AsyncContext):
             raise
         self._pool, self._closing = pool, False
         self._channel = sql.channel_for(schema)
+        self._cancel_channel = sql.channel_for(schema, "floodgate-cancel")
         if self.listen:
             ready = asyncio.get_running_loop().create_future()
             self._listener = asyncio.create_task(
@@ -456,6 +468,7 @@ class PostgresBacklog(AsyncContext):
             [r.created_at for r, _ in todo],
             [r.cost for r, _ in todo],
             self._channel,
+            [r.rank for r, _ in todo],
         ]
 
     # -- claim and outcomes -----------------------------------------------------------
@@ -483,7 +496,7 @@ class PostgresBacklog(AsyncContext):
             while len(found) < limit:
                 rows = await conn.fetch(
                     sql.CLAIM, lane, limit - len(found), owner, lease_until, now, max_running,
-                    sql.LOST_FORMAT,
+                    sql.LOST_FORMAT, CANCELLED_ERROR,
                 )  # fmt: skip
                 bad: list[tuple[int, str]] = []
                 for row in rows:
@@ -504,7 +517,7 @@ class PostgresBacklog(AsyncContext):
             # it may have committed: the next claim of (lane, owner) gives those jobs back
             self._unheard.setdefault((lane, owner), []).append((now, lease_until))
             raise
-        found.sort(key=lambda sr: (sr[1].priority, sr[1].run_at, sr[0]))
+        found.sort(key=lambda sr: (*sr[1].order, sr[0]))
         self._stats["claimed"] += len(found)
         return [record for _, record in found]
 
@@ -662,7 +675,9 @@ class PostgresBacklog(AsyncContext):
         self._check_open()
         if not job_ids:
             return 0
-        return await self._count_and_notify(sql.RELEASE, now, list(job_ids), owner, self._channel)
+        return await self._count_and_notify(
+            sql.RELEASE, now, list(job_ids), owner, self._channel, CANCELLED_ERROR
+        )
 
     # -- inspection and maintenance -----------------------------------------------------
 
@@ -700,6 +715,52 @@ class PostgresBacklog(AsyncContext):
         if job_id is not None:
             return await self._count_and_notify(sql.REQUEUE_ONE, now, job_id, lane, self._channel)
         return await self._count_and_notify(sql.REQUEUE_DEAD, now, lane, self._channel)
+
+    async def cancel(self, job_id: str, *, now: float) -> JobState | None:
+        """One transaction that first locks the job's row (see ``sql.CANCEL_LOCK``); a
+        running job's lease holder hears of it by ``NOTIFY`` at once."""
+        self._check_open()
+
+        async def body(conn: Conn) -> JobState | None:
+            async with conn.transaction():
+                state = await conn.fetchval(sql.CANCEL_LOCK, job_id)
+                if state is None:
+                    return None
+                await conn.fetchval(sql.CANCEL, job_id, now, CANCELLED_ERROR, self._cancel_channel)
+                return _STATES.get(str(state), JobState.DEAD)  # unreadable: read as DEAD
+
+        return await self._write(body)
+
+    async def cancel_task(self, task: str, *, now: float) -> int:
+        """Counts the jobs this call cancelled or newly asked to stop."""
+        self._check_open()
+        return await self._count_and_notify(
+            sql.CANCEL_TASK, task, now, CANCELLED_ERROR, self._cancel_channel
+        )
+
+    async def cancel_requested(self, job_ids: Sequence[str]) -> list[str]:
+        self._check_open()
+        if not job_ids:
+            return []
+        return [str(row[0]) for row in await self._fetch(sql.CANCEL_REQUESTED, list(job_ids))]
+
+    def on_cancel(self, callback: Callable[[str], object]) -> Callable[[], None]:
+        """``callback(job_id)`` for each cancel request of a running job, as its
+        ``NOTIFY`` arrives (from any process); returns the call that stops it."""
+        self._cancel_callbacks.append(callback)
+
+        def stop() -> None:
+            with contextlib.suppress(ValueError):
+                self._cancel_callbacks.remove(callback)
+
+        return stop
+
+    def _on_cancel_notify(self, _conn: Conn, _pid: int, _channel: str, job_id: str) -> None:
+        for callback in list(self._cancel_callbacks):
+            try:
+                callback(job_id)
+            except Exception as exc:  # one subscriber's bug must not silence the others
+                _log.warning("backlog.cancel_callback_failed", job_id=job_id, error=str(exc))
 
     async def counts(self) -> dict[str, dict[str, int]]:
         self._check_open()
@@ -787,6 +848,7 @@ class PostgresBacklog(AsyncContext):
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(self._channel, self._on_notify)
+                await conn.add_listener(self._cancel_channel, self._on_cancel_notify)
                 self._listening = True
                 if connected_before:
                     self._stats["reconnects"] += 1

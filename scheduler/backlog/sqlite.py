@@ -1,6 +1,6 @@
 """SQLiteBacklog: the default durable backlog, one SQLite file in WAL mode.
 
-Schema (``PRAGMA user_version`` = 4; forward migrations in ``_sqlite_schema.MIGRATIONS``
+Schema (``PRAGMA user_version`` = 5; forward migrations in ``_sqlite_schema.MIGRATIONS``
 run in order at :meth:`SQLiteBacklog.open`)::
 
     jobs(seq INTEGER PRIMARY KEY,     -- insertion order (the FIFO tie-break)
@@ -8,10 +8,12 @@ run in order at :meth:`SQLiteBacklog.open`)::
          task, lane, args (JSON array), priority REAL, state TEXT (JobState value),
          attempts, max_attempts, run_at, created_at, updated_at (epoch s),
          key TEXT, lease_owner, lease_until, result (JSON), error, traceback, deadline_at,
-         cost REAL)                   -- NULL: the task's cost (added by migration 1 -> 2)
+         cost REAL,                   -- NULL: the task's cost (added by migration 1 -> 2)
+         cancel_requested_at REAL)    -- a cancel of the RUNNING job was asked for (4 -> 5)
     jobs_queued  (lane, priority, run_at, seq) WHERE state = 'queued'   claim order
     jobs_running (lane, lease_until) WHERE state = 'running'          expired and live leases
     jobs_done    (updated_at) WHERE state = 'done'                    purge
+    jobs_cancelled (updated_at) WHERE state = 'cancelled'             purge (4 -> 5)
     jobs_key UNIQUE (key) WHERE key IS NOT NULL                       idempotent submit
                                            -- (migration 3 -> 4: these partial indexes
                                            -- replace jobs_claim and jobs_state_updated)
@@ -84,6 +86,7 @@ from ._group_commit import GroupCommitter
 from ._sqlite_ops import Conn, Submit, fetch
 from ._sqlite_readonly import open_read_only
 from .base import (
+    CANCELLED_ERROR,
     AsyncContext,
     JobRecord,
     NewJob,
@@ -115,10 +118,13 @@ WATCH_INTERVAL_MAX = 0.05
 
 #: UPDATE ... RETURNING needs SQLite 3.35+; older versions select, then update.
 HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
-_Q, _R, _DONE, _DEAD = (
-    s.value for s in (JobState.QUEUED, JobState.RUNNING, JobState.DONE, JobState.DEAD)
+_Q, _R, _DONE, _DEAD, _CANCELLED = (
+    s.value
+    for s in (JobState.QUEUED, JobState.RUNNING, JobState.DONE, JobState.DEAD, JobState.CANCELLED)
 )
-_KIND_STATE = {"done": _DONE, "retry": _Q, "dead": _DEAD}
+_KIND_STATE = {"done": _DONE, "retry": _Q, "dead": _DEAD, "cancelled": _CANCELLED}
+_ID_CHUNK = 500  # ids per IN (...) lookup
+_STATES = {state.value: state for state in JobState}
 _PURGE_CHUNK = 5000  # rows deleted per purge transaction
 
 
@@ -171,8 +177,9 @@ def _outcome_rows(outcomes: Sequence[Outcome], now: float) -> list[tuple[Any, ..
     rows: list[tuple[Any, ...]] = []
     for o in outcomes:
         done = o.kind == "done"
+        state = _KIND_STATE[o.kind]
         rows.append(
-            (_KIND_STATE[o.kind], o.result_json if done else None,
+            (state, state, o.result_json if done else None,
              None if done else o.error, None if done else o.traceback,
              o.run_at if o.kind == "retry" else None, now, o.job_id, _R, o.owner,
              o.attempt, o.attempt)
@@ -490,7 +497,9 @@ class SQLiteBacklog(AsyncContext):
         self._stats["ignored"] += written - applied
 
     async def release(self, job_ids: Sequence[str], *, owner: str, now: float) -> int:
-        return await self._write_many(sql.RELEASE, [(_Q, now, i, _R, owner) for i in job_ids])
+        return await self._write_many(
+            sql.RELEASE, [(_Q, CANCELLED_ERROR, now, i, _R, owner) for i in job_ids]
+        )
 
     # -- inspection and maintenance -----------------------------------------------------
 
@@ -531,13 +540,50 @@ class SQLiteBacklog(AsyncContext):
         self._check_open()
         check_requeue_args(job_id, all_dead)
         if job_id is not None:  # also revives a row whose state is unreadable (read as DEAD)
-            where, params = "id = ? AND state NOT IN (?, ?, ?)", [job_id, _Q, _R, _DONE]
+            where = "id = ? AND state NOT IN (?, ?, ?, ?)"
+            params = [job_id, _Q, _R, _DONE, _CANCELLED]
         else:
             where, params = "state = ?", [_DEAD]
         if lane is not None:
             where += " AND lane = ?"
             params.append(lane)
         return await self._write(sql.REQUEUE + where, (_Q, now, now, *params))
+
+    async def cancel(self, job_id: str, *, now: float) -> JobState | None:
+        """One ``BEGIN IMMEDIATE`` transaction: claims (which hold the same lock) come
+        wholly before it or after it."""
+        self._check_open()
+
+        def body(db: Conn) -> JobState | None:
+            found = fetch(db, sql.CANCEL_STATE, (job_id,))
+            if not found:
+                return None
+            db.execute(sql.CANCEL_QUEUED, (CANCELLED_ERROR, now, job_id))
+            db.execute(sql.CANCEL_RUNNING, (now, job_id))
+            return _STATES.get(found[0][0], JobState.DEAD)  # unreadable: read as DEAD
+
+        return await self._transaction(body)
+
+    async def cancel_task(self, task: str, *, now: float) -> int:
+        """Counts the jobs this call cancelled or newly asked to stop."""
+        self._check_open()
+
+        def body(db: Conn) -> int:
+            queued = db.execute(sql.CANCEL_TASK_QUEUED, (CANCELLED_ERROR, now, task)).rowcount
+            return queued + db.execute(sql.CANCEL_TASK_RUNNING, (now, task)).rowcount
+
+        return await self._transaction(body)
+
+    async def cancel_requested(self, job_ids: Sequence[str]) -> list[str]:
+        """A read by id (the unique index): cheap enough to ask a few times a second."""
+        self._check_open()
+        found: list[str] = []
+        for i in range(0, len(job_ids), _ID_CHUNK):
+            chunk = list(job_ids[i : i + _ID_CHUNK])
+            found += [
+                str(row[0]) for row in await self._read(sql.cancel_requested(len(chunk)), chunk)
+            ]
+        return found
 
     async def counts(self) -> dict[str, dict[str, int]]:
         self._check_open()
@@ -550,11 +596,13 @@ class SQLiteBacklog(AsyncContext):
         """Delete in chunks, one short transaction each, so writers are not held up."""
         self._check_open()
         total = 0
-        while True:
-            n = await self._write(sql.PURGE, (finished_before, _PURGE_CHUNK))
-            total += n
-            if n < _PURGE_CHUNK:
-                return total
+        for query in sql.PURGE:
+            while True:
+                n = await self._write(query, (finished_before, _PURGE_CHUNK))
+                total += n
+                if n < _PURGE_CHUNK:
+                    break
+        return total
 
     async def queued_count(self, lane: str, *, limit: int | None = None) -> int:
         """The lane's QUEUED count, kept by triggers: one row read, however deep the lane."""

@@ -42,7 +42,7 @@ async def test_a_version_1_sqlite_file_migrates_to_the_cost_column(tmp_path: Pat
     with contextlib.closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_sql.SCHEMA_VERSION
         columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
-        assert columns[-1] == "cost"
+        assert "cost" in columns
     async with SQLiteBacklog(path) as backlog:  # reopening a migrated file changes nothing
         old = await backlog.get("old-job")
         assert old is not None
@@ -127,26 +127,74 @@ async def test_a_version_3_sqlite_file_gets_partial_indexes_and_keeps_its_counts
         assert not {"jobs_claim", "jobs_state_updated", "jobs_queued_insert"} & names
 
 
+async def _postgres_schema_at(dsn: str, schema: str, version: int) -> str:
+    """``schema`` as Floodgate left it at ``version``, with _V2_ROWS; its raw DSN."""
+    await pg.create_schema(dsn, schema)
+    raw = pg.with_settings(dsn, search_path=schema)
+    await pg.execute(raw, pg_sql.META)
+    for statements in pg_sql.MIGRATIONS[:version]:
+        for statement in statements:
+            await pg.execute(raw, statement)
+    await pg.execute(raw, pg_sql.META_SET, version)
+    for row in _V2_ROWS:
+        await pg.execute(raw, row.format(table="floodgate_jobs"))
+    return raw
+
+
 async def test_a_version_2_postgres_schema_gets_lane_counts_and_bounds_hold() -> None:
     from scheduler.backlog.postgres import PostgresBacklog
 
     dsn = pg.dsn_or_skip()
     schema = pg.new_schema()
     try:
-        await pg.create_schema(dsn, schema)
-        raw = pg.with_settings(dsn, search_path=schema)
-        await pg.execute(raw, pg_sql.META)
-        for statements in pg_sql.MIGRATIONS[:2]:
-            for statement in statements:
-                await pg.execute(raw, statement)
-        await pg.execute(raw, pg_sql.META_SET, 2)
-        for row in _V2_ROWS:
-            await pg.execute(raw, row.format(table="floodgate_jobs"))
+        raw = await _postgres_schema_at(dsn, schema, 2)
         async with PostgresBacklog(dsn, schema=schema) as backlog:
             assert (await backlog.queued_count("a"), await backlog.queued_count("b")) == (2, 1)
             await backlog.submit([replace(new_job(1, lane="a"), max_queued=3)], now=1)
             with pytest.raises(Overloaded):
                 await backlog.submit([replace(new_job(2, lane="a"), max_queued=3)], now=1)
+        [[version]] = await pg.execute(raw, pg_sql.META_VERSION)
+        assert version == pg_sql.SCHEMA_VERSION
+    finally:
+        await pg.drop_schema(dsn, schema)
+
+
+async def test_a_version_4_sqlite_file_gets_cancellation(tmp_path: Path) -> None:
+    """Migration 5 adds cancel_requested_at and the purge index of cancelled jobs: old
+    rows read with no request, and cancel works on them, queued and running."""
+    path = _sqlite_file_at(tmp_path / "v4.db", 4)
+    async with SQLiteBacklog(path) as backlog:
+        old = await backlog.get("0")
+        assert old is not None
+        assert (old.state, old.cancel_requested_at) == (JobState.QUEUED, None)
+        assert old.rank == old.priority  # migration 6: no aging before it
+        assert await backlog.cancel("0", now=5) is JobState.QUEUED
+        assert await backlog.cancel("2", now=5) is JobState.RUNNING
+        assert await backlog.cancel_requested(["2"]) == ["2"]
+        assert await backlog.purge(finished_before=10) == 2  # the done one and "0"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_sql.SCHEMA_VERSION
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "jobs_cancelled" in names
+
+
+async def test_a_version_3_postgres_schema_gets_cancellation() -> None:
+    from scheduler.backlog.postgres import PostgresBacklog
+
+    dsn = pg.dsn_or_skip()
+    schema = pg.new_schema()
+    try:
+        raw = await _postgres_schema_at(dsn, schema, 3)
+        async with PostgresBacklog(dsn, schema=schema) as backlog:
+            assert await backlog.cancel("0", now=5) is JobState.QUEUED
+            assert await backlog.cancel("2", now=5) is JobState.RUNNING
+            assert await backlog.cancel_requested(["2"]) == ["2"]
+            old = await backlog.get("1")
+            assert old is not None
+            assert old.rank == old.priority  # migration 5: no aging before it
+            # the claim function (new signature, rank order) claims the one job left queued
+            claimed = await backlog.claim("a", 10, owner="w", lease_seconds=1, now=6)
+            assert [r.id for r in claimed] == ["1"]
         [[version]] = await pg.execute(raw, pg_sql.META_VERSION)
         assert version == pg_sql.SCHEMA_VERSION
     finally:

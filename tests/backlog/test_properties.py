@@ -106,7 +106,9 @@ SUBMIT = st.tuples(
     st.sampled_from([None, None, 3, 6]),  # max_queued
 )
 CLAIM = st.tuples(st.just("claim"), st.integers(0, 4), OWNERS, st.sampled_from([2.0, 5.0]))
-COMPLETE = st.tuples(st.just("complete"), OWNERS, st.sampled_from(["done", "retry", "dead"]))
+COMPLETE = st.tuples(
+    st.just("complete"), OWNERS, st.sampled_from(["done", "retry", "dead", "cancelled"])
+)
 ADVANCE = st.tuples(st.just("advance"), st.sampled_from([1.0, 3.0]))
 # Repeated branches weight the draw toward the operations that move jobs along.
 OPS = st.one_of(
@@ -115,13 +117,19 @@ OPS = st.one_of(
     st.tuples(st.just("release"), OWNERS),
     st.tuples(st.just("requeue")),
     st.tuples(st.just("purge")),
+    st.tuples(st.just("cancel"), st.integers(0, 20)),
 )  # fmt: skip
 
 
 async def replay(backlog: Backlog, ops: list[tuple[Any, ...]]) -> list[Any]:
-    """Apply ``ops``; return every answer with ids replaced by the job's label (its first arg)."""
+    """Apply ``ops``; return every answer with ids replaced by the job's label (its first arg).
+
+    Checks on the way that a job is never claimed once a cancel of it returned
+    (queued: it is CANCELLED; running: its lease holder alone may still end it).
+    """
     now, label = 0.0, 0
     trace: list[Any] = []
+    stopped: set[str] = set()  # jobs a cancel reached: none may be claimed again
 
     def norm(r: JobRecord) -> tuple[Any, ...]:
         return tuple(v for k, v in dataclasses.asdict(r).items() if k != "id")
@@ -143,6 +151,7 @@ async def replay(backlog: Backlog, ops: list[tuple[Any, ...]]) -> list[Any]:
                     trace.append(("full", exc.lane, exc.queued))
             case ("claim", limit, owner, lease):
                 got = await backlog.claim("batch", limit, owner=owner, lease_seconds=lease, now=now)
+                assert not {r.id for r in got} & stopped, "a cancelled job was claimed"
                 trace.append([norm(r) for r in got])
             case ("complete", owner, kind):
                 outcomes = [
@@ -160,6 +169,22 @@ async def replay(backlog: Backlog, ops: list[tuple[Any, ...]]) -> list[Any]:
                 now += dt
             case ("requeue",):
                 trace.append(await backlog.requeue(all_dead=True, now=now))
+                queued = await backlog.list_jobs(JobState.QUEUED, limit=1000)
+                stopped -= {r.id for r in queued}  # a DEAD job requeued is a fresh start
+            case ("cancel", n):
+                jobs = await backlog.list_jobs(limit=1000)
+                if jobs:
+                    job = jobs[n % len(jobs)]
+                    was = await backlog.cancel(job.id, now=now)
+                    if was in (JobState.QUEUED, JobState.RUNNING):
+                        stopped.add(job.id)
+                    after = await backlog.get(job.id)
+                    assert after is not None
+                    if was is JobState.QUEUED:
+                        assert after.state is JobState.CANCELLED
+                    elif was is not JobState.RUNNING:
+                        assert after.state is was  # finished: left as it was
+                    trace.append((was, after.state, after.cancel_requested_at))
             case ("purge",):
                 trace.append(await backlog.purge(finished_before=now))
         trace.append(await backlog.queued_count("batch"))

@@ -46,7 +46,7 @@ async def test_file_is_wal_versioned_and_indexed(
         assert not {"jobs_claim", "jobs_state_updated"} & names  # replaced in migration 4
         plans = {
             "jobs_queued": "SELECT seq FROM jobs WHERE lane = ? AND state = 'queued'"
-            " AND run_at <= ? ORDER BY priority, run_at, seq LIMIT 5",
+            " AND run_at <= ? ORDER BY rank, run_at, seq LIMIT 5",
             "jobs_running": "SELECT COUNT(*) FROM jobs WHERE lane = ? AND state = 'running'"
             " AND lease_until > ?",
             "jobs_done": "SELECT seq FROM jobs WHERE state = 'done' AND updated_at < ? LIMIT 5",
@@ -260,3 +260,23 @@ async def test_kill_9_loses_no_acknowledged_submit(db_path: Path) -> None:
         for job_id in acknowledged:
             assert await backlog.get(job_id) is not None
         assert await backlog.queued_count("batch") >= 300
+
+
+def test_the_claim_walks_the_queued_index_in_rank_order(tmp_path: Path) -> None:
+    """The real claim statement's plan: a lane's queued jobs come off ``jobs_queued``
+    in claim order (``rank, run_at, seq``: no sort of the lane, no scan of the table);
+    the only sorts are of the few expired leases and of the ``2 x limit`` candidates."""
+    from scheduler.backlog import _sqlite_schema as sql
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "plan.db")) as conn:
+        for statements in sql.MIGRATIONS:
+            for statement in statements:
+                conn.execute(statement)
+        params = ("batch", 0.0, 5, "batch", 0.0, 5, 5)
+        rows = list(conn.execute("EXPLAIN QUERY PLAN " + sql.CLAIM_SELECT, params))
+    text = "\n".join(str(r[3]) for r in rows)
+    assert not any(str(r[3]).startswith("SCAN jobs") for r in rows), text
+    [queued] = [r for r in rows if "jobs_queued" in str(r[3])]
+    assert str(queued[3]) == "SEARCH jobs USING INDEX jobs_queued (lane=?)", text
+    coroutine = queued[1]  # the subquery reading the queued jobs sorts nothing itself
+    assert not [r for r in rows if r[1] == coroutine and "TEMP B-TREE" in str(r[3])], text

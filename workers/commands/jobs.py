@@ -1,4 +1,4 @@
-"""``floodgate jobs list|show|requeue``: look at and repair durable jobs in the backlog file."""
+"""``floodgate jobs list|show|requeue|cancel``: look at and repair durable jobs in the backlog."""
 
 from __future__ import annotations
 
@@ -19,13 +19,16 @@ __all__ = ["format_job", "format_jobs", "register"]
 
 #: the most rows one read of the backlog returns (``--all`` reads page after page)
 _PAGE = 10_000
-_DURABLE = [s.value for s in (JobState.QUEUED, JobState.RUNNING, JobState.DONE, JobState.DEAD)]
+_DURABLE = [
+    s.value
+    for s in (JobState.QUEUED, JobState.RUNNING, JobState.DONE, JobState.DEAD, JobState.CANCELLED)
+]
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "jobs",
-        help="list, show and requeue durable jobs",
+        help="list, show, requeue and cancel durable jobs",
         description="Read or repair jobs in the backlog (no running worker "
         "needed; a running worker picks requeued jobs up at its next poll).",
     )
@@ -56,6 +59,20 @@ def register(subparsers: Any) -> None:
     requeuer.add_argument("--lane", help="with --all-dead: only this lane's")
     add_backlog_args(requeuer)
     requeuer.set_defaults(handler=_requeue)
+
+    canceller = actions.add_parser(
+        "cancel",
+        help="cancel a queued or running job (or all of a task's)",
+        description="A queued job is cancelled at once and never starts; a running one is "
+        "cancelled by the worker running it within about a second (it ends cancelled, "
+        "never retried). A job that had already finished is left as it is. (There is no "
+        "--tenant: durable jobs carry no tenant yet.)",
+    )
+    whom = canceller.add_mutually_exclusive_group(required=True)
+    whom.add_argument("job_id", metavar="ID", nargs="?", help="the job to cancel")
+    whom.add_argument("--task", help="every queued and running job of this task")
+    add_backlog_args(canceller)
+    canceller.set_defaults(handler=_cancel)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:
@@ -144,6 +161,27 @@ def _requeue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cancel(args: argparse.Namespace) -> int:
+    path, _ = resolve_backlog(args)
+
+    async def cancel() -> str:
+        async with open_backlog(path) as backlog:
+            if args.task:
+                count = await backlog.cancel_task(args.task, now=time.time())
+                return f"cancelled {count} job{'s' if count != 1 else ''} of {printable(args.task)}"
+            was = await backlog.cancel(args.job_id, now=time.time())
+            if was is None:
+                raise CommandError(f"no job {args.job_id!r} in {display(path)}")
+            if was is JobState.QUEUED:
+                return f"cancelled {args.job_id} (it was queued: it will not start)"
+            if was is JobState.RUNNING:
+                return f"asked the worker running {args.job_id} to cancel it"
+            return f"job {args.job_id} had already finished ({was.value}): nothing to cancel"
+
+    print(asyncio.run(cancel()))
+    return 0
+
+
 def _when(epoch: float | None) -> str:
     if epoch is None:
         return "-"
@@ -187,6 +225,7 @@ def format_job(r: JobRecord) -> str:
         ("run at", _when(r.run_at)),
         ("deadline", _when(r.deadline_at)),
         ("lease", f"{printable(lease)} until {_when(r.lease_until)}" if lease else "-"),
+        ("cancel", f"requested {_when(r.cancel_requested_at)}" if r.cancel_requested_at else "-"),
         ("args", json.dumps(r.args)),
         ("result", json.dumps(r.result) if r.state is JobState.DONE else "-"),
         ("error", printable(r.error, multiline=True) if r.error else "-"),

@@ -20,7 +20,7 @@ from ..textsafe import printable
 
 __all__ = ["format_status", "format_worker_gate", "register", "run"]
 
-_STATES = ("queued", "running", "done", "dead")
+_STATES = ("queued", "running", "done", "dead", "cancelled")
 
 
 def register(subparsers: Any) -> None:
