@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from scheduler import FakeClock, JobState, Scheduler, SchedulerError
+from scheduler import FakeClock, JobState, Lane, Scheduler, SchedulerError
 from scheduler.asgi import History, admin_app
 
 from .admin_fixtures import TOKEN, busy_scheduler
@@ -126,7 +126,7 @@ async def check_page(chromium: str, tmp: Path, url: str, status: dict[str, Any])
             shown = cells[field][0]
             expected = lane[summary][q]
             assert (float(shown) if shown else None) == pytest.approx(expected), field
-    assert cells["backlog"][1] == "3 / 0 / 2"  # batch: queued / running / dead
+    assert cells["backlog"][1] == "3 / 0 / 2 / 0"  # batch: queued / running / dead / cancelled
     assert page.lanes["interactive"]["shed_total"][1] == "1"
     assert "gate closed: maintenance" in dom
     assert dom.count('<tr data-job="') == 2, "the dead jobs are listed"
@@ -302,3 +302,54 @@ async def test_dashboard_buttons_pause_resume_and_requeue(chromium: str, tmp_pat
     ]
     assert len(refused) == 1, "the browser logs the one refused request (the wrong token)"
     assert [p for p in problems if p not in refused] == [], "no script errors or console calls"
+
+
+async def test_dashboard_lists_periodic_jobs_tenants_and_cancelled(
+    chromium: str, tmp_path: Path
+) -> None:
+    sched = Scheduler(
+        str(tmp_path / "p.db"),
+        lanes=[Lane("interactive", 1), Lane("batch", 2, durable=True)],
+        shutdown_grace=0,
+    )
+
+    @sched.periodic("0 3 * * *", name="app.nightly", catch_up=0)
+    async def nightly() -> None:
+        return None
+
+    @sched.task(name="t.later")
+    async def later() -> None:
+        return None
+
+    gate = asyncio.Event()
+
+    async def held() -> None:
+        await gate.wait()
+
+    async with sched, serve(admin_app(sched, token=TOKEN)) as url:
+        calls = [
+            asyncio.create_task(sched.call(held, tenant="acme" if i % 3 else "globex"))
+            for i in range(6)
+        ]
+        job = await later.submit(delay=3600)
+        assert await job.cancel()  # queued: the next nightly run, submitted ahead
+        browser = await Browser.launch(chromium, tmp_path / "cdp-profile")
+        try:
+            page = await browser.open(url + "/")
+            row = "document.querySelector('#periodic tr[data-task=\"app.nightly\"]')"
+            await page_until(browser, page, f"{row} !== null")
+            assert await browser.evaluate(page, f"{row}.cells[1].textContent") == "0 3 * * *"
+            section = "document.getElementById('periodic-section')"
+            assert not await browser.evaluate(page, f"{section}.hidden")
+            tenants = (
+                'document.querySelector(\'tr[data-lane="interactive"] [data-field="tenants"]\')'
+            )
+            await page_until(browser, page, f"{tenants} !== null")
+            text = await browser.evaluate(page, f"{tenants}.textContent")
+            assert text.startswith("acme 3q/1r") or text.startswith("acme 4q/0r"), text
+            backlog = 'document.querySelector(\'tr[data-lane="batch"] [data-field="backlog"]\')'
+            await page_until(browser, page, f"{backlog}.textContent === '1 / 0 / 0 / 1'")
+        finally:
+            await browser.close()
+            gate.set()
+            await asyncio.gather(*calls)

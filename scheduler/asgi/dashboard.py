@@ -114,7 +114,7 @@ button:disabled { opacity:.5; cursor:default; }
         <th>lane</th><th>queued</th><th>in flight / ceiling</th>
         <th>wait p95</th><th>wait p99</th><th>run p95</th><th>run p99</th>
         <th>done</th><th title="runs that raised (each attempt counts)">failed attempts</th>
-        <th>shed</th><th>backlog queued / running / dead</th>
+        <th>shed</th><th>backlog queued / running / dead / cancelled</th>
       </tr></thead>
       <tbody></tbody>
     </table>
@@ -140,6 +140,14 @@ button:disabled { opacity:.5; cursor:default; }
     </table>
     <div id="no-upstreams" class="empty">No upstream has reported yet.</div>
     <div class="charts" id="upstream-charts"></div>
+  </section>
+  <section id="periodic-section" hidden>
+    <h2>Periodic jobs</h2>
+    <table id="periodic">
+      <thead><tr><th>task</th><th class="text">schedule</th><th>lane</th><th>next run</th>
+        <th>scheduled here</th></tr></thead>
+      <tbody></tbody>
+    </table>
   </section>
   <section>
     <h2>Dead jobs <button id="requeue-all" class="secondary" hidden>Requeue all dead</button></h2>
@@ -303,7 +311,7 @@ button:disabled { opacity:.5; cursor:default; }
     const rows = s.lanes.map((lane) => {
       const counts = s.backlog ? s.backlog[lane.name] || {} : null;
       const backlog = lane.durable && counts
-        ? ["queued", "running", "dead"].map((k) => fmtInt(counts[k] || 0)).join(" / ")
+        ? ["queued", "running", "dead", "cancelled"].map((k) => fmtInt(counts[k] || 0)).join(" / ")
         : "\u2013";
       const shedTitle = Object.entries(lane.shed).map(([k, v]) => k + ": " + v).join(", ");
       const tags = [lane.durable ? "durable" : null, lane.gated ? "gated" : null]
@@ -318,9 +326,17 @@ button:disabled { opacity:.5; cursor:default; }
                             lane.running + " of " + lane.max_concurrency + " seats"));
       const shed = numCell("shed_total", lane.shed_total);
       shed.title = shedTitle || "none";
+      // the busiest tenants (stats() keeps nine and "(other)"): who fills the lane
+      const tenants = (lane.tenants || []).slice(0, 3)
+        .map((t) => t.tenant + " " + fmtInt(t.queued) + "q/" + fmtInt(t.running) + "r"
+                    + (t.shed ? "/" + fmtInt(t.shed) + " shed" : ""))
+        .join(", ");
       return el("tr", { dataset: { lane: lane.name } },
         el("td", {}, el("strong", {}, lane.name),
-           tags ? el("div", { class: "muted" }, tags) : null),
+           tags ? el("div", { class: "muted" }, tags) : null,
+           tenants ? el("div", { class: "muted", dataset: { field: "tenants" },
+                                 title: "busiest tenants: queued/running/shed" }, tenants)
+                   : null),
         queued, flight,
         numCell("wait_p95", lane.wait.p95, fmtSeconds(lane.wait.p95)),
         numCell("wait_p99", lane.wait.p99, fmtSeconds(lane.wait.p99)),
@@ -352,6 +368,19 @@ button:disabled { opacity:.5; cursor:default; }
                 u.paused_for ? u.paused_for.toFixed(0) + " s" : "\u2013"),
         numCell("concurrency_limit", u.concurrency_limit));
     }));
+  }
+
+  function renderPeriodic(s) {
+    const periodic = s.periodic || [];
+    $("periodic-section").hidden = periodic.length === 0;
+    $("periodic").tBodies[0].replaceChildren(...periodic.map((p) =>
+      el("tr", { dataset: { task: p.task } },
+        el("td", {}, el("strong", {}, p.task)),
+        el("td", { class: "text" }, p.schedule),
+        el("td", {}, p.lane),
+        el("td", { dataset: { field: "next_run" } },
+           new Date(p.next_run * 1000).toLocaleString()),
+        el("td", {}, p.scheduled_here ? "yes" : "no"))));
   }
 
   function renderDead(jobs) {
@@ -566,6 +595,7 @@ button:disabled { opacity:.5; cursor:default; }
       renderHeader(s);
       renderLanes(s);
       renderUpstreams(s);
+      renderPeriodic(s);
       drawCharts();
       if (ui.polls - ui.lastDeadPoll >= DEAD_EVERY) {
         ui.lastDeadPoll = ui.polls;

@@ -68,6 +68,7 @@ def status_json(
         "lanes": lanes,
         "upstreams": [jsonable(u) for u in stats.upstreams.values()],
         "fleet": None if stats.fleet is None else jsonable(stats.fleet),
+        "periodic": [jsonable(p) for p in stats.periodic],
         "backlog": None if backlog is None else jsonable(backlog),
         "backlog_error": backlog_error,
         "admin": {"read_only": read_only},
