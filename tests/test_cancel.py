@@ -110,6 +110,11 @@ async def test_a_job_running_in_another_scheduler_stops_within_a_poll(tmp_path: 
         assert await web.cancel(job.id) is True
         await until(lambda: worker.stats().lanes["batch"].cancelled == 1, clock, step=0.05)
         assert clock.now() - asked_at <= 0.5
+        for _ in range(500):  # the worker writes the outcome a moment later (real I/O)
+            if (await web.job(job.id)).state is JobState.CANCELLED:
+                break
+            await asyncio.sleep(0.002)
+            await clock.advance_and_settle(0.01)
         with pytest.raises(JobCancelled):
             await job.result(timeout=5)
 
