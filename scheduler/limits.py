@@ -215,6 +215,13 @@ class AdaptiveThrottle:
             self._add(request=True, accepted=False)
         return reject
 
+    def reset(self) -> None:
+        """Forget the history (the upstream proved healthy again: its old rejects are
+        not a reason to refuse what comes now)."""
+        self._events.clear()
+        self._requests = 0
+        self._accepts = 0
+
     def record(self, *, accepted: bool) -> None:
         """A request that went to the upstream: ``accepted`` unless it was overloaded."""
         self._add(request=True, accepted=accepted)

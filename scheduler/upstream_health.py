@@ -397,9 +397,12 @@ class UpstreamHealth:
         if new is BreakerState.OPEN and old is BreakerState.CLOSED:
             self.outages += 1
         if new is BreakerState.CLOSED:
-            # the trials proved it healthy: the outage's failures no longer count
+            # the trials proved it healthy: the outage's failures no longer count, in
+            # the windows nor in the throttle (which would go on refusing live calls)
             self._samples.clear()
             self._window_cache = None
+            if self._throttle is not None:
+                self._throttle.reset()
 
     def cancelled(self, *, permit: Permit | None = None) -> None:
         """A request admitted by :meth:`admit` ended without a verdict."""

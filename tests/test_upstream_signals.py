@@ -185,3 +185,37 @@ def test_adaptive_throttle_follows_the_sre_formula() -> None:
     assert 300 < rejected < 700
     clock.advance(61)
     assert throttle.reject_probability() == 0.0
+
+
+def test_a_breaker_that_closes_after_an_outage_clears_the_live_throttle() -> None:
+    # the outage's rejects must not go on refusing live calls once trials proved the
+    # upstream healthy (the drill's degraded phase lost live calls to exactly that)
+    from scheduler import BreakerConfig
+    from scheduler.breaker import BreakerState
+    from scheduler.upstream import SUCCESS, Classified, FailureKind
+    from scheduler.upstream_health import Permit, Upstream, UpstreamHealth
+
+    clock = FakeClock()
+    health = UpstreamHealth(
+        Upstream("llm", breaker=BreakerConfig(min_volume=20, cooldown=1.0)), clock
+    )
+    down = Classified(FailureKind.SERVER_ERROR, None, 503)
+    for _ in range(30):  # the outage: every live call fails
+        got = health.admit(gated=False)
+        if isinstance(got, Permit):
+            got.finish(down, 0.01)
+    assert health.breaker.state is BreakerState.OPEN
+    throttle = health._throttle
+    assert throttle is not None
+    assert throttle.reject_probability() > 0.5
+    clock.advance(1.5)  # past the cooldown: the trials succeed
+    for _ in range(20):  # trials are let through at the breaker's trial rate
+        got = health.admit(gated=False)
+        if isinstance(got, Permit):
+            got.finish(SUCCESS, 0.01)
+        if health.breaker.state is BreakerState.CLOSED:
+            break
+        clock.advance(0.5)
+    assert health.breaker.state is BreakerState.CLOSED
+    assert throttle.reject_probability() == 0.0
+    assert not any(throttle.should_reject() for _ in range(100))
