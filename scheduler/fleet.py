@@ -280,7 +280,6 @@ class FleetSync:
         self.paused_by_fleet = False  # the gate is paused because the fleet is
         self._wake = asyncio.Event()
         self._rng = random.Random()
-        self._applying = False
 
     def stats(self) -> FleetStats:
         """What ``stats().fleet`` shows."""
@@ -352,11 +351,9 @@ class FleetSync:
         return holds
 
     def _apply(self, view: FleetView) -> None:
-        self._applying = True  # what the fleet said is not news to tell it back
-        try:
-            changed = self._apply_holds(view)
-        finally:
-            self._applying = False
+        # (a hold applied here is not news to tell back: pause(from_fleet=True) and
+        # the breaker hold do not wake the exchange)
+        changed = self._apply_holds(view)
         self.members = dict(view.members)
         for name, health in self.gate.upstreams.items():
             using = self.members.get(name, 0)
@@ -495,8 +492,7 @@ class FleetSync:
 
     def wake(self) -> None:
         """Exchange now (a local pause or breaker change is news for the others)."""
-        if not self._applying:
-            self._wake.set()
+        self._wake.set()
 
     async def leave(self) -> None:
         """Give this process's shares back (on a clean stop)."""

@@ -153,6 +153,10 @@ class TokenBucket:
             return math.inf
         return max(0.0, missing / self.rate)
 
+    def turns_within(self, horizon: float) -> float:
+        """Tokens the bucket gives within ``horizon`` seconds (what it holds, and refills)."""
+        return self.level + self.rate * horizon
+
     def set_rate(self, rate: float, capacity: float) -> None:
         """Refill at ``rate`` from now on, banking at most ``capacity`` (a fleet's
         share of a limit changes as processes come and go)."""

@@ -275,7 +275,7 @@ class UpstreamHealth:
             return None
         turns: float | None = self.pacer.turns_within(horizon)
         if self._rpm is not None:
-            rpm = self._rpm.level + self._rpm.rate * horizon
+            rpm = self._rpm.turns_within(horizon)
             turns = rpm if turns is None else min(turns, rpm)
         if turns is None:
             return None

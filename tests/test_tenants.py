@@ -189,19 +189,26 @@ async def test_a_tenants_seats_and_queue_are_bounded_and_the_error_names_it(
     assert peak["a"] == 1
 
 
-async def test_stats_show_the_busiest_tenants_and_sum_up_the_rest(clock: FakeClock) -> None:
-    sched = make(clock)
-    gate = asyncio.Event()
+def held_calls(
+    sched: Scheduler, gate: asyncio.Event, tenants: dict[str, int]
+) -> list[asyncio.Task[None]]:
+    """``tenants[t]`` calls per tenant that wait for ``gate`` (the lane stays full)."""
 
     async def job() -> None:
         await gate.wait()
 
+    return [
+        asyncio.create_task(sched.call(job, lane="work", tenant=tenant))
+        for tenant, n in tenants.items()
+        for _ in range(n)
+    ]
+
+
+async def test_stats_show_the_busiest_tenants_and_sum_up_the_rest(clock: FakeClock) -> None:
+    sched = make(clock)
+    gate = asyncio.Event()
     async with sched:
-        calls = [
-            asyncio.create_task(sched.call(job, lane="work", tenant=f"t{t:02d}"))
-            for t in range(25)
-            for _ in range(t + 1)
-        ]
+        calls = held_calls(sched, gate, {f"t{t:02d}": t + 1 for t in range(25)})
         await settle()
         tenants = sched.stats()["work"].tenants
         assert len(tenants) == 10
@@ -243,16 +250,8 @@ async def test_metrics_carry_the_busiest_tenants_with_bounded_labels(clock: Fake
 
     sched = make(clock)
     gate = asyncio.Event()
-
-    async def job() -> None:
-        await gate.wait()
-
     async with sched:
-        calls = [
-            asyncio.create_task(sched.call(job, lane="work", tenant=f"key-{t}"))
-            for t in range(40)
-            for _ in range(t % 3 + 1)
-        ]
+        calls = held_calls(sched, gate, {f"key-{t}": t % 3 + 1 for t in range(40)})
         await settle()
         families = metric_families(sched.stats(), None)
 
