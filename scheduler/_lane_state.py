@@ -52,6 +52,7 @@ class Ticket:
         "tenant",
         "timeout_at",
         "timer",
+        "trace",
         "upstream",
     )
 
@@ -85,6 +86,7 @@ class Ticket:
         self.job_id: str | None = None  # a durable job's backlog id
         self.attempt = 1
         self.permit: Permit | None = None  # the upstream's permit for this attempt
+        self.trace: str | None = None  # a durable job's submitter's trace context (JSON)
 
     @property
     def id(self) -> str:
@@ -141,6 +143,7 @@ class LaneState:
         self.run_hist = LatencyHistogram()
         self.ewma_run: float | None = None
         self.backlog_queued = 0  # durable lanes: jobs waiting in the backlog (cached)
+        self.backlog_tenants: dict[str, int] = {}  # and the busiest tenants' (cached)
         self.fallbacks = 0  # jobs served by their fallback
         # gated lanes: the upstreams their work calls, and an adaptive limit
         self.upstreams: set[str] = set()
@@ -166,6 +169,8 @@ class LaneState:
         """The busiest tenants (queued and running, then shed), at most ``n`` rows: the
         last sums up the rest as ``"(other)"`` when there are more."""
         queued = self.queue.by_tenant()
+        for name, n in self.backlog_tenants.items():
+            queued[name] = queued.get(name, 0) + n
         names = {t for t in queued if t is not None}
         names.update(self.tenant_running, self.tenant_shed)
         rows = [

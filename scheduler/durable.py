@@ -327,6 +327,7 @@ class DurableRunner:
                 lease_seconds=options.lease,
                 now=now,
                 max_running=max_running,
+                tenants=lane.config.tenants,
             )
             return records
         return await self._backlog.claim(
@@ -336,6 +337,7 @@ class DurableRunner:
             lease_seconds=options.lease,
             now=now,
             max_running=max_running,
+            tenants=lane.config.tenants,
         )
 
     async def _idle(self, seconds: float) -> None:
@@ -377,6 +379,11 @@ class DurableRunner:
         ticket.job_id = record.id
         ticket.attempt = record.attempts
         ticket.priority = record.priority
+        ticket.trace = record.trace
+        tenant = ticket.tenant = record.tenant
+        if tenant is not None:  # its seat was taken before the claim said whose job it is
+            running = self.lane.tenant_running
+            running[tenant] = running.get(tenant, 0) + 1
         waited = max(0.0, clock.wall() - record.run_at)
         ticket.admitted_at = clock.now() - waited
         if ticket.cancel_reason == CANCEL_REASON:  # cancelled before it began

@@ -19,13 +19,14 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ._lane_state import LaneState
+from ._lane_state import TOP_TENANTS, LaneState
 from ._validate import check_number
 from .backlog import Backlog, JobRecord, NewJob
 from .backlog.base import job_rank
 from .clock import Clock
 from .errors import ConfigError, Overloaded, UnknownJob
 from .jobs import Job, JobState
+from .lanes import check_tenant
 from .logs import get_logger
 from .tasks import Task, encode_args
 
@@ -66,12 +67,13 @@ class JobStore:
         delay: float | None,
         deadline: float | None,
         cost: float | None = None,
+        tenant: str | None = None,
     ) -> Job:
         items = [list(args)]
         texts = [encode_args(items[0])]
         _check_key(key, "key")
         [job] = await self._store(
-            task, lane, items, texts, [key], priority, run_at, delay, deadline, cost
+            task, lane, items, texts, [key], priority, run_at, delay, deadline, cost, tenant
         )
         return job
 
@@ -87,6 +89,7 @@ class JobStore:
         delay: float | None,
         deadline: float | None,
         cost: float | None = None,
+        tenant: str | None = None,
     ) -> list[Job]:
         """Store one job per item of ``args_list`` in one backlog call (one transaction):
         all of them or, when they do not fit the lane's ``max_queued``, none."""
@@ -109,7 +112,7 @@ class JobStore:
         if not texts:
             return []
         return await self._store(
-            task, lane, items, texts, key_list, priority, run_at, delay, deadline, cost
+            task, lane, items, texts, key_list, priority, run_at, delay, deadline, cost, tenant
         )
 
     async def _store(
@@ -124,9 +127,11 @@ class JobStore:
         delay: float | None,
         deadline: float | None,
         cost: float | None,
+        tenant: str | None,
     ) -> list[Job]:
         """Validate the options shared by the jobs, check the room, store them at once."""
         check_number("priority", priority, minimum=-math.inf)
+        check_tenant(tenant)
         job_cost = None if cost is None else check_number("cost", cost, minimum=0)
         now = self._clock.wall()
         if run_at is not None and delay is not None:
@@ -152,6 +157,8 @@ class JobStore:
             lane.max_queued,
         )
         rank = job_rank(priority, due, lane.config.aging)
+        tenant_bound = None if tenant is None else lane.tenant_max_queued
+        trace = self._sched._tracing.carrier()
         new = [
             NewJob(
                 task=name,
@@ -166,12 +173,20 @@ class JobStore:
                 max_queued=bound,
                 args=item,
                 rank=rank,
+                tenant=tenant,
+                tenant_max_queued=tenant_bound,
+                trace=trace,
             )
             for item, text, key in zip(items, texts, keys, strict=True)
         ]
         try:
             records = await self.backlog.submit(new, now=now)
         except Overloaded as exc:  # the backlog's own count, across every process
+            if exc.tenant is not None:  # the tenant's own bound
+                lane.count_shed("tenant_queue_full", exc.tenant)
+                raise Overloaded(
+                    lane.name, lane.retry_after(), queued=exc.queued, tenant=exc.tenant
+                ) from None
             lane.count_shed("queue_full")
             lane.backlog_queued = max(lane.backlog_queued, exc.queued or 0)
             raise self._full(lane, exc.queued, len(new)) from None
@@ -223,9 +238,15 @@ class JobStore:
         fut.set_result(count)
         return count
 
+    async def count_tenants(self, lane: LaneState) -> None:
+        """Refresh the lane's busiest tenants in the backlog (for stats)."""
+        found = await self.backlog.queued_by_tenant(lane.name, limit=TOP_TENANTS)
+        lane.backlog_tenants = dict(found)
+
     async def refresh_counts(self, lanes: list[LaneState]) -> None:
         for lane in lanes:
             await self.count(lane)
+            await self.count_tenants(lane)
 
     # -- look-ups -------------------------------------------------------------------
 
@@ -247,6 +268,7 @@ class JobStore:
             _value=record.result,
             _owner=self._sched,
             cost=record.cost,
+            tenant=record.tenant,
         )
 
     async def get(self, job_id: str) -> Job:
@@ -324,10 +346,16 @@ class JobStore:
         self.finished([job_id])
         return True
 
-    async def cancel_task(self, task: str) -> int:
-        """Cancel every queued and running job of ``task``; how many were reached."""
-        count = await self.backlog.cancel_task(task, now=self._clock.wall())
-        _log.info("job.cancelled_task", task=task, jobs=count)
+    async def cancel_task(self, task: str | None, tenant: str | None = None) -> int:
+        """Cancel every queued and running job of ``task`` and/or ``tenant``; how many
+        were reached."""
+        if task is None and tenant is None:
+            raise TypeError("cancel_task() needs a task name, tenant=, or both")
+        if task is not None and not isinstance(task, str):
+            raise TypeError(f"task names are str, got {type(task).__name__} {task!r}")
+        check_tenant(tenant)
+        count = await self.backlog.cancel_task(task, now=self._clock.wall(), tenant=tenant)
+        _log.info("job.cancelled_task", task=task, tenant=tenant, jobs=count)
         for runner in self._sched._runners.values():  # those running here stop now
             await runner.check_cancels()
         self.finished(list(self._waiters))  # local waiters look again

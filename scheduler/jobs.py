@@ -111,6 +111,8 @@ class Job:
     _owner: _JobWaiter
     #: tokens the job draws from its upstream's token-rate limit (``None``: the task's cost)
     cost: float | None = None
+    #: whose job it is (``submit(..., tenant=)``), or ``None``
+    tenant: str | None = None
 
     async def result(self, timeout: float | None = None) -> Any:
         """The job's result once it is ``DONE``.

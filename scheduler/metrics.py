@@ -101,7 +101,7 @@ class TenantStats:
     """One tenant in a lane (see :class:`~scheduler.lanes.Tenants`)."""
 
     tenant: str
-    queued: int  # waiting in this process (a durable lane's backlog is not split)
+    queued: int  # waiting here; on a durable lane, in the backlog (every process)
     running: int
     shed: int  # refused or expired unrun
 

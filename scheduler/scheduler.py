@@ -248,7 +248,7 @@ class Scheduler:
                 opts,
                 store.finished,
                 purge=(i == 0),
-                count_queued=functools.partial(store.count, lane),
+                count_queued=functools.partial(store.refresh_counts, [lane]),
             )
             for i, lane in enumerate(
                 ln for ln in self._ordered if ln.config.durable and ln.run_here
@@ -802,6 +802,7 @@ class Scheduler:
         delay: float | None = None,
         deadline: float | None = None,
         cost: float | None = None,
+        tenant: str | None = None,
     ) -> Job:
         """Store a durable job for ``task(*args)``; returns once its row is committed.
 
@@ -817,12 +818,16 @@ class Scheduler:
                 it starts (e.g. an estimate of its prompt and answer), stored
                 with the job so whichever worker runs it draws that much;
                 ``None`` uses the task's ``cost``.
+            tenant: whose job it is (a customer, an API key): the lane's claims
+                take turns between tenants, in every process sharing the
+                backlog (see :class:`~scheduler.lanes.Tenants`).
 
         Raises:
             TypeError: an argument is not JSON-serializable, or ``cost`` is not a
-                number (nothing is stored).
+                number, or ``tenant`` is not a str (nothing is stored).
             ConfigError: ``cost`` is negative or not finite.
-            Overloaded: the lane's backlog holds ``max_queued`` jobs already.
+            Overloaded: the lane's backlog holds ``max_queued`` jobs already, or
+                the tenant its ``Tenants.max_queued`` (``tenant`` says so).
             SchedulerClosed: the scheduler is not open.
         """
         task, lane = self._durable_task(task, "submit")
@@ -836,6 +841,7 @@ class Scheduler:
             delay=delay,
             deadline=deadline,
             cost=cost,
+            tenant=tenant,
         )
 
     async def submit_many(
@@ -850,6 +856,7 @@ class Scheduler:
         delay: float | None = None,
         deadline: float | None = None,
         cost: float | None = None,
+        tenant: str | None = None,
     ) -> list[Job]:
         """Store one durable job per item of ``args_list`` (each a list of positional
         args); returns the jobs in order, once all are committed in one transaction.
@@ -876,6 +883,7 @@ class Scheduler:
             delay=delay,
             deadline=deadline,
             cost=cost,
+            tenant=tenant,
         )
 
     def _durable_task(
@@ -943,10 +951,10 @@ class Scheduler:
         """
         return await self._require_store().cancel(job_id)
 
-    async def cancel_task(self, task: str) -> int:
-        """:meth:`cancel` every queued and running job of the task named ``task``;
-        returns how many it reached."""
-        return await self._require_store().cancel_task(task)
+    async def cancel_task(self, task: str | None = None, *, tenant: str | None = None) -> int:
+        """:meth:`cancel` every queued and running job of the task named ``task``, of
+        ``tenant``, or of both (one of them is needed); returns how many it reached."""
+        return await self._require_store().cancel_task(task, tenant)
 
     async def backlog_counts(self) -> dict[str, dict[str, int]]:
         """Durable jobs in the backlog: ``{lane: {state: count}}`` (empty states left out)."""

@@ -174,6 +174,7 @@ class Task(Generic[P, R]):
         delay: float | None = None,
         deadline: float | None = None,
         cost: float | None = None,
+        tenant: str | None = None,
     ) -> Job:
         """Store a durable job running this task with ``args``; see :meth:`Scheduler.submit`.
 
@@ -189,6 +190,7 @@ class Task(Generic[P, R]):
             delay=delay,
             deadline=deadline,
             cost=cost,
+            tenant=tenant,
         )
 
     async def submit_many(
@@ -201,6 +203,7 @@ class Task(Generic[P, R]):
         delay: float | None = None,
         deadline: float | None = None,
         cost: float | None = None,
+        tenant: str | None = None,
     ) -> list[Job]:
         """Store one durable job per item of ``args_list``, all in one transaction;
         see :meth:`Scheduler.submit_many`."""
@@ -213,9 +216,16 @@ class Task(Generic[P, R]):
             delay=delay,
             deadline=deadline,
             cost=cost,
+            tenant=tenant,
         )
 
-    async def call(self, *args: Any, priority: float = 0, deadline: float | None = None) -> R:
+    async def call(
+        self,
+        *args: Any,
+        priority: float = 0,
+        deadline: float | None = None,
+        tenant: str | None = None,
+    ) -> R:
         """Run the task now, in memory, in its lane (no backlog row)."""
         return await self.scheduler.call(
             self.fn,
@@ -225,6 +235,7 @@ class Task(Generic[P, R]):
             deadline=deadline,
             timeout=self.timeout,
             upstream=self.upstream,
+            tenant=tenant,
         )
 
     def __repr__(self) -> str:

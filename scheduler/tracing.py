@@ -12,6 +12,13 @@ attempt runs in (a web request's span, for a live call), with attributes:
     floodgate.tenant    the tenant, when the call named one
     floodgate.upstream  the upstream, when the job names one
 
+A durable job carries its submitter's trace context: ``submit`` stores the
+W3C ``traceparent``/``tracestate`` of the span it runs in (the web request
+that submitted it, say) with the job, and the worker that runs it, in this
+process or another, makes each attempt's span a child of that context. So
+one trace runs from the request through the backlog to the upstream call.
+Context is stored only while tracing is on in the submitting process.
+
 An attempt that raises records the exception and sets the span's status to
 error. Spans go wherever the application's tracer provider sends them. By
 default (``Scheduler(tracing=None)``) they are made when a tracer provider is
@@ -24,6 +31,7 @@ them whatever the provider (and raises ``ConfigError`` without the extra).
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -35,9 +43,15 @@ if TYPE_CHECKING:
 __all__ = ["Tracing"]
 
 try:
+    from opentelemetry import propagate as _propagate
     from opentelemetry import trace as _trace
 except ImportError:  # the otel extra is not installed: no spans
     _trace = None  # type: ignore[assignment]
+    _propagate = None  # type: ignore[assignment]
+
+#: the longest stored trace context (W3C traceparent is 55 characters; tracestate
+#: at most 512 by the spec): anything longer is not stored
+MAX_TRACE_CONTEXT = 2048
 
 
 class Tracing:
@@ -61,6 +75,32 @@ class Tracing:
         if self.enabled or not unset:
             self.tracer = provider.get_tracer("floodgate")
 
+    def carrier(self) -> str | None:
+        """The current trace context as JSON W3C headers, to store with a durable job
+        (``None`` when tracing is off or there is no current span)."""
+        if self.tracer is None or _propagate is None:
+            return None
+        headers: dict[str, str] = {}
+        _propagate.inject(headers)
+        if not headers:
+            return None
+        text = json.dumps(headers, separators=(",", ":"))
+        return text if len(text) <= MAX_TRACE_CONTEXT else None
+
+    @staticmethod
+    def _parent(trace: str | None) -> Any:
+        """The context stored with a durable job, or ``None`` (a broken one is ignored:
+        the span then starts where the attempt runs)."""
+        if trace is None or _propagate is None:
+            return None
+        try:
+            headers = json.loads(trace)
+        except ValueError:
+            return None
+        if not isinstance(headers, dict):
+            return None
+        return _propagate.extract({str(k): str(v) for k, v in headers.items()})
+
     @contextlib.contextmanager
     def attempt(self, ticket: Ticket, wait: float) -> Iterator[None]:
         """A span around one attempt of ``ticket`` that waited ``wait`` seconds."""
@@ -80,6 +120,7 @@ class Tracing:
             attributes["floodgate.upstream"] = ticket.upstream
         with tracer.start_as_current_span(
             f"floodgate {ticket.lane.name}",
+            context=self._parent(ticket.trace),
             attributes=attributes,
             record_exception=True,
             set_status_on_exception=True,

@@ -4,7 +4,8 @@
 
     floodgate worker  --app myapp:sched [--backlog PATH] [--lanes batch] [--admin 127.0.0.1:8765]
     floodgate status  [--backlog PATH | --app myapp:sched]
-    floodgate jobs    list [--state dead] | show ID | requeue ID|--all-dead
+    floodgate jobs    list [--state dead] [--tenant X] | show ID | requeue ID|--all-dead
+                      | cancel ID|--task T|--tenant X
     floodgate submit  TASK --args '[...]' --app myapp:sched
     floodgate pause   [--reason R] | resume      (a running worker, through its admin API)
     floodgate drain   --until-empty --app myapp:sched

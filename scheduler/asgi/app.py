@@ -86,6 +86,7 @@ def admin_app(
     ``/api/status``, ``/api/history?since=``, ``/api/jobs?state=&lane=&limit=&offset=``,
     ``/api/jobs/{id}``;
     ``POST /api/jobs/{id}/requeue``, ``/api/jobs/{id}/cancel``, ``/api/jobs/requeue-dead``,
+    ``/api/jobs/cancel`` (JSON ``{"task": ..., "tenant": ...}``, one or both),
     ``/api/gate/pause`` (JSON ``{"reason": ..., "fleet": false}``), ``/api/gate/resume``
     (JSON ``{"fleet": false}``; ``fleet: true`` reaches every process on the backlog).
     """
@@ -185,6 +186,7 @@ class _Admin:
             Route("/api/history", self.show_history, methods=["GET"]),
             Route("/api/jobs", self.list_jobs, methods=["GET"]),
             Route("/api/jobs/requeue-dead", mutate(self.requeue_dead), methods=["POST"]),
+            Route("/api/jobs/cancel", mutate(self.cancel_matching), methods=["POST"]),
             Route("/api/jobs/{job_id}", self.show_job, methods=["GET"]),
             Route("/api/jobs/{job_id}/requeue", mutate(self.requeue_job), methods=["POST"]),
             Route("/api/jobs/{job_id}/cancel", mutate(self.cancel_job), methods=["POST"]),
@@ -317,6 +319,34 @@ class _Admin:
         cancelled = await self.sched.cancel(job_id)
         job = await self.sched.job(job_id)
         return JSONResponse({"cancelled": cancelled, "state": job.state.value})
+
+    async def cancel_matching(self, request: Request) -> Response:
+        """``{"cancelled": n}``: every queued and running job of the body's ``task``, of
+        its ``tenant``, or of both (that task's jobs of that tenant); ``n`` counts the
+        jobs cancelled or newly asked to stop (see :meth:`Scheduler.cancel_task`)."""
+        usage = 'the body must be JSON: {"task": "...", "tenant": "..."} (one or both)'
+        if not await request.body():
+            return _error(400, usage)
+        try:
+            body: Any = await request.json()
+        except ValueError:
+            return _error(400, usage)
+        if not isinstance(body, dict):
+            return _error(400, usage)
+        unknown = sorted(set(body) - {"task", "tenant"})
+        if unknown:
+            return _error(400, f"unknown field(s) {', '.join(unknown)}: {usage}")
+        task, tenant = body.get("task"), body.get("tenant")
+        for name, value in (("task", task), ("tenant", tenant)):
+            if value is not None and (not isinstance(value, str) or not value):
+                return _error(400, f"{name} must be a non-empty string")
+        if task is None and tenant is None:
+            return _error(400, f"which jobs? {usage}")
+        try:
+            count = await self.sched.cancel_task(task, tenant=tenant)
+        except (TypeError, ValueError) as exc:  # e.g. a tenant name over the length limit
+            return _error(400, str(exc))
+        return JSONResponse({"cancelled": count})
 
     async def requeue_dead(self, request: Request) -> Response:
         lane = request.query_params.get("lane") or None

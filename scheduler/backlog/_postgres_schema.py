@@ -135,6 +135,15 @@ _CLAIM_FUNCTION_V5 = _CLAIM_FUNCTION_V4.replace(
 if _CLAIM_FUNCTION_V5.count("rank, run_at, seq") != 3:
     raise RuntimeError("the v5 claim function did not pick up the rank order")
 
+# v6: the claim function leases only jobs without a tenant from the queue (a lane whose
+# queued jobs name tenants is claimed fairly, by FAIR_* below, see _fair).
+_CLAIM_FUNCTION_V6 = _CLAIM_FUNCTION_V5.replace(
+    "WHERE lane = p_lane AND state = 'queued' AND run_at <= p_now",
+    "WHERE lane = p_lane AND state = 'queued' AND tenant IS NULL AND run_at <= p_now",
+)
+if _CLAIM_FUNCTION_V6.count("tenant IS NULL") != 1:
+    raise RuntimeError("the v6 claim function did not pick up the tenant filter")
+
 # Keeps floodgate_lane_queued (each lane's QUEUED count) true, once per statement over its
 # transition tables. Counter rows are taken in lane order, the order a submit locks them in
 # (see LOCK_LANES), and only for lanes whose count changed: a heartbeat or a claim's KILL_LOST
@@ -174,6 +183,58 @@ BEGIN
     RETURN NULL;
 END
 $fn$"""
+
+# v6: also the QUEUED counts of named tenants per lane (floodgate_lane_tenants); a tenant
+# whose count reaches 0 loses its row (it comes back at the lane's virtual clock).
+_COUNT_QUEUED_FUNCTION_V6 = _COUNT_QUEUED_FUNCTION.replace(
+    """    RETURN NULL;
+END
+$fn$""",
+    """    IF TG_OP = 'INSERT' THEN
+        FOR r IN SELECT lane, tenant, count(*) AS k FROM floodgate_new_rows
+                  WHERE state = 'queued' AND tenant IS NOT NULL
+                  GROUP BY lane, tenant ORDER BY lane, tenant LOOP
+            INSERT INTO floodgate_lane_tenants AS c (lane, tenant, n)
+            VALUES (r.lane, r.tenant, r.k)
+            ON CONFLICT (lane, tenant) DO UPDATE SET n = c.n + EXCLUDED.n;
+        END LOOP;
+    ELSIF TG_OP = 'DELETE' THEN
+        FOR r IN SELECT lane, tenant, -count(*) AS k FROM floodgate_old_rows
+                  WHERE state = 'queued' AND tenant IS NOT NULL
+                  GROUP BY lane, tenant ORDER BY lane, tenant LOOP
+            UPDATE floodgate_lane_tenants SET n = n + r.k
+             WHERE lane = r.lane AND tenant = r.tenant;
+            DELETE FROM floodgate_lane_tenants
+             WHERE lane = r.lane AND tenant = r.tenant AND n <= 0;
+        END LOOP;
+    ELSE
+        FOR r IN SELECT d.lane, d.tenant, sum(d.k) AS k FROM (
+                     SELECT lane, tenant, 1 AS k FROM floodgate_new_rows
+                      WHERE state = 'queued' AND tenant IS NOT NULL
+                     UNION ALL
+                     SELECT lane, tenant, -1 AS k FROM floodgate_old_rows
+                      WHERE state = 'queued' AND tenant IS NOT NULL) d
+                  GROUP BY d.lane, d.tenant HAVING sum(d.k) <> 0
+                  ORDER BY d.lane, d.tenant LOOP
+            INSERT INTO floodgate_lane_tenants AS c (lane, tenant, n)
+            VALUES (r.lane, r.tenant, r.k)
+            ON CONFLICT (lane, tenant) DO UPDATE SET n = c.n + EXCLUDED.n;
+            DELETE FROM floodgate_lane_tenants
+             WHERE lane = r.lane AND tenant = r.tenant AND n <= 0;
+        END LOOP;
+    END IF;
+    RETURN NULL;
+END
+$fn$""",
+).replace(
+    """        UPDATE floodgate_lane_queued SET n = 0 WHERE n <> 0;
+        RETURN NULL;""",
+    """        UPDATE floodgate_lane_queued SET n = 0 WHERE n <> 0;
+        DELETE FROM floodgate_lane_tenants WHERE tenant <> '';
+        RETURN NULL;""",
+)
+if _COUNT_QUEUED_FUNCTION_V6.count("floodgate_lane_tenants") != 6:
+    raise RuntimeError("the v6 count function did not pick up the tenant counts")
 
 # Ends at once the leases of lease owners whose session is gone. Every owner holds a session
 # advisory lock on (floodgate.owner:<schema>, owner) for as long as it lives (taken before its
@@ -288,6 +349,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " WHERE state = 'queued'",
         _CLAIM_FUNCTION_V5,
     ),
+    # 6: tenants (fair claims, see _fair) and the submitter's trace context. Jobs without a
+    # tenant keep the claim-order index; each tenant's jobs get their own. lane_tenants holds
+    # named tenants' QUEUED counts (the count trigger keeps them) and every flow's virtual
+    # time (the tenant-less flow as ''); lane_queued.vclock is the lane's virtual clock.
+    (
+        "ALTER TABLE floodgate_jobs ADD COLUMN tenant text, ADD COLUMN trace text",
+        "DROP INDEX floodgate_jobs_queued",
+        "CREATE INDEX floodgate_jobs_queued ON floodgate_jobs (lane, rank, run_at, seq)"
+        " WHERE state = 'queued' AND tenant IS NULL",
+        "CREATE INDEX floodgate_jobs_queued_tenant ON floodgate_jobs"
+        " (lane, tenant, rank, run_at, seq) WHERE state = 'queued' AND tenant IS NOT NULL",
+        """CREATE TABLE floodgate_lane_tenants (
+            lane   text NOT NULL,
+            tenant text NOT NULL,
+            n      bigint NOT NULL DEFAULT 0,
+            vtime  double precision NOT NULL DEFAULT 0,
+            PRIMARY KEY (lane, tenant)
+        )""",
+        "ALTER TABLE floodgate_lane_queued ADD COLUMN vclock double precision NOT NULL DEFAULT 0",
+        _COUNT_QUEUED_FUNCTION_V6,
+        _CLAIM_FUNCTION_V6,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -295,7 +378,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 COLUMNS = (
     "seq, id, task, lane, args, priority, state, attempts, max_attempts, run_at, created_at,"
     " updated_at, key, lease_owner, lease_until, result, error, traceback, deadline_at, cost,"
-    " cancel_requested_at, rank"
+    " cancel_requested_at, rank, tenant, trace"
 )
 
 # Sends one NOTIFY per lane of ``rows`` (a CTE with ``lane`` and ``run_at``) that has a job
@@ -305,27 +388,27 @@ _NOTIFY = """(SELECT count(pg_notify({channel}, l.lane)::text) FROM
     (SELECT DISTINCT lane FROM {rows} WHERE run_at <= {now}) l)"""
 
 # Params: ids, tasks, lanes, args, priorities, max_attempts, run_ats, keys, deadlines, nows,
-# costs (arrays, one element per job, in order), channel, ranks (an array). Returns the ids
-# actually inserted: a job whose key is already stored is skipped (ON CONFLICT DO NOTHING)
-# and looked up by key after.
+# costs (arrays, one element per job, in order), channel, ranks, tenants, traces (arrays).
+# Returns the ids actually inserted: a job whose key is already stored is skipped (ON CONFLICT
+# DO NOTHING) and looked up by key after.
 # ``seq`` is drawn in submission order (the FIFO tie-break), then rows go in by key, so two
 # batches sharing keys wait for each other's keys in one global order and cannot deadlock.
 SUBMIT = f"""
     WITH input AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[],
                              $6::int4[], $7::float8[], $8::text[], $9::float8[], $10::float8[],
-                             $11::float8[], $13::float8[])
+                             $11::float8[], $13::float8[], $14::text[], $15::text[])
             WITH ORDINALITY AS t(id, task, lane, args, priority, max_attempts, run_at, key,
-                                 deadline_at, now, cost, rank, ord)
+                                 deadline_at, now, cost, rank, tenant, trace, ord)
     ), numbered AS (
         SELECT input.*, nextval('floodgate_jobs_seq') AS seq FROM input ORDER BY ord
     ), ins AS (
         INSERT INTO floodgate_jobs (seq, id, task, lane, args, priority, state, attempts,
                                     max_attempts, run_at, created_at, updated_at, key,
-                                    deadline_at, cost, rank)
+                                    deadline_at, cost, rank, tenant, trace)
         OVERRIDING SYSTEM VALUE
         SELECT seq, id, task, lane, args, priority, 'queued', 0, max_attempts, run_at, now,
-               now, key, deadline_at, cost, rank
+               now, key, deadline_at, cost, rank, tenant, trace
           FROM numbered ORDER BY key COLLATE "C" NULLS LAST, seq
         ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING
         RETURNING id, lane, run_at, created_at
@@ -457,16 +540,19 @@ CANCEL = """
         RETURNING id, state
     )
     SELECT count(pg_notify($4, id)) FROM upd WHERE state = 'running'"""
-# Params: task, now, error, cancel channel. Jobs claimed at this very moment may be missed
-# (the claim holds their rows): run it again to catch them.
+# Params: task, now, error, cancel channel, tenant (a NULL task or tenant matches any). Jobs
+# claimed at this very moment may be missed (the claim holds their rows): run it again to
+# catch them.
 CANCEL_TASK = """
     WITH q AS (
         UPDATE floodgate_jobs SET state = 'cancelled', error = $3, updated_at = $2
-         WHERE task = $1 AND state = 'queued'
+         WHERE ($1::text IS NULL OR task = $1) AND ($5::text IS NULL OR tenant = $5)
+           AND state = 'queued'
         RETURNING id
     ), r AS (
         UPDATE floodgate_jobs SET cancel_requested_at = $2
-         WHERE task = $1 AND state = 'running' AND cancel_requested_at IS NULL
+         WHERE ($1::text IS NULL OR task = $1) AND ($5::text IS NULL OR tenant = $5)
+           AND state = 'running' AND cancel_requested_at IS NULL
         RETURNING id
     )
     SELECT (SELECT count(*) FROM q) + (SELECT count(*) FROM r),
@@ -477,6 +563,76 @@ CANCEL_REQUESTED = """
      WHERE id = ANY($1::text[]) AND state = 'running' AND cancel_requested_at IS NOT NULL"""
 # Params: lane. The lane's QUEUED count (migration 3's triggers keep it); no row: none.
 QUEUED_COUNT = "SELECT n FROM floodgate_lane_queued WHERE lane = $1"
+
+# Fair claims (see _fair), in one transaction under the lane's advisory lock.
+# Params: lane. The lane's tenants with queued jobs and the tenant-less flow's row ('').
+FAIR_TENANTS = """
+    SELECT tenant, n, vtime FROM floodgate_lane_tenants
+     WHERE lane = $1 AND (n > 0 OR tenant = '')"""
+FAIR_LOCK = """
+    SELECT pg_advisory_xact_lock(hashtext('floodgate.lane:' || current_schema()), hashtext($1))"""
+# Params: lane. The lane's virtual clock, and whether it has queued jobs without a tenant.
+FAIR_CLOCK = """
+    SELECT coalesce((SELECT vclock FROM floodgate_lane_queued WHERE lane = $1), 0),
+           EXISTS (SELECT 1 FROM floodgate_jobs
+                    WHERE lane = $1 AND state = 'queued' AND tenant IS NULL)"""
+# Params: lane, now, owner: live leases of other owners (the lane's fleet-wide ceiling).
+FAIR_LIVE = """
+    SELECT count(*) FROM floodgate_jobs
+     WHERE lane = $1 AND state = 'running' AND lease_until > $2 AND lease_owner <> $3"""
+# Params: lane, now: live leases per named tenant (Tenants.max_in_flight).
+FAIR_RUNNING = """
+    SELECT tenant, count(*) FROM floodgate_jobs
+     WHERE lane = $1 AND state = 'running' AND lease_until > $2 AND tenant IS NOT NULL
+     GROUP BY tenant"""
+_FAIR_LEASE = f"""
+    UPDATE floodgate_jobs j
+       SET state = 'running', attempts = j.attempts + 1, lease_owner = $2,
+           lease_until = $3, updated_at = $4
+      FROM ({{pick}}) c WHERE j.seq = c.seq
+    RETURNING {", ".join("j." + c.strip() for c in COLUMNS.split(","))}"""
+# Params: lane, owner, lease_until, now, n: expired leases of any tenant.
+FAIR_LOST = _FAIR_LEASE.format(
+    pick="""SELECT seq FROM floodgate_jobs
+             WHERE lane = $1 AND state = 'running' AND lease_until <= $4
+             ORDER BY rank, run_at, seq LIMIT $5 FOR UPDATE SKIP LOCKED"""
+)
+# Params: lane, owner, lease_until, now, n: the tenant-less flow's next due jobs.
+FAIR_NONE = _FAIR_LEASE.format(
+    pick="""SELECT seq FROM floodgate_jobs
+             WHERE lane = $1 AND state = 'queued' AND tenant IS NULL AND run_at <= $4
+             ORDER BY rank, run_at, seq LIMIT $5 FOR UPDATE SKIP LOCKED"""
+)
+# Params: lane, owner, lease_until, now, n, tenant: one tenant's next due jobs.
+FAIR_TENANT = _FAIR_LEASE.format(
+    pick="""SELECT seq FROM floodgate_jobs
+             WHERE lane = $1 AND tenant = $6 AND state = 'queued' AND run_at <= $4
+             ORDER BY rank, run_at, seq LIMIT $5 FOR UPDATE SKIP LOCKED"""
+)
+# Params: lane, tenants, vtimes (arrays), vclock: store the served flows' virtual times
+# (forgetting tenants with nothing queued) and the lane's clock.
+FAIR_STORE = """
+    WITH t AS (
+        INSERT INTO floodgate_lane_tenants AS c (lane, tenant, vtime)
+        SELECT $1, u.tenant, u.vtime FROM unnest($2::text[], $3::float8[]) AS u(tenant, vtime)
+        ON CONFLICT (lane, tenant) DO UPDATE SET vtime = EXCLUDED.vtime
+        RETURNING c.tenant, c.n
+    ), gone AS (
+        DELETE FROM floodgate_lane_tenants d USING t
+         WHERE d.lane = $1 AND d.tenant = t.tenant AND t.n <= 0 AND t.tenant <> ''
+    )
+    UPDATE floodgate_lane_queued SET vclock = $4 WHERE lane = $1"""
+# Params: lane, limit: the tenants with most QUEUED jobs.
+TOP_TENANTS = """
+    SELECT tenant, n FROM floodgate_lane_tenants WHERE lane = $1 AND n > 0 AND tenant <> ''
+     ORDER BY n DESC, tenant LIMIT $2"""
+# Params: lanes, tenants (arrays, pairs sorted): locks the pairs' counter rows (created if
+# missing) and answers their counts, as LOCK_LANES does for lanes.
+LOCK_TENANTS = """
+    INSERT INTO floodgate_lane_tenants AS c (lane, tenant, n)
+    SELECT l, t, 0 FROM unnest($1::text[], $2::text[]) AS u(l, t) ORDER BY l, t
+    ON CONFLICT (lane, tenant) DO UPDATE SET n = c.n
+    RETURNING lane, tenant, n"""
 
 # Params: lanes. Locks the lanes' counter rows (created if missing) in lane order, the order
 # the count trigger takes them in, and answers their counts: until the submit's transaction

@@ -20,6 +20,7 @@ from ..errors import BacklogError, Overloaded
 from ..jobs import JobState
 from . import _owners
 from . import _sqlite_schema as sql
+from ._fair import EQUAL_SHARES, FAIR_ROUNDS, NO_TENANT, FairPolicy, plan_claim
 from .base import (
     CANCELLED_ERROR,
     LEASE_LOST_FMT,
@@ -27,6 +28,7 @@ from .base import (
     NewJob,
     admit,
     bounded_lanes,
+    bounded_tenants,
     claim_room,
     new_record,
 )
@@ -98,7 +100,14 @@ def insert(db: Conn, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
     if lanes:
         found = fetch(db, sql.queued_counts(len(lanes)), lanes)
         queued = {str(lane): int(n) for lane, n in found}
-    verdicts = admit(calls, queued, [k for k in known if k is not None])
+    pairs = bounded_tenants(calls)
+    tenant_queued: dict[tuple[str, str], int] = {}
+    for i in range(0, len(pairs), _KEY_CHUNK // 2):
+        part = pairs[i : i + _KEY_CHUNK // 2]
+        params = [v for flow in part for v in flow]
+        for lane, tenant, n in fetch(db, sql.tenant_counts(len(part)), params):
+            tenant_queued[(str(lane), str(tenant))] = int(n)
+    verdicts = admit(calls, queued, [k for k in known if k is not None], tenant_queued)
     inserts: list[tuple[Any, ...]] = []
     results: list[list[JobRecord] | Overloaded] = []
     for (jobs, args, when), refused in zip(batch, verdicts, strict=True):
@@ -117,7 +126,7 @@ def insert(db: Conn, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
             inserts.append(
                 (record.id, job.task, job.lane, job.args_json, record.priority, _Q,
                  job.max_attempts, record.run_at, now, now, job.key, job.deadline_at,
-                 record.cost, record.rank)
+                 record.cost, record.rank, job.tenant, job.trace)
             )  # fmt: skip
             records.append(record)
         results.append(records)
@@ -129,6 +138,15 @@ def insert(db: Conn, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
         create, add = sql.ADD_QUEUED
         db.executemany(create, [(lane,) for lane in added])
         db.executemany(add, [(n, lane) for lane, n in added.items()])
+        per_tenant: dict[tuple[str, str], int] = {}
+        for row in inserts:
+            if row[14] is not None:
+                flow = (row[2], row[14])
+                per_tenant[flow] = per_tenant.get(flow, 0) + 1
+        if per_tenant:
+            create, add = sql.ADD_TENANT_QUEUED
+            db.executemany(create, list(per_tenant))
+            db.executemany(add, [(n, lane, t) for (lane, t), n in per_tenant.items()])
     return results
 
 
@@ -142,6 +160,7 @@ def claim(
     *,
     returning: bool,
     max_running: int | None = None,
+    tenants: FairPolicy | None = None,
 ) -> list[JobRecord]:
     """Lease up to ``limit`` jobs of ``lane``; see :meth:`Backlog.claim`.
 
@@ -156,6 +175,13 @@ def claim(
     if max_running is not None:
         live = fetch(db, sql.LIVE_LEASES, (lane, now, owner))[0][0]
         limit = claim_room(limit, max_running, int(live))
+    if limit <= 0:
+        return []
+    flows = fetch(db, sql.LANE_TENANTS, (lane,))
+    if any(str(t) != NO_TENANT for t, _, _ in flows):
+        fair = _claim_fair(db, lane, limit, owner, lease_until, now, returning, flows, tenants)
+        fair.sort(key=lambda sr: (*sr[1].order, sr[0]))
+        return [record for _, record in fair]
     found: list[tuple[int, JobRecord]] = []
     while len(found) < limit:
         n = limit - len(found)
@@ -166,23 +192,99 @@ def claim(
         else:
             got = fetch(db, sql.CLAIM_SELECT, where)
             db.executemany(sql.CLAIM_UPDATE, [(*lease, row[0]) for row in got])
-        corrupt = 0
-        for row in got:
-            seq, record, problem = sql.decode_row(row)
-            if problem is not None:
-                db.execute(sql.KILL_CORRUPT, (_DEAD, record.error, now, seq))
-                corrupt += 1
-                continue
-            if not returning:  # the row was read before the update
-                record = replace(
-                    record, state=JobState.RUNNING, attempts=record.attempts + 1,
-                    lease_owner=owner, lease_until=lease_until, updated_at=now,
-                )  # fmt: skip
-            found.append((seq, record))
-        if not corrupt:
+        leased = _decode_leased(db, got, owner, lease_until, now, returning)
+        found += leased
+        if len(leased) == len(got):  # no corrupt row: nothing to top up
             break
     found.sort(key=lambda sr: (*sr[1].order, sr[0]))
     return [record for _, record in found]
+
+
+def _claim_fair(
+    db: Conn,
+    lane: str,
+    limit: int,
+    owner: str,
+    lease_until: float,
+    now: float,
+    returning: bool,
+    flows: list[Sequence[Any]],
+    tenants: FairPolicy | None,
+) -> list[tuple[int, JobRecord]]:
+    """A claim on a lane whose queued jobs name tenants: expired leases first, then the
+    tenants' fair turns (see :mod:`scheduler.backlog._fair`), under the write lock."""
+    policy = tenants or EQUAL_SHARES
+    lost = [int(r[0]) for r in fetch(db, sql.FLOW_LOST, (lane, now, limit))]
+    found = _lease(db, lost, owner, lease_until, now, returning)
+    n = limit - len(found)
+    if n <= 0:
+        return found
+    found_clock = fetch(db, sql.LANE_CLOCK, (lane, lane))
+    clock, anonymous = found_clock[0] if found_clock else (0.0, 0)
+    running = None
+    if policy.max_in_flight is not None:
+        running = {str(t): int(k) for t, k in fetch(db, sql.TENANTS_RUNNING, (lane, now))}
+    rows = ((str(t), int(k), float(v)) for t, k, v in flows)
+    plan = plan_claim(rows, float(clock), bool(anonymous), n, policy, running)
+    for _ in range(FAIR_ROUNDS):
+        shares = plan.take(n)
+        if not shares:
+            break
+        for tenant, k in shares.items():
+            if tenant == NO_TENANT:
+                seqs = fetch(db, sql.FLOW_NONE, (lane, now, k))
+            else:
+                seqs = fetch(db, sql.FLOW_TENANT, (lane, tenant, now, k))
+            got = _lease(db, [int(r[0]) for r in seqs], owner, lease_until, now, returning)
+            plan.got(tenant, k, len(got))
+            found += got
+            n -= len(got)
+        if n <= 0:
+            break
+    served = plan.times()
+    db.executemany(sql.SET_VTIME, [(lane, t, v) for t, v in served.items()])
+    db.executemany(sql.PRUNE_TENANT, [(lane, t) for t in served])
+    db.execute(sql.SET_VCLOCK, (plan.clock, lane))
+    return found
+
+
+def _lease(
+    db: Conn, seqs: list[int], owner: str, lease_until: float, now: float, returning: bool
+) -> list[tuple[int, JobRecord]]:
+    """Lease the jobs of ``seqs``; a corrupt row among them goes DEAD and is left out."""
+    if not seqs:
+        return []
+    lease = (_R, owner, lease_until, now)
+    if returning:
+        got = fetch(db, sql.claim_seqs(len(seqs), True), (*lease, *seqs))
+    else:
+        got = fetch(db, sql.select_seqs(len(seqs)), seqs)
+        db.execute(sql.claim_seqs(len(seqs), False), (*lease, *seqs))
+    return _decode_leased(db, got, owner, lease_until, now, returning)
+
+
+def _decode_leased(
+    db: Conn,
+    got: list[Sequence[Any]],
+    owner: str,
+    lease_until: float,
+    now: float,
+    returning: bool,
+) -> list[tuple[int, JobRecord]]:
+    """The records of rows a claim just leased; a corrupt one goes DEAD and is left out."""
+    out: list[tuple[int, JobRecord]] = []
+    for row in got:
+        seq, record, problem = sql.decode_row(row)
+        if problem is not None:
+            db.execute(sql.KILL_CORRUPT, (_DEAD, record.error, now, seq))
+            continue
+        if not returning:  # the row was read before the update
+            record = replace(
+                record, state=JobState.RUNNING, attempts=record.attempts + 1,
+                lease_owner=owner, lease_until=lease_until, updated_at=now,
+            )  # fmt: skip
+        out.append((seq, record))
+    return out
 
 
 #: other owners of this host checked for death when an owner registers

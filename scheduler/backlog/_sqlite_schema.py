@@ -112,6 +112,48 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX jobs_queued",
         "CREATE INDEX jobs_queued ON jobs (lane, rank, run_at, seq) WHERE state = 'queued'",
     ),
+    # 7: tenants (fair claims, see _fair) and the submitter's trace context. Jobs without a
+    # tenant keep the claim-order index; each tenant's jobs get their own, so a claim walks
+    # one tenant's queue in order. lane_tenants holds named tenants' QUEUED counts (kept by
+    # triggers; inserts count theirs once per transaction) and every flow's virtual time
+    # (the tenant-less flow as ''); lane_queued.vclock is the lane's virtual clock.
+    (
+        "ALTER TABLE jobs ADD COLUMN tenant TEXT",
+        "ALTER TABLE jobs ADD COLUMN trace TEXT",
+        "DROP INDEX jobs_queued",
+        "CREATE INDEX jobs_queued ON jobs (lane, rank, run_at, seq)"
+        " WHERE state = 'queued' AND tenant IS NULL",
+        "CREATE INDEX jobs_queued_tenant ON jobs (lane, tenant, rank, run_at, seq)"
+        " WHERE state = 'queued' AND tenant IS NOT NULL",
+        """CREATE TABLE lane_tenants (
+            lane   TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            n      INTEGER NOT NULL DEFAULT 0,
+            vtime  REAL NOT NULL DEFAULT 0,
+            PRIMARY KEY (lane, tenant)
+        ) WITHOUT ROWID""",
+        "ALTER TABLE lane_queued ADD COLUMN vclock REAL NOT NULL DEFAULT 0",
+        """CREATE TRIGGER jobs_tenant_delete AFTER DELETE ON jobs
+        WHEN OLD.state = 'queued' AND OLD.tenant IS NOT NULL
+        BEGIN
+            UPDATE lane_tenants SET n = n - 1 WHERE lane = OLD.lane AND tenant = OLD.tenant;
+            DELETE FROM lane_tenants WHERE lane = OLD.lane AND tenant = OLD.tenant AND n <= 0;
+        END""",
+        """CREATE TRIGGER jobs_tenant_leave AFTER UPDATE OF state, lane ON jobs
+        WHEN OLD.state = 'queued' AND OLD.tenant IS NOT NULL
+            AND (NEW.state IS NOT 'queued' OR NEW.lane IS NOT OLD.lane)
+        BEGIN
+            UPDATE lane_tenants SET n = n - 1 WHERE lane = OLD.lane AND tenant = OLD.tenant;
+            DELETE FROM lane_tenants WHERE lane = OLD.lane AND tenant = OLD.tenant AND n <= 0;
+        END""",
+        """CREATE TRIGGER jobs_tenant_enter AFTER UPDATE OF state, lane ON jobs
+        WHEN NEW.state = 'queued' AND NEW.tenant IS NOT NULL
+            AND (OLD.state IS NOT 'queued' OR NEW.lane IS NOT OLD.lane)
+        BEGIN
+            INSERT OR IGNORE INTO lane_tenants (lane, tenant) VALUES (NEW.lane, NEW.tenant);
+            UPDATE lane_tenants SET n = n + 1 WHERE lane = NEW.lane AND tenant = NEW.tenant;
+        END""",
+    ),
 )
 if (
     JobState.QUEUED.value,
@@ -125,13 +167,13 @@ SCHEMA_VERSION = len(MIGRATIONS)
 COLUMNS = (
     "seq, id, task, lane, args, priority, state, attempts, max_attempts, run_at, created_at,"
     " updated_at, key, lease_owner, lease_until, result, error, traceback, deadline_at, cost,"
-    " cancel_requested_at, rank"
+    " cancel_requested_at, rank, tenant, trace"
 )
 
 INSERT = (
     "INSERT INTO jobs (id, task, lane, args, priority, state, attempts, max_attempts, run_at,"
-    " created_at, updated_at, key, deadline_at, cost, rank)"
-    " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " created_at, updated_at, key, deadline_at, cost, rank, tenant, trace)"
+    " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -146,7 +188,7 @@ _CANDIDATES = """
     SELECT seq FROM (
         SELECT seq, rank, run_at FROM (
             SELECT seq, rank, run_at FROM jobs
-            WHERE lane = ? AND state = 'queued' AND run_at <= ?
+            WHERE lane = ? AND state = 'queued' AND tenant IS NULL AND run_at <= ?
             ORDER BY rank, run_at, seq LIMIT ?)
         UNION ALL
         SELECT seq, rank, run_at FROM (
@@ -161,6 +203,73 @@ CLAIM_RETURNING = f"""
         updated_at = ?
     WHERE seq IN ({_CANDIDATES})
     RETURNING {COLUMNS}"""
+
+# Fair claims (see _fair). Params: lane. The lane's tenants with queued jobs, and the
+# tenant-less flow's row ('') if it has one: (tenant, QUEUED count, virtual time).
+LANE_TENANTS = "SELECT tenant, n, vtime FROM lane_tenants WHERE lane = ? AND (n > 0 OR tenant = '')"
+# Params: lane. The lane's virtual clock, and whether it has queued jobs without a tenant.
+LANE_CLOCK = """
+    SELECT vclock, EXISTS (
+        SELECT 1 FROM jobs WHERE lane = ? AND state = 'queued' AND tenant IS NULL)
+    FROM lane_queued WHERE lane = ?"""
+# Params: lane, now, n: the next due jobs of the tenant-less flow / of one tenant
+# (params: lane, tenant, now, n); expired leases of any tenant (params: lane, now, n).
+FLOW_NONE = """
+    SELECT seq FROM jobs WHERE lane = ? AND state = 'queued' AND tenant IS NULL AND run_at <= ?
+    ORDER BY rank, run_at, seq LIMIT ?"""
+FLOW_TENANT = """
+    SELECT seq FROM jobs
+    WHERE lane = ? AND tenant = ? AND state = 'queued' AND tenant IS NOT NULL AND run_at <= ?
+    ORDER BY rank, run_at, seq LIMIT ?"""
+FLOW_LOST = """
+    SELECT seq FROM jobs WHERE lane = ? AND state = 'running' AND lease_until <= ?
+    ORDER BY rank, run_at, seq LIMIT ?"""
+# Params: lane, now: live leases per named tenant (for Tenants.max_in_flight).
+TENANTS_RUNNING = """
+    SELECT tenant, COUNT(*) FROM jobs
+    WHERE lane = ? AND state = 'running' AND lease_until > ? AND tenant IS NOT NULL
+    GROUP BY tenant"""
+# Params: lane, tenant, vtime (one row per served flow); then vclock, lane.
+SET_VTIME = (
+    "INSERT INTO lane_tenants (lane, tenant, vtime) VALUES (?, ?, ?)"
+    " ON CONFLICT (lane, tenant) DO UPDATE SET vtime = excluded.vtime"
+)
+SET_VCLOCK = "UPDATE lane_queued SET vclock = ? WHERE lane = ?"
+# Params: lane, tenant: forget a served tenant that has no QUEUED job left (it comes back
+# at the lane's clock).
+PRUNE_TENANT = "DELETE FROM lane_tenants WHERE lane = ? AND tenant = ? AND n <= 0 AND tenant <> ''"
+# Params: lane, tenant, then n, lane, tenant: count ``n`` jobs inserted QUEUED for a tenant.
+ADD_TENANT_QUEUED = (
+    "INSERT OR IGNORE INTO lane_tenants (lane, tenant) VALUES (?, ?)",
+    "UPDATE lane_tenants SET n = n + ? WHERE lane = ? AND tenant = ?",
+)
+# Params: lane, limit: the tenants with most QUEUED jobs.
+TOP_TENANTS = (
+    "SELECT tenant, n FROM lane_tenants WHERE lane = ? AND n > 0 AND tenant <> ''"
+    " ORDER BY n DESC, tenant LIMIT ?"
+)
+
+
+def tenant_counts(n: int) -> str:
+    """The QUEUED counts of ``n`` (lane, tenant) pairs (params: lane, tenant, lane, ...)."""
+    pairs = " OR ".join(["(lane = ? AND tenant = ?)"] * n)
+    return f"SELECT lane, tenant, n FROM lane_tenants WHERE {pairs}"
+
+
+def claim_seqs(n: int, returning: bool) -> str:
+    """Lease the ``n`` jobs of the given seqs (params: running, owner, lease_until, now,
+    then the seqs); with ``returning``, answer their rows."""
+    marks = ", ".join("?" * n)
+    update = (
+        "UPDATE jobs SET state = ?, attempts = attempts + 1, lease_owner = ?, lease_until = ?,"
+        f" updated_at = ? WHERE seq IN ({marks})"
+    )
+    return f"{update} RETURNING {COLUMNS}" if returning else update
+
+
+def select_seqs(n: int) -> str:
+    return f"SELECT {COLUMNS} FROM jobs WHERE seq IN ({', '.join('?' * n)})"
+
 
 # For SQLite < 3.35 (no RETURNING): select, then update by seq, in one transaction.
 CLAIM_SELECT = f"SELECT {COLUMNS} FROM jobs WHERE seq IN ({_CANDIDATES})"
@@ -234,15 +343,15 @@ CANCEL_RUNNING = (
     "UPDATE jobs SET cancel_requested_at = ? WHERE id = ? AND state = 'running'"
     " AND cancel_requested_at IS NULL"
 )
-# Params: error, now, task.
+# Params: error, now, task, task, tenant, tenant (a NULL task or tenant matches any).
 CANCEL_TASK_QUEUED = (
-    "UPDATE jobs SET state = 'cancelled', error = ?, updated_at = ? WHERE task = ?"
-    " AND state = 'queued'"
+    "UPDATE jobs SET state = 'cancelled', error = ?, updated_at = ?"
+    " WHERE (? IS NULL OR task = ?) AND (? IS NULL OR tenant = ?) AND state = 'queued'"
 )
-# Params: now, task.
+# Params: now, task, task, tenant, tenant.
 CANCEL_TASK_RUNNING = (
-    "UPDATE jobs SET cancel_requested_at = ? WHERE task = ? AND state = 'running'"
-    " AND cancel_requested_at IS NULL"
+    "UPDATE jobs SET cancel_requested_at = ? WHERE (? IS NULL OR task = ?)"
+    " AND (? IS NULL OR tenant = ?) AND state = 'running' AND cancel_requested_at IS NULL"
 )
 
 
@@ -319,7 +428,7 @@ def decode_row(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
     """
     (seq, id_, task, lane, args, priority, state, attempts, max_attempts, run_at) = row[:10]
     (created_at, updated_at, key, owner, lease_until, result, error, tb, deadline_at) = row[10:19]
-    cost, cancel_at, rank = row[19], row[20], row[21]
+    cost, cancel_at, rank, tenant, trace = row[19], row[20], row[21], row[22], row[23]
     # the common case, every column of its type, in one go; anything else is looked
     # at field by field below
     if (
@@ -344,6 +453,8 @@ def decode_row(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
         and type(error) in _OPT_TEXT
         and type(tb) in _OPT_TEXT
         and type(result) in _OPT_TEXT
+        and type(tenant) in _OPT_TEXT
+        and type(trace) in _OPT_TEXT
     ):
         try:
             decoded = json.loads(args)
@@ -359,7 +470,7 @@ def decode_row(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
                     None if deadline_at is None else float(deadline_at),
                     None if cost is None else float(cost),
                     None if cancel_at is None else float(cancel_at),
-                    float(priority) if rank is None else float(rank),
+                    float(priority) if rank is None else float(rank), tenant, trace,
                 )  # fmt: skip
                 return int(seq), record, None
     return _decode_fields(row)
@@ -381,7 +492,7 @@ def _decode_fields(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
 
     (seq, id_, task, lane, args, priority, state, attempts, max_attempts, run_at) = row[:10]
     (created_at, updated_at, key, owner, lease_until, result, error, tb, deadline_at) = row[10:19]
-    cost, cancel_at, rank = row[19], row[20], row[21]
+    cost, cancel_at, rank, tenant, trace = row[19], row[20], row[21], row[22], row[23]
     record = JobRecord(
         id=str(id_),
         task=str(task),
@@ -404,6 +515,8 @@ def _decode_fields(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
         cost=opt_number("cost", cost),
         cancel_requested_at=opt_number("cancel_requested_at", cancel_at),
         rank=opt_number("rank", rank),
+        tenant=None if tenant is None else str(tenant),
+        trace=None if trace is None else str(trace),
     )
     if not problems:
         return int(seq), record, None

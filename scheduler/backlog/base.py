@@ -99,6 +99,7 @@ from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 from ..errors import BacklogError, Overloaded
 from ..jobs import JobState
+from ._fair import FairPolicy
 
 __all__ = [
     "CANCELLED_ERROR",
@@ -183,6 +184,14 @@ class NewJob:
     args: list[Any] | None = field(default=None, compare=False, repr=False)
     #: the claim-order key (lower first); ``None``: ``priority`` (a lane without aging)
     rank: float | None = None
+    #: whose job it is (a customer, an API key): tenants share a lane fairly at claim
+    tenant: str | None = None
+    #: refuse the job (``Overloaded`` naming the tenant) if its tenant already has this
+    #: many ``QUEUED`` jobs in the lane; ``None``: no bound
+    tenant_max_queued: int | None = None
+    #: the submitter's trace context (W3C ``traceparent``/``tracestate`` as a JSON object),
+    #: restored around the job's attempts so one trace runs through the backlog
+    trace: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +223,10 @@ class JobRecord:
     #: the claim-order key (``priority``, or with aging ``priority + run_at / aging``);
     #: ``None`` reads as ``priority``
     rank: float | None = None
+    #: whose job it is (``None``: nobody's; such jobs share a lane as one tenant)
+    tenant: str | None = None
+    #: the submitter's trace context (a JSON object of W3C headers), or ``None``
+    trace: str | None = None
 
     @property
     def order(self) -> tuple[float, float]:
@@ -322,9 +335,18 @@ def validate_new_job(job: NewJob) -> list[Any]:
             raise ValueError(f"cost must be a number or None, got {job.cost!r}")
         if not math.isfinite(job.cost) or job.cost < 0:
             raise ValueError(f"cost must be a finite number >= 0, got {job.cost!r}")
-    bound = job.max_queued
-    if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int) or bound < 0):
-        raise ValueError(f"max_queued must be an int >= 0 or None, got {bound!r}")
+    for name, bound in (
+        ("max_queued", job.max_queued),
+        ("tenant_max_queued", job.tenant_max_queued),
+    ):
+        if bound is not None and (
+            isinstance(bound, bool) or not isinstance(bound, int) or bound < 0
+        ):
+            raise ValueError(f"{name} must be an int >= 0 or None, got {bound!r}")
+    if job.tenant is not None and (not isinstance(job.tenant, str) or not job.tenant):
+        raise ValueError(f"tenant must be a non-empty str or None, got {job.tenant!r}")
+    if job.trace is not None and not isinstance(job.trace, str):
+        raise ValueError(f"trace must be a JSON object text or None, got {job.trace!r}")
     return decode_args(job.args_json) if job.args is None else job.args
 
 
@@ -334,22 +356,28 @@ FULL_RETRY_AFTER = 1.0
 
 
 def admit(
-    calls: Sequence[Sequence[NewJob]], queued: Mapping[str, int], stored_keys: Collection[str]
+    calls: Sequence[Sequence[NewJob]],
+    queued: Mapping[str, int],
+    stored_keys: Collection[str],
+    tenant_queued: Mapping[tuple[str, str], int] | None = None,
 ) -> list[Overloaded | None]:
     """Which submit calls of a batch fit their lanes' ``max_queued``, in order.
 
     ``queued``: each bounded lane's ``QUEUED`` count before the batch (read
-    under the lock that the insert is made under); ``stored_keys``: the
-    batch's keys already stored. A call is admitted whole (``None``) or
-    refused whole (its ``Overloaded``); an admitted call's new jobs count
-    against the calls after it. A key stored already, or by an admitted
-    call earlier in the batch, needs no room.
+    under the lock that the insert is made under); ``tenant_queued``: the
+    same per ``(lane, tenant)`` for jobs with a ``tenant_max_queued``;
+    ``stored_keys``: the batch's keys already stored. A call is admitted whole
+    (``None``) or refused whole (its ``Overloaded``); an admitted call's new
+    jobs count against the calls after it. A key stored already, or by an
+    admitted call earlier in the batch, needs no room.
     """
     counts = dict(queued)
+    tenants = dict(tenant_queued or {})
     keys = set(stored_keys)
     verdicts: list[Overloaded | None] = []
     for jobs in calls:
         added: dict[str, int] = {}
+        added_t: dict[tuple[str, str], int] = {}
         new_keys: set[str] = set()
         refused: Overloaded | None = None
         for job in jobs:
@@ -361,13 +389,37 @@ def admit(
             if job.max_queued is not None and n >= job.max_queued:
                 refused = Overloaded(job.lane, FULL_RETRY_AFTER, queued=counts.get(job.lane, 0))
                 break
+            if job.tenant is not None:
+                flow = (job.lane, job.tenant)
+                t = tenants.get(flow, 0) + added_t.get(flow, 0)
+                if job.tenant_max_queued is not None and t >= job.tenant_max_queued:
+                    refused = Overloaded(
+                        job.lane, FULL_RETRY_AFTER, queued=tenants.get(flow, 0), tenant=job.tenant
+                    )
+                    break
+                added_t[flow] = added_t.get(flow, 0) + 1
             added[job.lane] = added.get(job.lane, 0) + 1
         if refused is None:
             for lane, n in added.items():
                 counts[lane] = counts.get(lane, 0) + n
+            for flow, n in added_t.items():
+                tenants[flow] = tenants.get(flow, 0) + n
             keys |= new_keys
         verdicts.append(refused)
     return verdicts
+
+
+def bounded_tenants(calls: Iterable[Sequence[NewJob]]) -> list[tuple[str, str]]:
+    """The ``(lane, tenant)`` pairs (sorted) that some job of ``calls`` has a
+    ``tenant_max_queued`` for."""
+    return sorted(
+        {
+            (job.lane, job.tenant)
+            for jobs in calls
+            for job in jobs
+            if job.tenant is not None and job.tenant_max_queued is not None
+        }
+    )
 
 
 def bounded_lanes(calls: Iterable[Sequence[NewJob]]) -> list[str]:
@@ -412,6 +464,8 @@ def new_record(job: NewJob, args: list[Any], now: float) -> JobRecord:
         deadline_at=job.deadline_at,
         cost=None if job.cost is None else float(job.cost),
         rank=float(job.priority) if job.rank is None else float(job.rank),
+        tenant=job.tenant,
+        trace=job.trace,
     )
 
 
@@ -458,6 +512,7 @@ class Backlog(Protocol):
         lease_seconds: float,
         now: float,
         max_running: int | None = None,
+        tenants: FairPolicy | None = None,
     ) -> list[JobRecord]:
         """Lease up to ``limit`` due jobs of ``lane`` to ``owner``, in claim order.
 
@@ -466,6 +521,12 @@ class Backlog(Protocol):
         ``owner``, counted and claimed atomically: the room left under the lane's
         fleet-wide ceiling once the caller's own running jobs are subtracted
         from ``max_running`` by the caller.
+
+        While the lane's ``QUEUED`` jobs name tenants, expired leases are taken
+        over first and the other slots go to the tenants in fair turns
+        (:mod:`scheduler.backlog._fair`), weighted and bounded by ``tenants``
+        (``None``: equal weights, no bound); a tenant's ``max_in_flight`` counts
+        its live leases of every owner.
         """
         ...
 
@@ -521,8 +582,10 @@ class Backlog(Protocol):
         """
         ...
 
-    async def cancel_task(self, task: str, *, now: float) -> int:
-        """:meth:`cancel` every ``QUEUED`` and ``RUNNING`` job of ``task``; count them."""
+    async def cancel_task(self, task: str | None, *, now: float, tenant: str | None = None) -> int:
+        """:meth:`cancel` every ``QUEUED`` and ``RUNNING`` job of ``task`` (``None``: any
+        task) of ``tenant`` (``None``: any tenant, with or without one); count them.
+        At least one of the two is needed."""
         ...
 
     async def cancel_requested(self, job_ids: Sequence[str]) -> list[str]:
@@ -539,6 +602,11 @@ class Backlog(Protocol):
 
     async def queued_count(self, lane: str, *, limit: int | None = None) -> int:
         """QUEUED jobs in ``lane`` (scheduled retries included), counting at most ``limit``."""
+        ...
+
+    async def queued_by_tenant(self, lane: str, *, limit: int = 10) -> list[tuple[str, int]]:
+        """The ``limit`` tenants with the most ``QUEUED`` jobs in ``lane``: ``(tenant, n)``,
+        most first (jobs without a tenant are left out)."""
         ...
 
 
@@ -565,6 +633,7 @@ class CompletesAndClaims(Protocol):
         lease_seconds: float,
         now: float,
         max_running: int | None = None,
+        tenants: FairPolicy | None = None,
     ) -> tuple[int, list[JobRecord]]:
         """``complete(outcomes, now=now)`` then ``claim(lane, limit, ...)``, atomically.
 
@@ -595,6 +664,12 @@ def claim_room(limit: int, max_running: int | None, running: int) -> int:
 def may_claim(limit: int, max_running: int | None) -> bool:
     """Whether a claim could take anything at all (before counting other owners)."""
     return limit > 0 and (max_running is None or max_running > 0)
+
+
+def check_cancel_match(task: str | None, tenant: str | None) -> None:
+    """``cancel_task`` needs a task, a tenant, or both (never "every job")."""
+    if task is None and tenant is None:
+        raise ValueError("cancel_task needs task= or tenant= (or both)")
 
 
 def check_requeue_args(job_id: str | None, all_dead: bool) -> None:

@@ -4,10 +4,12 @@ For ``backlog=":memory:"`` and unit tests. Same semantics as the SQLite
 backlog (the contract suite runs against both); nothing outlives the process.
 
 Rows keep their JSON as text and decode it on every read, so records handed
-out are copies, as they would be from a database. Per lane, QUEUED jobs sit
-in one of two heaps: *delayed* ``(run_at, seq)`` until they are due, then
-*ready* ``(rank, run_at, seq)``. Heap entries carry the row's version;
-an entry whose row moved on (claimed, requeued, purged) is stale and skipped.
+out are copies, as they would be from a database. Per lane and tenant, QUEUED
+jobs sit in one of two heaps: *delayed* ``(run_at, seq)`` until they are
+due, then *ready* ``(rank, run_at, seq)``; a lane whose queued jobs name
+tenants is claimed fairly between them (:mod:`scheduler.backlog._fair`). Heap
+entries carry the row's version; an entry whose row moved on (claimed,
+requeued, purged) is stale and skipped.
 RUNNING ids are kept per lane so expired leases are found without a scan.
 """
 
@@ -15,12 +17,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 from ..errors import BacklogError
 from ..jobs import JobState
+from ._fair import EQUAL_SHARES, FAIR_ROUNDS, NO_TENANT, FairPolicy, plan_claim
 from .base import (
     CANCELLED_ERROR,
     AsyncContext,
@@ -29,6 +32,8 @@ from .base import (
     Outcome,
     admit,
     bounded_lanes,
+    bounded_tenants,
+    check_cancel_match,
     check_requeue_args,
     claim_room,
     decode_args,
@@ -72,6 +77,8 @@ class _Row:
     traceback: str | None = None
     cancel_requested_at: float | None = None
     rank: float = 0.0
+    tenant: str | None = None
+    trace: str | None = None
     version: int = 0
 
     def record(self) -> JobRecord:
@@ -83,6 +90,11 @@ class _Row:
     @property
     def order(self) -> tuple[float, float, int]:
         return (self.rank, self.run_at, self.seq)
+
+    @property
+    def flow(self) -> tuple[str, str]:
+        """The heaps it queues in: its lane and tenant."""
+        return (self.lane, NO_TENANT if self.tenant is None else self.tenant)
 
 
 def _ready_entry(row: _Row) -> _Entry:
@@ -101,9 +113,14 @@ class MemoryBacklog(AsyncContext):
         self._rows: dict[str, _Row] = {}  # insertion order == seq order
         self._by_key: dict[str, str] = {}
         self._seq = itertools.count(1)
-        self._ready: defaultdict[str, list[_Entry]] = defaultdict(list)
-        self._delayed: defaultdict[str, list[_Entry]] = defaultdict(list)
+        # heaps per (lane, tenant)
+        self._ready: defaultdict[tuple[str, str], list[_Entry]] = defaultdict(list)
+        self._delayed: defaultdict[tuple[str, str], list[_Entry]] = defaultdict(list)
         self._queued: defaultdict[str, set[str]] = defaultdict(set)
+        # per lane: named tenants' QUEUED counts, virtual times and the virtual clock
+        self._tenant_queued: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._vtime: defaultdict[str, dict[str, float]] = defaultdict(dict)
+        self._vclock: dict[str, float] = {}
         self._running: defaultdict[str, set[str]] = defaultdict(set)
 
     async def open(self) -> None:
@@ -124,12 +141,20 @@ class MemoryBacklog(AsyncContext):
             row.lease_owner = row.lease_until = None
         elif row.state is JobState.QUEUED:
             self._queued[row.lane].discard(row.id)
+            if row.tenant is not None:
+                counts = self._tenant_queued[row.lane]
+                counts[row.tenant] -= 1
+                if counts[row.tenant] <= 0:  # it comes back at the lane's clock
+                    del counts[row.tenant]
+                    self._vtime[row.lane].pop(row.tenant, None)
         row.state = state
         row.updated_at = float(now)
         row.version += 1
         if state is JobState.QUEUED:
             self._queued[row.lane].add(row.id)
-            heapq.heappush(self._delayed[row.lane], _delayed_entry(row))
+            if row.tenant is not None:
+                self._tenant_queued[row.lane][row.tenant] += 1
+            heapq.heappush(self._delayed[row.flow], _delayed_entry(row))
         elif state is JobState.RUNNING:
             self._running[row.lane].add(row.id)
 
@@ -152,8 +177,11 @@ class MemoryBacklog(AsyncContext):
         for job in jobs:
             validate_new_job(job)
         queued = {lane: len(self._queued[lane]) for lane in bounded_lanes([jobs])}
+        per_tenant = {
+            (lane, t): self._tenant_queued[lane][t] for lane, t in bounded_tenants([jobs])
+        }
         stored = [j.key for j in jobs if j.key is not None and j.key in self._by_key]
-        [refused] = admit([jobs], queued, stored)
+        [refused] = admit([jobs], queued, stored, per_tenant)
         if refused is not None:
             raise refused
         out: list[JobRecord] = []
@@ -179,6 +207,8 @@ class MemoryBacklog(AsyncContext):
                 deadline_at=job.deadline_at,
                 cost=None if job.cost is None else float(job.cost),
                 rank=float(job.priority) if job.rank is None else float(job.rank),
+                tenant=job.tenant,
+                trace=job.trace,
             )
             self._rows[row.id] = row
             if job.key is not None:
@@ -196,6 +226,7 @@ class MemoryBacklog(AsyncContext):
         lease_seconds: float,
         now: float,
         max_running: int | None = None,
+        tenants: FairPolicy | None = None,
     ) -> list[JobRecord]:
         self._check()
         if not may_claim(limit, max_running):
@@ -211,12 +242,18 @@ class MemoryBacklog(AsyncContext):
             limit = claim_room(limit, max_running, live)
             if limit <= 0:
                 return []
-        due = self._pop_due(lane, limit, now)
-        chosen = sorted(due + expired, key=lambda r: r.order)[:limit]
-        taken = {row.id for row in chosen}
-        for row in due:
-            if row.id not in taken:
-                heapq.heappush(self._ready[lane], _ready_entry(row))
+        if self._tenant_queued[lane]:
+            # expired leases first (they had their turn), then the tenants' turns
+            chosen = sorted(expired, key=lambda r: r.order)[:limit]
+            chosen += self._pop_fair(lane, limit - len(chosen), now, tenants or EQUAL_SHARES)
+            chosen.sort(key=lambda r: r.order)
+        else:
+            due = self._pop_due((lane, NO_TENANT), limit, now)
+            chosen = sorted(due + expired, key=lambda r: r.order)[:limit]
+            taken = {row.id for row in chosen}
+            for row in due:
+                if row.id not in taken:
+                    heapq.heappush(self._ready[row.flow], _ready_entry(row))
         for row in chosen:
             self._move(row, JobState.RUNNING, now)
             row.attempts += 1
@@ -224,9 +261,47 @@ class MemoryBacklog(AsyncContext):
             row.lease_until = now + lease_seconds
         return [row.record() for row in chosen]
 
-    def _pop_due(self, lane: str, limit: int, now: float) -> list[_Row]:
-        """Up to ``limit`` due QUEUED rows of ``lane`` in claim order, taken off the heaps."""
-        delayed, ready = self._delayed[lane], self._ready[lane]
+    def _pop_fair(self, lane: str, n: int, now: float, policy: FairPolicy) -> list[_Row]:
+        """Up to ``n`` due QUEUED rows of ``lane``, shared fairly between its tenants."""
+        if n <= 0:
+            return []
+        named = self._tenant_queued[lane]
+        running: Counter[str] | None = None
+        if policy.max_in_flight is not None:
+            running = Counter(
+                tenant
+                for i in self._running[lane]
+                if (tenant := self._rows[i].tenant) is not None
+                and (until := self._rows[i].lease_until) is not None
+                and until > now
+            )
+        times = self._vtime[lane]
+        flows = [(t, k, times.get(t, 0.0)) for t, k in named.items()]
+        if NO_TENANT in times:
+            flows.append((NO_TENANT, 0, times[NO_TENANT]))
+        anonymous = len(self._queued[lane]) > sum(named.values())
+        plan = plan_claim(flows, self._vclock.get(lane, 0.0), anonymous, n, policy, running)
+        out: list[_Row] = []
+        for _ in range(FAIR_ROUNDS):
+            shares = plan.take(n - len(out))
+            if not shares:
+                break
+            for tenant, k in shares.items():
+                got = self._pop_due((lane, tenant), k, now)
+                plan.got(tenant, k, len(got))
+                out += got
+            if len(out) >= n:
+                break
+        times.update(plan.times())
+        for tenant in list(times):  # served tenants with nothing queued are forgotten
+            if tenant != NO_TENANT and not named[tenant]:
+                del times[tenant]
+        self._vclock[lane] = plan.clock
+        return out
+
+    def _pop_due(self, flow: tuple[str, str], limit: int, now: float) -> list[_Row]:
+        """Up to ``limit`` due QUEUED rows of a (lane, tenant) in claim order, off the heaps."""
+        delayed, ready = self._delayed[flow], self._ready[flow]
         while delayed and delayed[0][0] <= now:
             if (row := self._live(heapq.heappop(delayed))) is not None:
                 heapq.heappush(ready, _ready_entry(row))
@@ -303,12 +378,13 @@ class MemoryBacklog(AsyncContext):
         lease_seconds: float,
         now: float,
         max_running: int | None = None,
+        tenants: FairPolicy | None = None,
     ) -> tuple[int, list[JobRecord]]:
         """``complete`` then ``claim``: atomic here, as nothing awaits in between."""
         applied = await self.complete(outcomes, now=now)
         records = await self.claim(
             lane, limit, owner=owner, lease_seconds=lease_seconds, now=now,
-            max_running=max_running,
+            max_running=max_running, tenants=tenants,
         )  # fmt: skip
         return applied, records
 
@@ -390,13 +466,15 @@ class MemoryBacklog(AsyncContext):
             row.cancel_requested_at = float(now)
         return was
 
-    async def cancel_task(self, task: str, *, now: float) -> int:
+    async def cancel_task(self, task: str | None, *, now: float, tenant: str | None = None) -> int:
         """Counts the jobs this call cancelled or newly asked to stop."""
         self._check()
+        check_cancel_match(task, tenant)
         rows = [
             r
             for r in self._rows.values()
-            if r.task == task
+            if (task is None or r.task == task)
+            and (tenant is None or r.tenant == tenant)
             and (
                 r.state is JobState.QUEUED
                 or (r.state is JobState.RUNNING and r.cancel_requested_at is None)
@@ -441,6 +519,10 @@ class MemoryBacklog(AsyncContext):
         self._check()
         n = len(self._queued[lane])
         return n if limit is None else min(n, limit)
+
+    async def queued_by_tenant(self, lane: str, *, limit: int = 10) -> list[tuple[str, int]]:
+        self._check()
+        return self._tenant_queued[lane].most_common(limit)
 
     def __repr__(self) -> str:
         return f"<MemoryBacklog {len(self._rows)} jobs {'open' if self._open else 'closed'}>"

@@ -104,6 +104,7 @@ from ..errors import BacklogError, ConfigError, Overloaded
 from ..jobs import JobState
 from ..logs import get_logger
 from . import _postgres_schema as sql
+from ._fair import EQUAL_SHARES, FAIR_ROUNDS, NO_TENANT, FairPolicy, plan_claim
 from ._group_commit import GroupCommitter
 from .base import (
     CANCELLED_ERROR,
@@ -113,6 +114,8 @@ from .base import (
     NewJob,
     Outcome,
     admit,
+    bounded_tenants,
+    check_cancel_match,
     check_requeue_args,
     corrupt,
     new_record,
@@ -403,13 +406,20 @@ class PostgresBacklog(AsyncContext):
     ) -> list[list[JobRecord] | Overloaded]:
         """The body of :meth:`_write_submits`, inside its transaction."""
         counts = {str(r[0]): int(r[1]) for r in await conn.fetch(sql.LOCK_LANES, lanes)}
+        flows = bounded_tenants([jobs for jobs, _, _ in batch])
+        tenant_counts: dict[tuple[str, str], int] = {}
+        if flows:
+            found = await conn.fetch(
+                sql.LOCK_TENANTS, [lane for lane, _ in flows], [t for _, t in flows]
+            )
+            tenant_counts = {(str(r[0]), str(r[1])): int(r[2]) for r in found}
         by_key: dict[str, JobRecord] = {}
         if keys:
             for row in await conn.fetch(sql.SELECT_BY_KEYS, keys):
                 stored = sql.decode(row)[1]
                 if stored.key is not None:
                     by_key[stored.key] = stored
-        verdicts = admit([jobs for jobs, _, _ in batch], counts, list(by_key))
+        verdicts = admit([jobs for jobs, _, _ in batch], counts, list(by_key), tenant_counts)
         plan: list[list[JobRecord | str] | Overloaded] = []  # per job: a record, or its key
         pending: list[tuple[JobRecord, str]] = []  # (record, args_json) to insert
         for (jobs, args, when), refused in zip(batch, verdicts, strict=True):
@@ -469,6 +479,8 @@ class PostgresBacklog(AsyncContext):
             [r.cost for r, _ in todo],
             self._channel,
             [r.rank for r, _ in todo],
+            [r.tenant for r, _ in todo],
+            [r.trace for r, _ in todo],
         ]
 
     # -- claim and outcomes -----------------------------------------------------------
@@ -482,6 +494,7 @@ class PostgresBacklog(AsyncContext):
         lease_seconds: float,
         now: float,
         max_running: int | None = None,
+        tenants: FairPolicy | None = None,
     ) -> list[JobRecord]:
         self._check_open()
         if limit <= 0 or (max_running is not None and max_running <= 0):
@@ -492,23 +505,23 @@ class PostgresBacklog(AsyncContext):
         lease_until = now + lease_seconds
 
         async def body(conn: Conn) -> list[tuple[int, JobRecord]]:
+            flows = await conn.fetch(sql.FAIR_TENANTS, lane)
+            if any(str(r[0]) != NO_TENANT for r in flows):
+                async with conn.transaction():
+                    return await self._claim_fair(
+                        conn, lane, limit, owner, lease_until, now, max_running, tenants
+                    )
             found: list[tuple[int, JobRecord]] = []
             while len(found) < limit:
                 rows = await conn.fetch(
                     sql.CLAIM, lane, limit - len(found), owner, lease_until, now, max_running,
                     sql.LOST_FORMAT, CANCELLED_ERROR,
                 )  # fmt: skip
-                bad: list[tuple[int, str]] = []
-                for row in rows:
-                    seq, record, problem = sql.decode(row)
-                    if problem is None:
-                        found.append((seq, record))
-                    else:
-                        bad.append((seq, record.error or corrupt(problem)))
-                if not bad:
+                good = await _decode_leased(conn, rows, now)
+                found += good
+                if len(good) == len(rows):
                     break
-                # corrupt rows go DEAD alone; the claim is topped up with the next jobs
-                await conn.execute(sql.KILL_CORRUPT, [s for s, _ in bad], [e for _, e in bad], now)
+                # corrupt rows went DEAD alone; the claim is topped up with the next jobs
             return found
 
         try:
@@ -520,6 +533,68 @@ class PostgresBacklog(AsyncContext):
         found.sort(key=lambda sr: (*sr[1].order, sr[0]))
         self._stats["claimed"] += len(found)
         return [record for _, record in found]
+
+    async def _claim_fair(
+        self,
+        conn: Conn,
+        lane: str,
+        limit: int,
+        owner: str,
+        lease_until: float,
+        now: float,
+        max_running: int | None,
+        tenants: FairPolicy | None,
+    ) -> list[tuple[int, JobRecord]]:
+        """A claim on a lane whose queued jobs name tenants, in the caller's transaction
+        under the lane's advisory lock: expired leases first, then the tenants' fair turns
+        (see :mod:`scheduler.backlog._fair`)."""
+        policy = tenants or EQUAL_SHARES
+        await conn.execute(sql.FAIR_LOCK, lane)
+        # the claim function with no room: it ends expired leases that are cancelled or
+        # out of attempts, as every claim does first
+        await conn.fetch(
+            sql.CLAIM, lane, 0, owner, lease_until, now, None, sql.LOST_FORMAT, CANCELLED_ERROR
+        )
+        n = limit
+        if max_running is not None:
+            n = min(n, max_running - int(await conn.fetchval(sql.FAIR_LIVE, lane, now, owner)))
+        lease = (lane, owner, lease_until, now)
+        found = await self._leased(conn, sql.FAIR_LOST, lease, n, now) if n > 0 else []
+        n -= len(found)
+        if n <= 0:
+            return found
+        flows = await conn.fetch(sql.FAIR_TENANTS, lane)
+        clock, anonymous = await conn.fetchrow(sql.FAIR_CLOCK, lane)
+        running = None
+        if policy.max_in_flight is not None:
+            running = {str(t): int(k) for t, k in await conn.fetch(sql.FAIR_RUNNING, lane, now)}
+        rows = ((str(t), int(k), float(v)) for t, k, v in flows)
+        plan = plan_claim(rows, float(clock), bool(anonymous), n, policy, running)
+        for _ in range(FAIR_ROUNDS):
+            shares = plan.take(n)
+            if not shares:
+                break
+            for tenant, k in shares.items():
+                if tenant == NO_TENANT:
+                    got = await self._leased(conn, sql.FAIR_NONE, lease, k, now)
+                else:
+                    got = await self._leased(conn, sql.FAIR_TENANT, (*lease, k, tenant), None, now)
+                plan.got(tenant, k, len(got))
+                found += got
+                n -= len(got)
+            if n <= 0:
+                break
+        served = plan.times()
+        await conn.execute(sql.FAIR_STORE, lane, list(served), list(served.values()), plan.clock)
+        return found
+
+    async def _leased(
+        self, conn: Conn, query: str, params: tuple[Any, ...], n: int | None, now: float
+    ) -> list[tuple[int, JobRecord]]:
+        """Run a FAIR_* lease statement (``n`` appended to ``params`` unless ``None``);
+        a corrupt row among the leased goes DEAD and is left out."""
+        rows = await conn.fetch(query, *params, *(() if n is None else (n,)))
+        return await _decode_leased(conn, rows, now)
 
     async def _release_unheard(self, lane: str, owner: str, now: float) -> None:
         """Give back what earlier claims of (lane, owner) took if their answer was lost."""
@@ -731,11 +806,12 @@ class PostgresBacklog(AsyncContext):
 
         return await self._write(body)
 
-    async def cancel_task(self, task: str, *, now: float) -> int:
+    async def cancel_task(self, task: str | None, *, now: float, tenant: str | None = None) -> int:
         """Counts the jobs this call cancelled or newly asked to stop."""
         self._check_open()
+        check_cancel_match(task, tenant)
         return await self._count_and_notify(
-            sql.CANCEL_TASK, task, now, CANCELLED_ERROR, self._cancel_channel
+            sql.CANCEL_TASK, task, now, CANCELLED_ERROR, self._cancel_channel, tenant
         )
 
     async def cancel_requested(self, job_ids: Sequence[str]) -> list[str]:
@@ -789,6 +865,10 @@ class PostgresBacklog(AsyncContext):
         found = await self._fetch(sql.QUEUED_COUNT, lane)
         count = max(0, int(found[0][0])) if found else 0
         return count if limit is None else min(count, max(0, limit))
+
+    async def queued_by_tenant(self, lane: str, *, limit: int = 10) -> list[tuple[str, int]]:
+        self._check_open()
+        return [(str(t), int(n)) for t, n in await self._fetch(sql.TOP_TENANTS, lane, limit)]
 
     # -- LISTEN/NOTIFY ------------------------------------------------------------------
 
@@ -877,6 +957,21 @@ class PostgresBacklog(AsyncContext):
 
     def __repr__(self) -> str:
         return f"<PostgresBacklog {self._where} {'open' if self._pool is not None else 'closed'}>"
+
+
+async def _decode_leased(conn: Conn, rows: list[Any], now: float) -> list[tuple[int, JobRecord]]:
+    """The records of rows a claim just leased; a corrupt one goes DEAD and is left out."""
+    found: list[tuple[int, JobRecord]] = []
+    bad: list[tuple[int, str]] = []
+    for row in rows:
+        seq, record, problem = sql.decode(row)
+        if problem is None:
+            found.append((seq, record))
+        else:
+            bad.append((seq, record.error or corrupt(problem)))
+    if bad:
+        await conn.execute(sql.KILL_CORRUPT, [s for s, _ in bad], [e for _, e in bad], now)
+    return found
 
 
 def _redact(dsn: str) -> str:

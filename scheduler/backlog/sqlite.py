@@ -82,6 +82,7 @@ from ..jobs import JobState
 from ..logs import get_logger
 from . import _sqlite_ops as _ops
 from . import _sqlite_schema as sql
+from ._fair import FairPolicy
 from ._group_commit import GroupCommitter
 from ._sqlite_ops import Conn, Submit, fetch
 from ._sqlite_readonly import open_read_only
@@ -91,6 +92,7 @@ from .base import (
     JobRecord,
     NewJob,
     Outcome,
+    check_cancel_match,
     check_requeue_args,
     may_claim,
     validate_new_job,
@@ -360,6 +362,7 @@ class SQLiteBacklog(AsyncContext):
         lease_seconds: float,
         now: float,
         max_running: int | None = None,
+        tenants: FairPolicy | None = None,
     ) -> list[JobRecord]:
         self._check_open()
         if not may_claim(limit, max_running):
@@ -368,7 +371,7 @@ class SQLiteBacklog(AsyncContext):
         records = await self._transaction(
             partial(
                 self._claim_ops, lane, limit, owner, now + lease_seconds, now, max_running,
-                reclaimed,
+                reclaimed, tenants,
             )
         )  # fmt: skip
         self._claimed(lane, owner, now, reclaimed)
@@ -384,6 +387,7 @@ class SQLiteBacklog(AsyncContext):
         now: float,
         max_running: int | None,
         reclaimed: list[tuple[str, int]],
+        tenants: FairPolicy | None,
         db: Conn,
     ) -> list[JobRecord]:
         """The claim statements, inside the caller's transaction: first (at an owner's
@@ -397,7 +401,7 @@ class SQLiteBacklog(AsyncContext):
         self._seen_version = int(fetch(db, "PRAGMA data_version")[0][0])
         return _ops.claim(
             db, lane, limit, owner, lease_until, now,
-            returning=self.use_returning, max_running=max_running,
+            returning=self.use_returning, max_running=max_running, tenants=tenants,
         )  # fmt: skip
 
     def _claimed(self, lane: str, owner: str, now: float, reclaimed: list[tuple[str, int]]) -> None:
@@ -419,6 +423,7 @@ class SQLiteBacklog(AsyncContext):
         lease_seconds: float,
         now: float,
         max_running: int | None = None,
+        tenants: FairPolicy | None = None,
     ) -> tuple[int, list[JobRecord]]:
         """``complete`` then ``claim`` in one ``BEGIN IMMEDIATE`` transaction (one commit)."""
         self._check_open()
@@ -427,7 +432,7 @@ class SQLiteBacklog(AsyncContext):
         if not params:
             records = await self.claim(
                 lane, limit, owner=owner, lease_seconds=lease_seconds, now=now,
-                max_running=max_running,
+                max_running=max_running, tenants=tenants,
             )  # fmt: skip
             return 0, records
         if not wants_claim:
@@ -435,7 +440,7 @@ class SQLiteBacklog(AsyncContext):
         reclaimed: list[tuple[str, int]] = []
         claim_ops = partial(
             self._claim_ops, lane, limit, owner, now + lease_seconds, now, max_running,
-            reclaimed,
+            reclaimed, tenants,
         )  # fmt: skip
 
         def body(db: Conn) -> tuple[int, list[JobRecord]]:
@@ -564,13 +569,15 @@ class SQLiteBacklog(AsyncContext):
 
         return await self._transaction(body)
 
-    async def cancel_task(self, task: str, *, now: float) -> int:
+    async def cancel_task(self, task: str | None, *, now: float, tenant: str | None = None) -> int:
         """Counts the jobs this call cancelled or newly asked to stop."""
         self._check_open()
+        check_cancel_match(task, tenant)
+        match = (task, task, tenant, tenant)
 
         def body(db: Conn) -> int:
-            queued = db.execute(sql.CANCEL_TASK_QUEUED, (CANCELLED_ERROR, now, task)).rowcount
-            return queued + db.execute(sql.CANCEL_TASK_RUNNING, (now, task)).rowcount
+            queued = db.execute(sql.CANCEL_TASK_QUEUED, (CANCELLED_ERROR, now, *match)).rowcount
+            return queued + db.execute(sql.CANCEL_TASK_RUNNING, (now, *match)).rowcount
 
         return await self._transaction(body)
 
@@ -610,6 +617,10 @@ class SQLiteBacklog(AsyncContext):
         found = await self._read(sql.QUEUED_COUNT, (lane,))
         count = max(0, int(found[0][0])) if found else 0
         return count if limit is None else min(count, max(0, limit))
+
+    async def queued_by_tenant(self, lane: str, *, limit: int = 10) -> list[tuple[str, int]]:
+        self._check_open()
+        return [(str(t), int(n)) for t, n in await self._read(sql.TOP_TENANTS, (lane, limit))]
 
     def __repr__(self) -> str:
         return f"<SQLiteBacklog {self.path!r} {'open' if self._db is not None else 'closed'}>"

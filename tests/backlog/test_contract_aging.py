@@ -88,7 +88,7 @@ async def test_the_postgres_claim_walks_the_queued_index_in_rank_order() -> None
         rows = await pg.execute(
             raw,
             "EXPLAIN (COSTS OFF) SELECT seq, rank, run_at FROM floodgate_jobs"
-            " WHERE lane = $1 AND state = 'queued' AND run_at <= $2"
+            " WHERE lane = $1 AND state = 'queued' AND tenant IS NULL AND run_at <= $2"
             " ORDER BY rank, run_at, seq LIMIT 256 FOR UPDATE SKIP LOCKED",
             "batch",
             15000.0,

@@ -199,3 +199,50 @@ async def test_a_version_3_postgres_schema_gets_cancellation() -> None:
         assert version == pg_sql.SCHEMA_VERSION
     finally:
         await pg.drop_schema(dsn, schema)
+
+
+async def test_a_version_6_sqlite_file_gets_tenants_and_claims_old_jobs(tmp_path: Path) -> None:
+    """Migration 7 adds tenant and trace (old rows have none), the per-tenant queue index
+    and the fair-share tables: old jobs are claimed by the plain path, and a tenant's new
+    jobs take turns with them."""
+    path = _sqlite_file_at(tmp_path / "v6.db", 6)
+    async with SQLiteBacklog(path) as backlog:
+        old = await backlog.get("0")
+        assert old is not None
+        assert (old.tenant, old.trace) == (None, None)
+        await backlog.submit(
+            [replace(new_job(i, lane="a"), tenant="acme") for i in range(3)], now=1
+        )
+        got = await backlog.claim("a", 2, owner="w", lease_seconds=10, now=2)
+        assert sorted(r.tenant or "-" for r in got) == ["-", "acme"]
+        assert await backlog.queued_by_tenant("a") == [("acme", 2)]
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_sql.SCHEMA_VERSION
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert {"jobs_queued", "jobs_queued_tenant", "lane_tenants"} <= names
+
+
+async def test_a_version_5_postgres_schema_gets_tenants_and_claims_old_jobs() -> None:
+    from scheduler.backlog.postgres import PostgresBacklog
+
+    dsn = pg.dsn_or_skip()
+    schema = pg.new_schema()
+    try:
+        raw = await _postgres_schema_at(dsn, schema, 5)
+        async with PostgresBacklog(dsn, schema=schema) as backlog:
+            old = await backlog.get("0")
+            assert old is not None
+            assert (old.tenant, old.trace) == (None, None)
+            assert await backlog.queued_count("a") == 2
+            await backlog.submit(
+                [replace(new_job(i, lane="a"), tenant="acme") for i in range(3)], now=1
+            )
+            got = await backlog.claim("a", 2, owner="w", lease_seconds=10, now=2)
+            assert sorted(r.tenant or "-" for r in got) == ["-", "acme"]
+            assert await backlog.queued_by_tenant("a") == [("acme", 2)]
+            assert await backlog.cancel_task(None, tenant="acme", now=3) == 3
+            assert await backlog.queued_by_tenant("a") == []
+        [[version]] = await pg.execute(raw, pg_sql.META_VERSION)
+        assert version == pg_sql.SCHEMA_VERSION
+    finally:
+        await pg.drop_schema(dsn, schema)

@@ -41,10 +41,11 @@ def run_with(kind: str, body: Callable[[Backlog], Awaitable[Any]]) -> Any:
             backlog = PostgresBacklog(pg.dsn_or_skip(), schema=kind, listen=False)
         await backlog.open()
         if kind not in ("memory", "sqlite"):
+            raw = pg.with_settings(pg.dsn_or_skip(), search_path=kind)
             await pg.execute(
-                pg.with_settings(pg.dsn_or_skip(), search_path=kind),
-                "TRUNCATE floodgate_jobs RESTART IDENTITY",
+                raw, "TRUNCATE floodgate_jobs, floodgate_lane_tenants RESTART IDENTITY"
             )
+            await pg.execute(raw, "UPDATE floodgate_lane_queued SET vclock = 0")
         try:
             return await body(backlog)
         finally:

@@ -13,6 +13,7 @@ import pytest
 
 from scheduler import BacklogError, JobState
 from scheduler.backlog import BacklogFull, BacklogLocked, Outcome, SQLiteBacklog
+from scheduler.backlog import _sqlite_schema as sql
 from scheduler.backlog._sqlite_schema import SCHEMA_VERSION, translate_error
 from tests.backlog.helpers import new_job
 
@@ -45,16 +46,21 @@ async def test_file_is_wal_versioned_and_indexed(
         assert {"jobs_queued", "jobs_running", "jobs_done", "jobs_key"} <= names
         assert not {"jobs_claim", "jobs_state_updated"} & names  # replaced in migration 4
         plans = {
-            "jobs_queued": "SELECT seq FROM jobs WHERE lane = ? AND state = 'queued'"
-            " AND run_at <= ? ORDER BY rank, run_at, seq LIMIT 5",
-            "jobs_running": "SELECT COUNT(*) FROM jobs WHERE lane = ? AND state = 'running'"
-            " AND lease_until > ?",
-            "jobs_done": "SELECT seq FROM jobs WHERE state = 'done' AND updated_at < ? LIMIT 5",
+            "jobs_queued": (sql.FLOW_NONE, ("batch", 0.0, 5)),
+            "jobs_queued_tenant": (sql.FLOW_TENANT, ("batch", "acme", 0.0, 5)),
+            "jobs_running": (
+                "SELECT COUNT(*) FROM jobs WHERE lane = ? AND state = 'running'"
+                " AND lease_until > ?",
+                ("batch", 0.0),
+            ),
+            "jobs_done": (
+                "SELECT seq FROM jobs WHERE state = 'done' AND updated_at < ? LIMIT 5",
+                (0.0,),
+            ),
         }
-        for index, query in plans.items():
-            params = (0.0,) if index == "jobs_done" else ("batch", 0.0)
+        for index, (query, params) in plans.items():
             plan = " ".join(str(r) for r in conn.execute("EXPLAIN QUERY PLAN " + query, params))
-            assert index in plan
+            assert f"INDEX {index} " in plan, plan
             assert "TEMP B-TREE" not in plan
 
 

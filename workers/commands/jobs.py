@@ -9,16 +9,19 @@ import time
 from typing import Any
 
 from scheduler import JobState
-from scheduler.backlog import JobRecord
+from scheduler.backlog import Backlog, JobRecord
+from scheduler.lanes import MAX_TENANT_LENGTH
 
 from ..backlog_access import add_backlog_args, display, open_backlog, resolve_backlog
-from ..errors import CommandError
+from ..errors import EXIT_USAGE, CommandError
 from ..textsafe import printable
 
 __all__ = ["format_job", "format_jobs", "register"]
 
 #: the most rows one read of the backlog returns (``--all`` reads page after page)
 _PAGE = 10_000
+#: rows per read when matching a tenant here (the backlog lists by state and lane only)
+_SCAN_PAGE = _PAGE
 _DURABLE = [
     s.value
     for s in (JobState.QUEUED, JobState.RUNNING, JobState.DONE, JobState.DEAD, JobState.CANCELLED)
@@ -44,6 +47,12 @@ def register(subparsers: Any) -> None:
     )
     how_many.add_argument("--all", action="store_true", help="every matching job")
     lister.add_argument("--offset", type=int, default=0, help="skip this many first")
+    lister.add_argument(
+        "--tenant",
+        help="only jobs of this tenant (filtered here, not in the backlog: reads the "
+        "jobs page by page until it has enough, so a rare tenant in a big backlog takes "
+        "a while)",
+    )
     add_backlog_args(lister)
     lister.set_defaults(handler=_list)
 
@@ -62,15 +71,16 @@ def register(subparsers: Any) -> None:
 
     canceller = actions.add_parser(
         "cancel",
-        help="cancel a queued or running job (or all of a task's)",
+        usage="%(prog)s (ID | --task T | --tenant X | --task T --tenant X) [options]",
+        help="cancel a queued or running job (or all of a task's or a tenant's)",
         description="A queued job is cancelled at once and never starts; a running one is "
         "cancelled by the worker running it within about a second (it ends cancelled, "
-        "never retried). A job that had already finished is left as it is. (There is no "
-        "--tenant: durable jobs carry no tenant yet.)",
+        "never retried). A job that had already finished is left as it is. Give one job "
+        "ID, or --task, --tenant or both (both: that task's jobs of that tenant).",
     )
-    whom = canceller.add_mutually_exclusive_group(required=True)
-    whom.add_argument("job_id", metavar="ID", nargs="?", help="the job to cancel")
-    whom.add_argument("--task", help="every queued and running job of this task")
+    canceller.add_argument("job_id", metavar="ID", nargs="?", help="the job to cancel")
+    canceller.add_argument("--task", help="every queued and running job of this task")
+    canceller.add_argument("--tenant", help="every queued and running job of this tenant")
     add_backlog_args(canceller)
     canceller.set_defaults(handler=_cancel)
 
@@ -83,10 +93,12 @@ def _help(parser: argparse.ArgumentParser) -> int:
 def _list(args: argparse.Namespace) -> int:
     if not (args.all or 1 <= args.limit <= _PAGE) or args.offset < 0:
         raise CommandError(f"--limit must be 1..{_PAGE} and --offset >= 0", exit_code=2)
+    if args.tenant == "":
+        raise CommandError("--tenant needs a tenant's name", exit_code=2)
     path, _ = resolve_backlog(args)
     state = JobState(args.state) if args.state else None
 
-    async def read() -> tuple[list[JobRecord], int]:
+    async def read() -> tuple[list[JobRecord], int, bool]:
         async with open_backlog(path, read_only=True) as backlog:
             counts = await backlog.counts()
             total = sum(
@@ -96,11 +108,14 @@ def _list(args: argparse.Namespace) -> int:
                 for name, n in by_state.items()
                 if state is None or name == state.value
             )
+            if args.tenant is not None:
+                page, more = await _tenant_jobs(backlog, state, args, total)
+                return page, total, more
             if not args.all:
                 page = await backlog.list_jobs(
                     state, args.lane, limit=args.limit, offset=args.offset
                 )
-                return page, total
+                return page, total, False
             records: list[JobRecord] = []
             for _ in range(total // _PAGE + 2):  # bounded: rows added meanwhile wait for a rerun
                 page = await backlog.list_jobs(
@@ -109,17 +124,48 @@ def _list(args: argparse.Namespace) -> int:
                 records += page
                 if len(page) < _PAGE:
                     break
-            return records, total
+            return records, total, False
 
-    records, total = asyncio.run(read())
+    records, total, more_of_tenant = asyncio.run(read())
     print(format_jobs(records))
-    more = total - args.offset - len(records)
-    if records and more > 0:
+    next_offset = args.offset + len(records)
+    if more_of_tenant:
         print(
-            f"... {more:,} more (of {total:,}): --limit N, --offset {args.offset + len(records)} "
+            f"... more of tenant {printable(args.tenant)}: --limit N, --offset {next_offset} "
             "or --all"
         )
+        return 0
+    more = total - next_offset
+    if args.tenant is None and records and more > 0:
+        print(f"... {more:,} more (of {total:,}): --limit N, --offset {next_offset} or --all")
     return 0
+
+
+async def _tenant_jobs(
+    backlog: Backlog, state: JobState | None, args: argparse.Namespace, total: int
+) -> tuple[list[JobRecord], bool]:
+    """The page of ``args.tenant``'s jobs that ``--offset``/``--limit``/``--all`` ask
+    for, and whether more follow. The backlog lists jobs by state and lane only, so
+    the tenant is matched here, reading the jobs page by page (oldest first) until
+    the page is full."""
+    limit = None if args.all else args.limit
+    found: list[JobRecord] = []
+    skipped = read = 0
+    for _ in range(total // _SCAN_PAGE + 2):  # bounded: rows added meanwhile wait for a rerun
+        page = await backlog.list_jobs(state, args.lane, limit=_SCAN_PAGE, offset=read)
+        read += len(page)
+        for record in page:
+            if record.tenant != args.tenant:
+                continue
+            if skipped < args.offset:
+                skipped += 1
+            elif limit is not None and len(found) == limit:
+                return found, True
+            else:
+                found.append(record)
+        if len(page) < _SCAN_PAGE:
+            break
+    return found, False
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -162,13 +208,32 @@ def _requeue(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
+    by_match = args.task is not None or args.tenant is not None
+    if args.job_id is not None and by_match:
+        raise CommandError(
+            "give a job ID, or --task/--tenant, not both (an ID names one job already)",
+            exit_code=EXIT_USAGE,
+        )
+    if args.job_id is None and not by_match:
+        raise CommandError(
+            "which jobs? give a job ID, --task T, --tenant X, or --task T --tenant X",
+            exit_code=EXIT_USAGE,
+        )
+    for flag, value in (("--task", args.task), ("--tenant", args.tenant)):
+        if value == "":
+            raise CommandError(f"{flag} needs a name", exit_code=EXIT_USAGE)
+    if args.tenant is not None and len(args.tenant) > MAX_TENANT_LENGTH:
+        raise CommandError(
+            f"--tenant is {len(args.tenant)} characters; a tenant has at most {MAX_TENANT_LENGTH}",
+            exit_code=EXIT_USAGE,
+        )
     path, _ = resolve_backlog(args)
 
     async def cancel() -> str:
         async with open_backlog(path) as backlog:
-            if args.task:
-                count = await backlog.cancel_task(args.task, now=time.time())
-                return f"cancelled {count} job{'s' if count != 1 else ''} of {printable(args.task)}"
+            if by_match:
+                count = await backlog.cancel_task(args.task, now=time.time(), tenant=args.tenant)
+                return f"cancelled {count} job{'s' if count != 1 else ''} {_whose(args)}"
             was = await backlog.cancel(args.job_id, now=time.time())
             if was is None:
                 raise CommandError(f"no job {args.job_id!r} in {display(path)}")
@@ -182,6 +247,16 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _whose(args: argparse.Namespace) -> str:
+    """``of TASK``, ``of tenant X`` or ``of TASK of tenant X`` (escaped for the terminal)."""
+    parts = []
+    if args.task is not None:
+        parts.append(f"of {printable(args.task)}")
+    if args.tenant is not None:
+        parts.append(f"of tenant {printable(args.tenant)}")
+    return " ".join(parts)
+
+
 def _when(epoch: float | None) -> str:
     if epoch is None:
         return "-"
@@ -189,21 +264,25 @@ def _when(epoch: float | None) -> str:
 
 
 def format_jobs(records: list[JobRecord]) -> str:
-    """One line per job: id, task, lane, state, attempts, last update, first line of error
-    (control characters escaped)."""
+    """One line per job: id, task, lane, tenant (when any listed job has one), state,
+    attempts, last update, first line of error (control characters escaped)."""
     if not records:
         return "(no jobs)"
+    tenants = any(r.tenant is not None for r in records)
+    tenant_head = f" {'tenant':<16}" if tenants else ""
     header = (
-        f"{'id':<32}  {'task':<24} {'lane':<12} {'state':<8} {'tries':>5}  {'updated':<19}  error"
+        f"{'id':<32}  {'task':<24} {'lane':<12}{tenant_head} {'state':<8} {'tries':>5}  "
+        f"{'updated':<19}  error"
     )
     rows = [header, "-" * len(header)]
     for r in records:
         error = printable(r.error.split("\n")[0])[:60] if r.error else ""
         job_id, task, lane = printable(r.id), printable(r.task), printable(r.lane)
+        tenant = f" {printable(r.tenant or '-')[:16]:<16}" if tenants else ""
         tries = f"{r.attempts}/{r.max_attempts}"
         rows.append(
-            f"{job_id:<32}  {task[:24]:<24} {lane[:12]:<12} {r.state.value:<8} {tries:>5}  "
-            f"{_when(r.updated_at):<19}  {error}".rstrip()
+            f"{job_id:<32}  {task[:24]:<24} {lane[:12]:<12}{tenant} {r.state.value:<8} "
+            f"{tries:>5}  {_when(r.updated_at):<19}  {error}".rstrip()
         )
     return "\n".join(rows)
 
@@ -216,6 +295,7 @@ def format_job(r: JobRecord) -> str:
         ("id", printable(r.id)),
         ("task", printable(r.task)),
         ("lane", printable(r.lane)),
+        ("tenant", printable(r.tenant) if r.tenant is not None else "-"),
         ("state", r.state.value),
         ("attempts", f"{r.attempts} of {r.max_attempts}"),
         ("priority", f"{r.priority:g}"),
