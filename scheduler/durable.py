@@ -159,11 +159,12 @@ class DurableRunner:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
+        group, lane = self._sched._task_group, self.lane.name
         self._tasks = [
-            asyncio.create_task(self._claim_loop(), name=f"floodgate-claim-{self.lane.name}"),
-            asyncio.create_task(self._flush_loop(), name=f"floodgate-complete-{self.lane.name}"),
-            asyncio.create_task(self._heartbeat_loop(), name=f"floodgate-lease-{self.lane.name}"),
-            asyncio.create_task(self._cancel_loop(), name=f"floodgate-cancel-{self.lane.name}"),
+            group.start(self._claim_loop(), name=f"floodgate-claim-{lane}"),
+            group.start(self._flush_loop(), name=f"floodgate-complete-{lane}"),
+            group.start(self._heartbeat_loop(), name=f"floodgate-lease-{lane}"),
+            group.start(self._cancel_loop(), name=f"floodgate-cancel-{lane}"),
         ]
         if isinstance(self._backlog, PushesCancels):
             self._unsubscribe = self._backlog.on_cancel(self.cancel_local)
@@ -185,8 +186,8 @@ class DurableRunner:
         if give_up_at is not None:
             timer = self._sched.clock.call_at(give_up_at, self.give_up)
         try:
-            for task in self._tasks[:1]:
-                await task
+            # the claim loop ends on stop_claiming (one that crashed is the group's news)
+            await asyncio.gather(*self._tasks[:1], return_exceptions=True)
             self._closing = True
             self._flush_wanted.set()
             # the flush loop writes what is left and ends (not cancelled mid-write)
@@ -360,7 +361,9 @@ class DurableRunner:
 
     def _start_job(self, record: JobRecord, ticket: Ticket) -> None:
         job_id = record.id
-        task = asyncio.create_task(self._execute(record, ticket), name=f"floodgate-job-{job_id}")
+        task = self._sched._task_group.start(
+            self._execute(record, ticket), name=f"floodgate-job-{job_id}"
+        )
         self._running[job_id] = task
         self._tickets[job_id] = ticket
 

@@ -17,6 +17,7 @@ Callers catch by what they can do about it::
     │   ├── JobTimeout (TimeoutError) the job ran past its ``timeout``
     │   └── JobCancelled              cancelled by the scheduler (shutdown, cancel())
     ├── RetryableError                raised *by a job*: "upstream busy, retry after"
+    ├── SchedulerCrashed              a loop of the scheduler crashed; it stopped
     └── BacklogError                  the persistent backlog could not do its part
         ├── BacklogLocked             another process held the write lock too long
         ├── BacklogFull               the disk is full; nothing was stored
@@ -42,6 +43,7 @@ __all__ = [
     "JobTimeout",
     "Overloaded",
     "SchedulerClosed",
+    "SchedulerCrashed",
     "SchedulerError",
     "SubmitError",
     "UnknownJob",
@@ -93,6 +95,20 @@ class UnknownJob(SchedulerError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class SchedulerCrashed(SchedulerError):
+    """A background loop of the scheduler (a durable lane's claims, its outcome writes,
+    the fleet exchange, ...) raised instead of running on. The scheduler stopped as it
+    does on exit (outcomes written, leases released); ``__cause__`` is the loop's
+    exception and ``task`` names the loop."""
+
+    def __init__(self, task: str, error: BaseException) -> None:
+        self.task = task
+        super().__init__(
+            f"the scheduler's task {task!r} crashed ({type(error).__name__}: {error}); "
+            "the scheduler stopped"
+        )
 
 
 class SubmitError(SchedulerError):

@@ -32,6 +32,7 @@ from .clock import Clock, SystemClock, TimerHandle
 from .errors import ConfigError
 from .fleet import FleetSync, OperatorPause
 from .logs import get_logger
+from .task_group import TaskGroup
 from .upstream import Classified
 from .upstream_health import Upstream, UpstreamHealth
 
@@ -250,11 +251,19 @@ class HealthGate:
 
     # -- active probes ---------------------------------------------------------------
 
-    def start_probes(self) -> None:
-        """Start a background GET loop for every upstream with a ``probe_url``."""
+    def start_probes(self, tasks: TaskGroup | None = None) -> None:
+        """Start a background GET loop for every upstream with a ``probe_url`` (in
+        ``tasks``, the scheduler's task group, when given)."""
         for config in self._configs.values():
             if config.probe_url is not None:
-                self._probes.append(asyncio.create_task(self._probe(config)))
+                name = f"floodgate-probe-{config.name}"
+                probe = self._probe(config)
+                task = (
+                    asyncio.create_task(probe, name=name)
+                    if tasks is None
+                    else tasks.start(probe, name=name)
+                )
+                self._probes.append(task)
 
     async def stop_probes(self) -> None:
         probes, self._probes = self._probes, []

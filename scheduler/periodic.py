@@ -169,7 +169,7 @@ class PeriodicRunner:
     def start(self) -> None:
         """Start submitting (only the tasks whose lane runs in this process)."""
         if self._task is None and any(self._runs_here(e) for e in self._entries.values()):
-            self._task = asyncio.create_task(self._run(), name="floodgate-periodic")
+            self._task = self._sched._task_group.start(self._run(), name="floodgate-periodic")
 
     async def stop(self) -> None:
         task, self._task = self._task, None

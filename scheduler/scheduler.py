@@ -46,6 +46,7 @@ from .errors import (
     JobTimeout,
     Overloaded,
     SchedulerClosed,
+    SchedulerCrashed,
     UnknownLane,
     UnknownTask,
 )
@@ -59,6 +60,7 @@ from .logs import debug_enabled, get_logger
 from .metrics import SchedulerStats
 from .periodic import PeriodicRunner, Schedule
 from .retry import RetryPolicy
+from .task_group import TaskGroup
 from .tasks import DEFAULT_RETRY, Task, check_task_function, task_name
 from .tracing import Tracing
 from .upstream import classify
@@ -188,6 +190,9 @@ class Scheduler:
         self._fleet_option = fleet
         self._tracing = Tracing(tracing)
         self._fleet_task: asyncio.Task[None] | None = None
+        # every loop and job task of a run (see task_group), and the task that started it
+        self._task_group = TaskGroup(self._on_crash)
+        self._owner_task: asyncio.Task[Any] | None = None
         self._periodic = PeriodicRunner(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -222,10 +227,12 @@ class Scheduler:
                     raise UnknownLane(name, tuple(self._lanes))
         for lane in self._ordered:
             lane.run_here = run is None or lane.name in run
+        self._task_group = TaskGroup(self._on_crash)
+        self._owner_task = asyncio.current_task()
         if any(lane.config.durable for lane in self._ordered):
             await self._open_backlog()
         self._unsubscribe_gate = self.gate.subscribe(self._on_gate_change)
-        self.gate.start_probes()
+        self.gate.start_probes(self._task_group)
         self._state = _State.RUNNING
         self._tracing.start()
         self._periodic.start()
@@ -272,7 +279,7 @@ class Scheduler:
         if isinstance(fleet_store, PostgresFleetStore):
             fleet_store.on_notify = sync.wake
         self.gate.fleet = sync
-        self._fleet_task = asyncio.create_task(sync.run(), name="floodgate-fleet")
+        self._fleet_task = self._task_group.start(sync.run(), name="floodgate-fleet")
 
     async def _stop_fleet(self) -> None:
         task, self._fleet_task = self._fleet_task, None
@@ -331,8 +338,27 @@ class Scheduler:
             if self._unsubscribe_gate is not None:
                 self._unsubscribe_gate()
                 self._unsubscribe_gate = None
+            await self._task_group.close()
             self._state = _State.STOPPED
             _log.info("scheduler.stopped")
+        self._raise_crash()
+
+    def _on_crash(self) -> None:
+        """A task of the run crashed (see task_group): end the ``async with`` it runs
+        in, whose exit stops the scheduler and raises :class:`SchedulerCrashed`."""
+        owner = self._owner_task
+        if self._state is _State.RUNNING and owner is not None and not owner.done():
+            owner.cancel("floodgate: a scheduler task crashed")
+
+    def _raise_crash(self) -> None:
+        """After the stop: raise the crash of a task of the run, if one crashed."""
+        crashed, where = self._task_group.crashed, self._task_group.crashed_in
+        if crashed is None:
+            return
+        owner, self._owner_task = self._owner_task, None
+        if owner is not None and owner is asyncio.current_task() and owner.cancelling():
+            owner.uncancel()  # the cancel was ours: the crash is the news
+        raise SchedulerCrashed(where or "?", crashed) from crashed
 
     async def _close_backlog(self, give_up_at: float | None = None) -> None:
         """Write the last outcomes, release unfinished leases, close the backlog.

@@ -1,0 +1,99 @@
+"""The scheduler's task group: a crashed loop stops the scheduler and ends its
+``async with`` with SchedulerCrashed, after the usual stop (leases released)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from scheduler import BacklogOptions, JobState, Lane, Scheduler, SchedulerCrashed
+from scheduler.backlog import SQLiteBacklog
+from scheduler.task_group import TaskGroup
+
+
+async def test_a_crashed_lease_loop_stops_the_scheduler_and_releases_its_leases(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.db"
+    sched = Scheduler(
+        str(path),
+        lanes=[Lane("batch", 2, durable=True)],
+        backlog_options=BacklogOptions(lease=30.0, heartbeat=0.05, poll_interval=0.01),
+        shutdown_grace=0,
+    )
+    started = asyncio.Event()
+
+    @sched.task(name="app.block")
+    async def block() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    reached_end_of_body = False
+    submitted: list[str] = []
+
+    async def run() -> None:
+        nonlocal reached_end_of_body
+        async with sched:
+            submitted.append((await block.submit()).id)
+            await asyncio.wait_for(started.wait(), 10)
+            backlog = sched._require_store().backlog
+
+            async def broken(*args: object, **kwargs: object) -> int:
+                raise RuntimeError("a bug in the lease loop")
+
+            backlog.heartbeat = broken  # type: ignore[method-assign]
+            await asyncio.sleep(30)  # the crash ends this wait (bounded if it does not)
+            reached_end_of_body = True
+
+    with pytest.raises(SchedulerCrashed) as caught:
+        await run()
+    assert not reached_end_of_body
+    assert "floodgate-lease-batch" in str(caught.value)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert caught.value.task == "floodgate-lease-batch"
+    async with SQLiteBacklog(path) as fresh:  # the running job was given back, not lost
+        stored = await fresh.get(submitted[0])
+    assert stored is not None
+    assert (stored.state, stored.attempts, stored.lease_owner) == (JobState.QUEUED, 0, None)
+
+
+async def test_a_clean_run_ends_without_an_error_and_leaves_no_task(tmp_path: Path) -> None:
+    sched = Scheduler(str(tmp_path / "t.db"), shutdown_grace=0)
+
+    @sched.task(name="app.work")
+    async def work(n: int) -> int:
+        return n
+
+    async with sched:
+        assert await (await work.submit(4)).result(timeout=10) == 4
+        assert len(sched._task_group) >= 4  # the lane's claim, flush, lease, cancel loops
+    assert len(sched._task_group) == 0
+    names = {t.get_name() for t in asyncio.all_tasks()}
+    assert not any(name.startswith("floodgate-") for name in names)
+
+
+async def test_the_group_keeps_the_first_crash_and_ignores_cancelled_tasks() -> None:
+    crashes: list[str] = []
+    group = TaskGroup(lambda: crashes.append("crash"))
+
+    async def fail(message: str) -> None:
+        raise ValueError(message)
+
+    async def wait() -> None:
+        await asyncio.Event().wait()
+
+    waiting = group.start(wait(), name="waits")
+    group.start(fail("first"), name="one")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    group.start(fail("second"), name="two")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert crashes == ["crash"]
+    assert str(group.crashed) == "first"
+    assert group.crashed_in == "one"
+    await group.close()
+    assert waiting.cancelled()
+    assert len(group) == 0
