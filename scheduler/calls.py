@@ -27,7 +27,7 @@ from .upstream import FailureKind, classify
 from .upstream_health import MAX_PACING_WAIT, PACING, Denied, Permit, UpstreamHealth
 
 if TYPE_CHECKING:
-    from .scheduler import Scheduler
+    from .seats import Seats
 
 __all__ = ["call_with_policies", "run_fallback"]
 
@@ -42,7 +42,7 @@ _log = get_logger()
 
 
 async def call_with_policies(
-    sched: Scheduler,
+    seats: Seats,
     lane: LaneState,
     fn: Callable[..., Awaitable[T]],
     args: tuple[Any, ...],
@@ -61,11 +61,11 @@ async def call_with_policies(
     if fallback is not None and not callable(fallback):
         raise TypeError(f"fallback must be a coroutine function, got {fallback!r}")
     check_number("cost", cost, minimum=0)
-    clock = sched.clock
+    clock = seats.clock
     started = clock.now()
     health = None
     if upstream is not None:
-        health = sched.gate.upstream(upstream)
+        health = seats.gate.upstream(upstream)
         if lane.gated:
             lane.upstreams.add(upstream)
     attempt = 1
@@ -80,9 +80,9 @@ async def call_with_policies(
                 if attempt == 1:
                     health.retry_budget.record_request()
                 if not lane.gated:  # gated lanes wait on the gate, then take it at the start
-                    permit = await _live_permit(sched, health, cost, left())
+                    permit = await _live_permit(seats, health, cost, left())
             try:
-                ticket = sched._admit(lane, priority, left(), upstream, tenant)
+                ticket = seats.admit(lane, priority, left(), upstream, tenant)
             except BaseException:
                 if permit is not None:
                     permit.cancel()  # it never went: hand the upstream's turn back
@@ -90,19 +90,19 @@ async def call_with_policies(
             ticket.permit = permit
             ticket.attempt = attempt
             if ticket.future is not None:
-                await _wait_for_seat(sched, ticket)
+                await _wait_for_seat(seats, ticket)
             if health is not None and lane.gated:
                 got = await health.paced_permit(cost=cost)
                 if isinstance(got, Denied):
-                    sched._release_unstarted(ticket)
+                    seats.release_unstarted(ticket)
                     raise UpstreamUnavailable(health.name, got.retry_in)
                 ticket.permit = got
-            return await sched._run(ticket, fn, args, timeout)
+            return await seats.run(ticket, fn, args, timeout)
         except UpstreamUnavailable:
             if fallback is None:
                 raise
             return await run_fallback(
-                sched, lane, fallback, args, priority, left(), timeout, tenant
+                seats, lane, fallback, args, priority, left(), timeout, tenant
             )
         except (SubmitError, JobCancelled):
             raise
@@ -119,7 +119,7 @@ async def call_with_policies(
                 if fallback is None or (verdict.kind is FailureKind.CLIENT_ERROR):
                     raise
                 return await run_fallback(
-                    sched, lane, fallback, args, priority, left(), timeout, tenant
+                    seats, lane, fallback, args, priority, left(), timeout, tenant
                 )
             if debug_enabled():
                 _log.debug(
@@ -134,11 +134,11 @@ async def call_with_policies(
 
 
 async def _live_permit(
-    sched: Scheduler, health: UpstreamHealth, cost: float, left: float | None
+    seats: Seats, health: UpstreamHealth, cost: float, left: float | None
 ) -> Permit:
     """The upstream's permit for a live call, waiting for it while the call's
     deadline allows (a paced turn, a breaker trial); else :class:`UpstreamUnavailable`."""
-    clock = sched.clock
+    clock = seats.clock
     until = clock.now() + (_NO_DEADLINE_WAIT if left is None else left)
     waiting = False  # counted in health.live_waiting: batch lets us have the next turn
     try:
@@ -161,10 +161,10 @@ async def _live_permit(
             health.live_waiting -= 1
 
 
-async def _wait_for_seat(sched: Scheduler, ticket: Ticket) -> None:
+async def _wait_for_seat(seats: Seats, ticket: Ticket) -> None:
     """Wait for a seat; a call that never gets to start hands its permit back."""
     try:
-        await sched._wait_for_seat(ticket)
+        await seats.wait_for_seat(ticket)
     except BaseException:
         if ticket.permit is not None and ticket.state is not JobState.RUNNING:
             ticket.permit.cancel()
@@ -173,7 +173,7 @@ async def _wait_for_seat(sched: Scheduler, ticket: Ticket) -> None:
 
 
 async def run_fallback(
-    sched: Scheduler,
+    seats: Seats,
     lane: LaneState,
     fallback: Callable[..., Awaitable[T]],
     args: tuple[Any, ...],
@@ -184,7 +184,7 @@ async def run_fallback(
 ) -> T:
     lane.fallbacks += 1
     _log.info("job.fallback", lane=lane.name, fallback=getattr(fallback, "__qualname__", "?"))
-    ticket = sched._admit(lane, priority, deadline, None, tenant)
+    ticket = seats.admit(lane, priority, deadline, None, tenant)
     if ticket.future is not None:
-        await sched._wait_for_seat(ticket)
-    return await sched._run(ticket, fallback, args, timeout)
+        await seats.wait_for_seat(ticket)
+    return await seats.run(ticket, fallback, args, timeout)

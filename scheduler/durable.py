@@ -25,9 +25,9 @@ import os
 import socket
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 
 from ._lane_state import LaneState, Ticket
 from .backlog import Backlog, JobRecord, Outcome
@@ -35,12 +35,11 @@ from .backlog.base import CANCEL_POLL, CompletesAndClaims, PushesCancels, WaitsF
 from .errors import BacklogError, JobCancelled
 from .logs import get_logger
 from .retry import RetryPolicy
-from .tasks import encode_result
+from .seats import Seats
+from .task_group import TaskGroup
+from .tasks import Task, encode_result
 from .upstream import Classified, classify
 from .upstream_health import Permit, UpstreamHealth
-
-if TYPE_CHECKING:
-    from .scheduler import Scheduler
 
 __all__ = ["BacklogOptions", "DurableRunner", "new_owner_id"]
 
@@ -120,17 +119,23 @@ class DurableRunner:
 
     def __init__(
         self,
-        sched: Scheduler,
+        seats: Seats,
         lane: LaneState,
         backlog: Backlog,
         owner: str,
         options: BacklogOptions,
         on_finished: Callable[[list[str]], None],
         *,
+        tasks: Mapping[str, Task[Any, Any]],
+        group: TaskGroup,
         purge: bool = False,
         count_queued: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
-        self._sched = sched
+        self._seats = seats
+        self._clock = seats.clock
+        self._gate = seats.gate
+        self._registry = tasks  # the scheduler's tasks by name (registered before or after)
+        self._group = group
         self.lane = lane
         self._backlog = backlog
         self._owner = owner
@@ -159,7 +164,7 @@ class DurableRunner:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
-        group, lane = self._sched._task_group, self.lane.name
+        group, lane = self._group, self.lane.name
         self._tasks = [
             group.start(self._claim_loop(), name=f"floodgate-claim-{lane}"),
             group.start(self._flush_loop(), name=f"floodgate-complete-{lane}"),
@@ -184,7 +189,7 @@ class DurableRunner:
         self.stop_claiming()
         timer = None
         if give_up_at is not None:
-            timer = self._sched.clock.call_at(give_up_at, self.give_up)
+            timer = self._clock.call_at(give_up_at, self.give_up)
         try:
             # the claim loop ends on stop_claiming (one that crashed is the group's news)
             await asyncio.gather(*self._tasks[:1], return_exceptions=True)
@@ -224,7 +229,7 @@ class DurableRunner:
         self._wakeup = waiter = loop.create_future()
         handle = None
         if seconds is not None:
-            handle = self._sched.clock.call_at(self._sched.clock.now() + seconds, self.wake)
+            handle = self._clock.call_at(self._clock.now() + seconds, self.wake)
         try:
             await waiter
         finally:
@@ -235,7 +240,7 @@ class DurableRunner:
     # -- claiming -------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
-        sched, lane, options = self._sched, self.lane, self._options
+        seats, clock, lane, options = self._seats, self._clock, self.lane, self._options
         failures = 0
         recheck = options.poll_interval  # after an empty claim: see below
         while not self._stopping:
@@ -244,7 +249,7 @@ class DurableRunner:
                 await self._sleep(self._until_paced_room())
                 continue
             most = options.claim_batch if room is None else min(options.claim_batch, room)
-            tickets = sched._reserve_seats(lane, most)
+            tickets = seats.reserve(lane, most)
             if not tickets:
                 await self._sleep(None)  # a seat frees, the gate opens, or we stop
                 continue
@@ -254,7 +259,7 @@ class DurableRunner:
             except BacklogError as exc:
                 self._put_back(outcomes)
                 for ticket in tickets:
-                    sched._release(lane, ticket)
+                    seats.release(lane, ticket)
                 failures += 1
                 delay = min(options.poll_interval * 2**failures, 30.0)
                 _log.warning("backlog.claim_failed", lane=lane.name, error=str(exc), retry_in=delay)
@@ -269,7 +274,7 @@ class DurableRunner:
                 self._written(outcomes, [])
             lane.backlog_queued = max(0, lane.backlog_queued - len(records))
             for ticket in tickets[len(records) :]:
-                sched._release(lane, ticket)
+                seats.release(lane, ticket)
             for record, ticket in zip(records, tickets, strict=False):
                 self._start_job(record, ticket)
             if records:
@@ -278,9 +283,9 @@ class DurableRunner:
                 # work was flowing a moment ago: the claim came back empty most likely
                 # because the lane's ceiling is full across processes (their leases
                 # end within moments), so look again soon, backing off to the poll
-                idle_from = sched.clock.now()
+                idle_from = clock.now()
                 await self._idle(recheck)
-                if sched.clock.now() - idle_from >= recheck:  # not woken early
+                if clock.now() - idle_from >= recheck:  # not woken early
                     recheck = min(recheck * 2, options.poll_interval)
 
     def _pacing_room(self) -> int | None:
@@ -289,7 +294,7 @@ class DurableRunner:
         rooms = [
             room
             for name in self.lane.upstreams
-            if (room := self._sched.gate.upstream(name).pacing_room()) is not None
+            if (room := self._gate.upstream(name).pacing_room()) is not None
         ]
         return min(rooms) if rooms else None
 
@@ -297,7 +302,7 @@ class DurableRunner:
         """Seconds to wait before looking at the paced room again: until the next
         turn of the slowest of the lane's upstreams is near, at most
         ``_PACED_RECHECK`` (a seat frees or the slice grows meanwhile)."""
-        gate = self._sched.gate
+        gate = self._gate
         wait = max((gate.upstream(name).next_turn_in() for name in self.lane.upstreams), default=0)
         return min(_PACED_RECHECK, max(_PACED_MIN_WAIT, wait - _PACED_LEAD))
 
@@ -313,7 +318,7 @@ class DurableRunner:
     async def _claim(self, seats: int, outcomes: list[Outcome]) -> list[JobRecord]:
         """Claim up to ``seats`` jobs, writing ``outcomes`` in the same transaction."""
         lane, options = self.lane, self._options
-        now = self._sched.clock.wall()
+        now = self._clock.wall()
         # the lane's ceiling across processes: the backlog counts the other processes'
         # leases, our seats count ours (a finished job still holds its lease in the
         # backlog until its outcome is written)
@@ -361,9 +366,7 @@ class DurableRunner:
 
     def _start_job(self, record: JobRecord, ticket: Ticket) -> None:
         job_id = record.id
-        task = self._sched._task_group.start(
-            self._execute(record, ticket), name=f"floodgate-job-{job_id}"
-        )
+        task = self._group.start(self._execute(record, ticket), name=f"floodgate-job-{job_id}")
         self._running[job_id] = task
         self._tickets[job_id] = ticket
 
@@ -376,8 +379,8 @@ class DurableRunner:
     # -- running --------------------------------------------------------------------
 
     async def _execute(self, record: JobRecord, ticket: Ticket) -> None:
-        sched = self._sched
-        clock = sched.clock
+        seats = self._seats
+        clock = self._clock
         ticket.task = asyncio.current_task()
         ticket.job_id = record.id
         ticket.attempt = record.attempts
@@ -390,12 +393,12 @@ class DurableRunner:
         waited = max(0.0, clock.wall() - record.run_at)
         ticket.admitted_at = clock.now() - waited
         if ticket.cancel_reason == CANCEL_REASON:  # cancelled before it began
-            self._sched._release_unstarted(ticket)
+            seats.release_unstarted(ticket)
             self._finish(Outcome.cancelled(record.id, self._owner, attempt=record.attempts))
             return
-        task = sched._tasks.get(record.task)
+        task = self._registry.get(record.task)
         if task is None:
-            known = ", ".join(sorted(sched._tasks)) or "none"
+            known = ", ".join(sorted(self._registry)) or "none"
             self._end_unrun(
                 record, ticket, f"unknown task {record.task!r} (registered here: {known})"
             )
@@ -406,13 +409,13 @@ class DurableRunner:
         args = tuple(record.args)
         health = None
         if task.upstream is not None:
-            health = sched.gate.upstream(task.upstream)
+            health = self._gate.upstream(task.upstream)
             ticket.upstream = task.upstream
             cost = record.cost if record.cost is not None else task.cost_of(args)
             permit = await self._permit(health, ticket, cost)
             if permit is None:
                 # the upstream went down between claim and start: not an attempt
-                sched._release_unstarted(ticket)
+                seats.release_unstarted(ticket)
                 self._defer(record.id)
                 return
             ticket.permit = permit
@@ -420,7 +423,7 @@ class DurableRunner:
                 health.retry_budget.record_request()
         trial = ticket.permit is not None and ticket.permit.trial
         try:
-            result = await sched._run(ticket, task.fn, args, task.timeout)
+            result = await seats.run(ticket, task.fn, args, task.timeout)
         except JobCancelled:
             if ticket.cancel_reason == CANCEL_REASON:
                 _log.info("job.cancelled", job_id=record.id, lane=self.lane.name, was="running")
@@ -465,7 +468,7 @@ class DurableRunner:
 
     def _end_unrun(self, record: JobRecord, ticket: Ticket, error: str) -> None:
         """The job cannot run here at all: give its seat back, end it ``DEAD``."""
-        self._sched._release(self.lane, ticket)
+        self._seats.release(self.lane, ticket)
         self._finish(Outcome.dead(record.id, self._owner, error=error, attempt=record.attempts))
 
     def _defer(self, job_id: str) -> None:
@@ -509,7 +512,7 @@ class DurableRunner:
             if health is not None and not health.retry_budget.try_acquire_retry():
                 # the upstream's retry budget is spent: wait longer, never hammer it
                 delay = max(delay, _BUDGET_WAIT)
-            run_at = self._sched.clock.wall() + delay
+            run_at = self._clock.wall() + delay
             _log.info(
                 "job.retry",
                 job_id=record.id,
@@ -553,7 +556,7 @@ class DurableRunner:
             self._flush_wanted.clear()
             outcomes, self._outcomes = self._outcomes, []
             releases, self._to_release = self._to_release, []
-            now = self._sched.clock.wall()
+            now = self._clock.wall()
             try:
                 if outcomes:
                     await self._backlog.complete(outcomes, now=now)
@@ -585,7 +588,7 @@ class DurableRunner:
             if not waiter.done():
                 waiter.set_result(None)
 
-        handle = self._sched.clock.call_at(self._sched.clock.now() + seconds, due)
+        handle = self._clock.call_at(self._clock.now() + seconds, due)
         try:
             await waiter
         finally:
@@ -628,7 +631,7 @@ class DurableRunner:
 
     async def _heartbeat_loop(self) -> None:
         """Extend the leases of running jobs; now and then purge old finished rows."""
-        options, clock = self._options, self._sched.clock
+        options, clock = self._options, self._clock
         next_purge = clock.now()
         while True:
             await clock.sleep(options.heartbeat_interval)
@@ -674,7 +677,7 @@ class DurableRunner:
         pushes them (PostgreSQL NOTIFY), as a safety net."""
         pushed = isinstance(self._backlog, PushesCancels)
         interval = _CANCEL_POLL_PUSHED if pushed else CANCEL_POLL
-        clock = self._sched.clock
+        clock = self._clock
         while True:
             await clock.sleep(interval)
             try:

@@ -78,6 +78,14 @@ class AIMDLimit:
     def limit(self) -> int:
         return max(self.min_limit, min(self.max_limit, int(self._limit)))
 
+    def set_ceiling(self, max_limit: int) -> None:
+        """A new ``max_limit`` (the lane's ceiling changed at run time)."""
+        check_int("max_limit", max_limit, minimum=1)
+        self.max_limit = max_limit
+        self.min_limit = min(self.min_limit, max_limit)
+        self._limit = min(self._limit, float(max_limit))
+        self._threshold = min(self._threshold, float(max_limit))
+
     def reset(self) -> None:
         """Start again from ``min_limit`` with slow start (after an outage or pause)."""
         self._threshold = max(self._threshold, float(self.min_limit))

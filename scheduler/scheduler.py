@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from ._lane_state import LaneState, Ticket
+from ._lane_state import LaneState
 from ._validate import check_number
 from .backlog import Backlog, make_backlog
 from .calls import call_with_policies
@@ -41,10 +41,6 @@ from .clock import Clock, SystemClock
 from .durable import BacklogOptions, DurableRunner, new_owner_id
 from .errors import (
     ConfigError,
-    DeadlineExceeded,
-    JobCancelled,
-    JobTimeout,
-    Overloaded,
     SchedulerClosed,
     SchedulerCrashed,
     UnknownLane,
@@ -54,16 +50,16 @@ from .fleet import FleetStore, FleetSync
 from .fleet_stores import PostgresFleetStore, fleet_store_for
 from .health import HealthGate
 from .job_store import JobStore
-from .jobs import Job, JobState, _current
+from .jobs import Job, JobState
 from .lanes import Lane, check_tenant
-from .logs import debug_enabled, get_logger
+from .logs import get_logger
 from .metrics import SchedulerStats
 from .periodic import PeriodicRunner, Schedule
 from .retry import RetryPolicy
+from .seats import LaneControl, Seats
 from .task_group import TaskGroup
 from .tasks import DEFAULT_RETRY, Task, check_task_function, task_name
 from .tracing import Tracing
-from .upstream import classify
 from .upstream_health import Upstream
 
 __all__ = ["DEFAULT_LANES", "Scheduler"]
@@ -78,7 +74,6 @@ DEFAULT_LANES: tuple[Lane, ...] = (
 
 _log = get_logger()
 #: the attempt's span when tracing is off: nothing, reused
-_NO_SPAN = contextlib.nullcontext()
 
 
 class _State(enum.Enum):
@@ -161,7 +156,6 @@ class Scheduler:
         self.gate = gate if gate is not None else HealthGate(upstreams or ())
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.gate.bind_clock(self.clock)
-        self.max_concurrency = max_concurrency
         self.shutdown_grace = grace
         self.backlog_options = backlog_options if backlog_options is not None else BacklogOptions()
 
@@ -170,17 +164,17 @@ class Scheduler:
         }
         self._ordered = tuple(self._lanes.values())
         self._gated = tuple(ln for ln in self._ordered if ln.gated)
-        self._ungated = tuple(ln for ln in self._ordered if not ln.gated)
-        self._shared_capacity = (
-            None if max_concurrency is None else max_concurrency - sum(ln.reserved for ln in lanes)
+        self._tracing = Tracing(tracing)
+        #: admission, ceilings and running jobs (see :mod:`scheduler.seats`)
+        self.seats = Seats(
+            self._ordered,
+            clock=self.clock,
+            gate=self.gate,
+            tracing=self._tracing,
+            on_release=self._on_release,
+            max_concurrency=max_concurrency,
         )
-        if self._shared_capacity is not None:
-            for state in self._ordered:
-                state.seats = min(state.max_concurrency, state.reserved + self._shared_capacity)
-        self._shared_used = 0
-        self._running = 0
         self._state = _State.NEW
-        self._idle_waiter: asyncio.Future[bool] | None = None
         self._grace_cut = False
         self._unsubscribe_gate: Callable[[], None] | None = None
         self._tasks: dict[str, Task[Any, Any]] = {}
@@ -188,7 +182,6 @@ class Scheduler:
         self._runners: dict[str, DurableRunner] = {}
         self.owner = new_owner_id()
         self._fleet_option = fleet
-        self._tracing = Tracing(tracing)
         self._fleet_task: asyncio.Task[None] | None = None
         # every loop and job task of a run (see task_group), and the task that started it
         self._task_group = TaskGroup(self._on_crash)
@@ -248,12 +241,14 @@ class Scheduler:
         self._store = store
         self._runners = {
             lane.name: DurableRunner(
-                self,
+                self.seats,
                 lane,
                 backlog,
                 self.owner,
                 opts,
                 store.finished,
+                tasks=self._tasks,
+                group=self._task_group,
                 purge=(i == 0),
                 count_queued=functools.partial(store.refresh_counts, [lane]),
             )
@@ -303,8 +298,18 @@ class Scheduler:
         for runner in self._runners.values():
             runner.wake()
 
+    def _on_release(self, lane: str | None) -> None:
+        """A seat was released (or the ceilings changed): the lane's runner (``None``:
+        every runner) may claim again."""
+        if not self._runners:
+            return
+        if lane is None:
+            self._wake_runners()
+        else:
+            self._wake_runner(lane)
+
     def _on_gate_change(self) -> None:
-        self._dispatch_all()
+        self.seats.dispatch_all()
         self._wake_runners()
 
     async def _stop(self) -> None:
@@ -312,25 +317,26 @@ class Scheduler:
             return
         self._state = _State.DRAINING
         await self._periodic.stop()
-        _log.info("scheduler.draining", grace=self.shutdown_grace, running=self._running)
+        seats = self.seats
+        _log.info("scheduler.draining", grace=self.shutdown_grace, running=seats.running)
         # the grace bounds writing the last outcomes too (a full disk must not hold the stop)
         grace_end = self.clock.now() + (0.0 if self._grace_cut else self.shutdown_grace)
         for runner in self._runners.values():
             runner.stop_claiming()
         try:
-            if self.shutdown_grace > 0 and not self._grace_cut and not self._is_idle():
+            if self.shutdown_grace > 0 and not self._grace_cut and not seats.is_idle():
                 handle = self.clock.call_at(
-                    self.clock.now() + self.shutdown_grace, lambda: self._resolve_idle(False)
+                    self.clock.now() + self.shutdown_grace, lambda: seats.resolve_idle(False)
                 )
                 try:
-                    await self._wait_idle()
+                    await seats.wait_idle()
                 finally:
                     handle.cancel()
         finally:
-            self._hard_stop()
-            while self._running:
+            seats.hard_stop()
+            while seats.running:
                 # Cancelled jobs unwind in their own tasks; wait for the last seat.
-                await self._wait_idle()
+                await seats.wait_idle()
             # the last outcomes and lease releases are written even if we are cancelled
             await asyncio.shield(self._close_backlog(grace_end))
             await self.gate.stop_probes()
@@ -388,36 +394,9 @@ class Scheduler:
         """
         self._grace_cut = True
         if self._state is _State.DRAINING:
-            self._resolve_idle(False)
+            self.seats.resolve_idle(False)
             for runner in self._runners.values():
                 runner.give_up()
-
-    def _hard_stop(self) -> None:
-        """Grace is over: drop what still waits, cancel what still runs."""
-        for lane in self._ordered:
-            while (ticket := lane.queue.pop()) is not None:
-                self._finish_unstarted(
-                    ticket,
-                    JobState.CANCELLED,
-                    SchedulerClosed("the scheduler shut down before the job started"),
-                )
-            for ticket in list(lane.active):
-                ticket.cancel_task("shutdown")
-
-    def _is_idle(self) -> bool:
-        return self._running == 0 and not any(lane.queue for lane in self._ordered)
-
-    async def _wait_idle(self) -> bool:
-        if self._is_idle():
-            return True
-        if self._idle_waiter is None or self._idle_waiter.done():
-            self._idle_waiter = asyncio.get_running_loop().create_future()
-        return await self._idle_waiter
-
-    def _resolve_idle(self, value: bool) -> None:
-        waiter = self._idle_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(value)
 
     # ------------------------------------------------------------------ calls
 
@@ -480,19 +459,37 @@ class Scheduler:
             raise SchedulerClosed(self._closed_reason(state))
         if upstream is not None or retry is not None or fallback is not None:
             return await call_with_policies(
-                self, state, fn, args, priority, deadline, timeout, upstream, retry, fallback,
+                self.seats, state, fn, args, priority, deadline, timeout, upstream, retry, fallback,
                 cost, tenant,
             )  # fmt: skip
-        ticket = self._admit(state, priority, deadline, upstream, tenant)
+        seats = self.seats
+        ticket = seats.admit(state, priority, deadline, upstream, tenant)
         if ticket.future is not None:
-            await self._wait_for_seat(ticket)
-        return await self._run(ticket, fn, args, timeout)
+            await seats.wait_for_seat(ticket)
+        return await seats.run(ticket, fn, args, timeout)
 
-    def _release_unstarted(self, ticket: Ticket) -> None:
-        """Give back a seat whose job will not run after all."""
-        ticket.state = JobState.CANCELLED
-        ticket.lane.cancelled += 1
-        self._release(ticket.lane, ticket)
+    @property
+    def max_concurrency(self) -> int | None:
+        """The ceiling across every lane (``None``: only the lanes' own).
+
+        Settable at run time: a higher ceiling hands the new seats to waiting
+        jobs at once; a lower one lets running jobs finish and starts none above
+        it (``ConfigError`` below the seats the lanes reserve).
+        """
+        return self.seats.max_concurrency
+
+    @max_concurrency.setter
+    def max_concurrency(self, value: int | None) -> None:
+        self.seats.set_shared_ceiling(value)
+
+    def lane(self, name: str) -> LaneControl:
+        """The lane called ``name`` at run time: its ``max_concurrency`` can be set
+        (it takes effect at once, as :attr:`max_concurrency` does) and its
+        ``stats()`` read."""
+        state = self._lanes.get(name)
+        if state is None:
+            raise UnknownLane(name, tuple(self._lanes))
+        return LaneControl(state, self.seats)
 
     def _closed_reason(self, lane: LaneState) -> str:
         if self._state is _State.NEW:
@@ -500,218 +497,6 @@ class Scheduler:
         if self._state is not _State.RUNNING:
             return "the scheduler is shutting down and accepts no new jobs"
         return f"lane {lane.name!r} is not run in this process (see open(run=...))"
-
-    def _admit(
-        self,
-        lane: LaneState,
-        priority: float,
-        deadline: float | None,
-        upstream: str | None,
-        tenant: str | None = None,
-    ) -> Ticket:
-        """Admit a job: give it a seat now, queue it, or shed it (raises)."""
-        now = self.clock.now()
-        if deadline is not None and deadline <= 0:
-            lane.count_shed("deadline_admission", tenant)
-            self._log_shed(lane, "deadline_admission")
-            raise DeadlineExceeded(lane.name, deadline, where="admission", expected_wait=0.0)
-        ticket = Ticket(lane, priority, now, deadline, upstream, asyncio.current_task(), tenant)
-        if not lane.queue and self._can_take(lane) and lane.may_run(tenant):
-            self._take_seat(lane, ticket)
-            lane.admitted += 1
-            if debug_enabled():
-                _log.debug("job.admitted", lane=lane.name, job_id=ticket.id, queued=False)
-            return ticket
-        if len(lane.queue) >= lane.max_queued:
-            lane.count_shed("queue_full", tenant)
-            self._log_shed(lane, "queue_full")
-            raise Overloaded(lane.name, lane.retry_after(), queued=len(lane.queue))
-        most = lane.tenant_max_queued
-        if tenant is not None and most is not None and lane.queue.queued(tenant) >= most:
-            lane.count_shed("tenant_queue_full", tenant)
-            self._log_shed(lane, "tenant_queue_full", tenant=tenant)
-            raise Overloaded(lane.name, lane.retry_after(), queued=most, tenant=tenant)
-        if deadline is not None:
-            expected = lane.expected_wait()
-            if expected is not None and expected > deadline:
-                lane.count_shed("deadline_admission")
-                self._log_shed(lane, "deadline_admission")
-                raise DeadlineExceeded(
-                    lane.name, deadline, where="admission", expected_wait=expected
-                )
-        ticket.future = asyncio.get_running_loop().create_future()
-        ticket.entry = lane.queue.push(ticket, priority, now, tenant)
-        if ticket.deadline_at is not None:
-            ticket.timer = self.clock.call_at(ticket.deadline_at, lambda: self._expire(ticket))
-        lane.admitted += 1
-        if debug_enabled():
-            _log.debug("job.admitted", lane=lane.name, job_id=ticket.id, queued=True)
-        if lane.tenant_max_in_flight is not None and self._can_take(lane):
-            # the seats are free but the tenants waiting hold all they may: this
-            # tenant's job may take one (the dispatch hands it over)
-            self._dispatch(lane)
-        return ticket
-
-    async def _wait_for_seat(self, ticket: Ticket) -> None:
-        assert ticket.future is not None
-        try:
-            await ticket.future
-        except asyncio.CancelledError:
-            lane = ticket.lane
-            if ticket.state is JobState.RUNNING:
-                # A seat was handed over, but the waiter was cancelled before it could
-                # use it: pass the seat on.
-                ticket.state = JobState.CANCELLED
-                lane.cancelled += 1
-                self._release(lane, ticket)
-            elif ticket.state is JobState.QUEUED:
-                assert ticket.entry is not None
-                lane.queue.remove(ticket.entry)
-                self._finish_unstarted(ticket, JobState.CANCELLED, None)
-            reason = ticket.cancel_reason
-            if reason is not None and ticket.task is not None and ticket.task.uncancel() == 0:
-                if reason == "shutdown":  # it never started
-                    raise SchedulerClosed(
-                        "the scheduler shut down before the job started"
-                    ) from None
-                raise JobCancelled(ticket.id, reason) from None
-            raise
-        finally:
-            if ticket.timer is not None:
-                ticket.timer.cancel()
-                ticket.timer = None
-
-    def _expire(self, ticket: Ticket) -> None:
-        """Deadline timer: the job is still queued, so shed it, unrun."""
-        if ticket.state is not JobState.QUEUED or (ticket.future and ticket.future.done()):
-            return
-        assert ticket.entry is not None
-        ticket.lane.queue.remove(ticket.entry)
-        self._shed_expired(ticket)
-
-    def _shed_expired(self, ticket: Ticket) -> None:
-        lane = ticket.lane
-        lane.count_shed("deadline_queue", ticket.tenant)
-        self._log_shed(lane, "deadline_queue", job_id=ticket.id)
-        assert ticket.deadline is not None
-        self._finish_unstarted(
-            ticket,
-            JobState.EXPIRED,
-            DeadlineExceeded(lane.name, ticket.deadline, where="queue", job_id=ticket.id),
-        )
-
-    def _finish_unstarted(
-        self, ticket: Ticket, state: JobState, error: BaseException | None
-    ) -> None:
-        ticket.state = state
-        if state is JobState.CANCELLED:
-            ticket.lane.cancelled += 1
-        fut = ticket.future
-        if error is not None and fut is not None and not fut.done():
-            fut.set_exception(error)
-        lane = ticket.lane
-        if self._gated and not lane.gated and not lane.queue:
-            self._lift_pressure()
-        if self._idle_waiter is not None and self._is_idle():
-            self._resolve_idle(True)
-
-    def _lift_pressure(self) -> None:
-        """No interactive queue any more: gated lanes may start work again."""
-        for gated in self._gated:
-            if gated.queue:
-                self._dispatch(gated)
-        self._wake_runners()
-
-    async def _run(
-        self,
-        ticket: Ticket,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        timeout: float | None,
-    ) -> T:
-        lane = ticket.lane
-        clock = self.clock
-        task = ticket.task
-        started = clock.now()
-        ticket.started_at = started
-        admitted = ticket.admitted_at
-        lane.wait_hist.observe(started - admitted)
-        handle = None
-        if timeout is not None:
-            ticket.timeout_at = started + timeout
-            ticket.cancelling = task.cancelling() if task is not None else 0
-            handle = clock.call_at(ticket.timeout_at, lambda: ticket.cancel_task("timeout"))
-        token = _current.set(ticket)
-        log = debug_enabled()
-        if log:
-            _log.debug("job.started", lane=lane.name, job_id=ticket.id)
-        outcome = JobState.FAILED
-        error: BaseException | None = None
-        tracing = self._tracing
-        span = _NO_SPAN if tracing.tracer is None else tracing.attempt(ticket, started - admitted)
-        try:
-            with span:
-                awaitable = fn(*args)
-                if not hasattr(awaitable, "__await__"):
-                    raise TypeError(
-                        f"{getattr(fn, '__qualname__', fn)!r} returned "
-                        f"{type(awaitable).__name__}, not an awaitable: call() runs "
-                        "coroutine functions (async def)"
-                    )
-                result = await awaitable
-            outcome = JobState.DONE
-            return result
-        except asyncio.CancelledError:
-            outcome = JobState.CANCELLED
-            reason = ticket.cancel_reason
-            if reason is not None and task is not None and task.uncancel() <= ticket.cancelling:
-                if reason == "timeout":
-                    assert timeout is not None
-                    outcome = JobState.FAILED
-                    error = JobTimeout(ticket.id, timeout)
-                    raise error from None
-                raise JobCancelled(ticket.id, reason) from None
-            raise
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            if handle is not None:
-                handle.cancel()
-            _current.reset(token)
-            ticket.state = outcome
-            if outcome is JobState.DONE:
-                lane.completed += 1
-            elif outcome is JobState.FAILED:
-                lane.failed += 1
-            else:
-                lane.cancelled += 1
-            run_time = clock.now() - started
-            lane.record_run(run_time)
-            if log:
-                _log.debug("job.finished", lane=lane.name, job_id=ticket.id, state=outcome.value)
-            if ticket.permit is not None or (lane.limiter is not None and lane.upstreams):
-                self._observe(ticket, outcome, error, run_time)
-            self._release(lane, ticket)
-
-    def _observe(
-        self, ticket: Ticket, outcome: JobState, error: BaseException | None, run_time: float
-    ) -> None:
-        """Feed a finished job's outcome to its upstream's permit and its lane's limit."""
-        permit, ticket.permit = ticket.permit, None
-        if outcome is JobState.CANCELLED:
-            if permit is not None:
-                permit.cancel()
-            return
-        verdict = classify(error, now=self.clock.wall())
-        if permit is not None:
-            permit.finish(verdict, run_time)
-        limiter = ticket.lane.limiter
-        if limiter is not None:
-            if verdict.ok:
-                limiter.on_success(run_time)
-            elif verdict.upstream_fault:
-                limiter.on_overload()
 
     # ------------------------------------------------------------------ durable jobs
 
@@ -1000,123 +785,6 @@ class Scheduler:
 
     # ------------------------------------------------------------------ seats
 
-    def _can_take(self, lane: LaneState) -> bool:
-        if lane.running >= lane.max_concurrency:
-            return False
-        if lane.gated and not self._gate_permits(lane):
-            return False
-        shared = self._shared_capacity
-        return shared is None or lane.running < lane.reserved or self._shared_used < shared
-
-    def _gate_permits(self, lane: LaneState) -> bool:
-        """Every signal in front of a gated lane: health, pressure, adaptive limit."""
-        reason = self.gate.blocked(lane.upstreams)
-        if reason is not None:
-            return False
-        limiter = lane.limiter
-        if limiter is not None and lane.upstreams:
-            outages = sum(self.gate.upstream(name).outages for name in lane.upstreams)
-            if outages != lane.outages_seen:
-                # a real outage (a breaker opened) is over: ramp up gently; a
-                # Retry-After pause or pacing is not one and keeps the limit
-                lane.outages_seen = outages
-                limiter.reset()
-        # batch yields only to live work waiting for seats it holds (the shared
-        # ceiling's): a live lane queued on its own ceiling gains nothing from it
-        pressure = any(
-            other.queue and other.running < other.max_concurrency for other in self._ungated
-        )
-        if pressure != lane.under_pressure:
-            lane.under_pressure = pressure
-            self.gate.note_pressure(lane.name, pressure)
-        if pressure:
-            return False  # interactive pressure: batch yields while live work waits
-        # the adaptive limit is the upstreams' (their outcomes move it): a lane with
-        # no upstream-bound work is not held to it
-        return limiter is None or not lane.upstreams or lane.running < limiter.limit
-
-    def _take_seat(self, lane: LaneState, ticket: Ticket) -> None:
-        if self._shared_capacity is not None and lane.running >= lane.reserved:
-            self._shared_used += 1
-        lane.running += 1
-        self._running += 1
-        lane.active.add(ticket)
-        ticket.state = JobState.RUNNING
-        tenant = ticket.tenant
-        if tenant is not None:
-            lane.tenant_running[tenant] = lane.tenant_running.get(tenant, 0) + 1
-
-    def _release(self, lane: LaneState, ticket: Ticket) -> None:
-        lane.active.discard(ticket)
-        lane.running -= 1
-        self._running -= 1
-        tenant = ticket.tenant
-        if tenant is not None:
-            left = lane.tenant_running[tenant] - 1
-            if left:
-                lane.tenant_running[tenant] = left
-            else:
-                del lane.tenant_running[tenant]
-        if self._shared_capacity is None:
-            if lane.queue:
-                self._dispatch(lane)
-        else:
-            if lane.running >= lane.reserved:
-                self._shared_used -= 1
-            self._dispatch_all()
-        if self._gated and not lane.gated and not lane.queue:
-            self._lift_pressure()  # wakes every runner too
-        elif self._runners:
-            if self._shared_capacity is None and not self._gated:
-                self._wake_runner(lane.name)
-            else:
-                self._wake_runners()
-        if self._idle_waiter is not None and self._is_idle():
-            self._resolve_idle(True)
-
-    def _reserve_seats(self, lane: LaneState, most: int) -> list[Ticket]:
-        """Take up to ``most`` free seats of ``lane`` for durable jobs about to be
-        claimed (none while in-memory callers wait for that lane)."""
-        tickets: list[Ticket] = []
-        if lane.queue:
-            return tickets
-        now = self.clock.now()
-        while len(tickets) < most and self._can_take(lane):
-            ticket = Ticket(lane, 0, now, None, None, None)
-            self._take_seat(lane, ticket)
-            tickets.append(ticket)
-        return tickets
-
-    def _dispatch_all(self) -> None:
-        for lane in self._ordered:
-            if lane.queue:
-                self._dispatch(lane)
-
-    def _dispatch(self, lane: LaneState) -> None:
-        """Hand free seats to the most urgent waiters of ``lane``."""
-        queue = lane.queue
-        eligible = None if lane.tenant_max_in_flight is None else lane.may_run
-        while queue and self._can_take(lane):
-            ticket = queue.pop(eligible)
-            if ticket is None:
-                return  # every tenant waiting holds all the seats it may
-            assert ticket.future is not None
-            if ticket.future.done():
-                # Its task was cancelled while waiting; the waiter's own handler
-                # records the cancellation when it resumes. No seat for it.
-                continue
-            if ticket.deadline_at is not None and self.clock.now() >= ticket.deadline_at:
-                self._shed_expired(ticket)
-                continue
-            self._take_seat(lane, ticket)
-            ticket.future.set_result(None)
-
-    def _log_shed(
-        self, lane: LaneState, reason: str, job_id: str | None = None, tenant: str | None = None
-    ) -> None:
-        if debug_enabled():
-            _log.debug("job.shed", lane=lane.name, reason=reason, job_id=job_id, tenant=tenant)
-
     # ------------------------------------------------------------------ introspection
 
     def stats(self) -> SchedulerStats:
@@ -1124,7 +792,7 @@ class Scheduler:
         gate = self.gate.stats()
         return SchedulerStats(
             lanes={lane.name: lane.stats() for lane in self._ordered},
-            running=self._running,
+            running=self.seats.running,
             max_concurrency=self.max_concurrency,
             state=self._state.value,
             gate_open=gate.open,
