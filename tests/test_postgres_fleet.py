@@ -159,6 +159,10 @@ async def test_kill_9_of_one_worker_mid_drain_loses_nothing(
         assert other.stdout is not None
         assert await asyncio.wait_for(other.stdout.readline(), 30) == b"ready\n"
     assert victim.returncode is None, "the victim must still be running when killed"
+    for _ in range(400):  # bounded (~2 s): between an outcome and its next claim it holds none
+        if await leased_by(dsn, victim.pid):
+            break
+        await asyncio.sleep(0.005)
     assert await leased_by(dsn, victim.pid), "the victim holds leases when killed"
     victim.send_signal(signal.SIGKILL)
     assert await victim.wait() == -signal.SIGKILL
