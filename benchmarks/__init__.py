@@ -30,6 +30,10 @@ benchmark cannot run here (postgres without a server).
   if it answers; SKIPPED without one).
 - ``tenants``: nine small tenants' jobs behind one tenant's 100,000 (fair queuing vs
   one FIFO queue) and the cost per job of fairness.
+- ``tenants_durable``: the same on a durable lane with the defaults (SQLite file,
+  the ``batch`` lane, ``submit_many(..., tenant=)``), and the drain's cost per job
+  over 10 and 1,000 tenants; ``tenants_postgres``: the same on PostgreSQL (SKIPPED
+  without a server).
 - ``fleet``: 1, 2, 4 and 8 worker processes sharing one upstream that allows R req/s
   (aggregate goodput as a share of R), the cost of sharing per request, and how fast a
   pause reaches another process (p50/p99; PostgreSQL too when the DSN is set).

@@ -21,7 +21,17 @@ from ._common import (
 )
 
 #: every benchmark (its module in this package), in the order a full run goes through them
-BENCHMARKS = ("overhead", "head_of_line", "durable", "postgres", "pacing", "fleet", "tenants")
+BENCHMARKS = (
+    "overhead",
+    "head_of_line",
+    "durable",
+    "postgres",
+    "pacing",
+    "fleet",
+    "tenants",
+    "tenants_durable",
+    "tenants_postgres",
+)
 
 #: what each benchmark imports from the ``bench`` extra (module -> distribution)
 BENCH_MODULES = {

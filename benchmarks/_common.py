@@ -69,10 +69,13 @@ DSN_ENV = "FLOODGATE_TEST_POSTGRES_DSN"
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 #: how long runs take here (two cores), said alike by ``--help`` and the README
-FULL_RUN_TIME = "about 40 min"
-QUICK_RUN_TIME = "about 4 min"
+FULL_RUN_TIME = "about 55 min"
+QUICK_RUN_TIME = "about 6 min"
 #: what the full run's time is made of
-FULL_RUN_PARTS = "fleet ~19, pacing ~10, postgres ~3.5 (when a server answers), the other three ~3"
+FULL_RUN_PARTS = (
+    "fleet ~19, pacing ~10, tenants_postgres ~8 and postgres ~3.5 (when a server answers), "
+    "tenants_durable ~4, the other three ~3"
+)
 
 #: set while a ``--quick`` run goes on: :func:`verdict` then says "smoke", not PASS/FAIL
 _SMOKE: contextvars.ContextVar[bool] = contextvars.ContextVar("benchmarks_smoke", default=False)

@@ -190,7 +190,8 @@ def run(options: Options) -> Outcome:
             f"job i for tenant `t{{i % {TENANTS_FOR_COST}}}`; seconds / jobs; {ROUNDS} "
             "rounds of each, alternating, their medians.",
             f"- {repeats} repetition(s), each in fresh event loops; median (min .. max).",
-            "- Durable lanes take no tenant yet: this measures the in-memory fair queue.",
+            "- This measures the in-memory fair queue; `tenants_durable` and "
+            "`tenants_postgres` measure durable lanes.",
         ]
     )
     report = write_report(

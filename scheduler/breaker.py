@@ -25,7 +25,10 @@ The breaker is a three-state switch fed with call outcomes::
   breaker to half-open at once, so recovery is noticed within about a second
   wherever there is live traffic.
 - **half_open**: exactly ``half_open_trials`` calls are let through (live or
-  not, at most ``trial_rate`` per second after the first ones). The
+  not), at most ``trial_rate`` per second after the first ones until one of
+  them succeeds: the pacing spares an upstream that is still down, and an
+  answer says it is not, so once a trial has succeeded the remaining trials go
+  as soon as they are asked for (recovery takes round trips, not seconds). The
   breaker forgives a minority of failed trials, as many as ``failure_ratio``
   allows (with the defaults, 1 of 3), so an upstream that is degraded but
   answering can close it. When enough trials succeed it closes, with a fresh
@@ -88,7 +91,8 @@ class BreakerConfig:
         half_open_trials: trial calls let through; a minority may fail (see above).
         trial_rate: most trial calls per second, live and half-open together,
             beyond a first ``half_open_trials`` (so a long outage sees at most
-            about this many requests per second).
+            about this many requests per second); a half-open breaker whose
+            trials have had a success lets the rest go unpaced.
     """
 
     failure_ratio: float = 0.5
@@ -263,7 +267,7 @@ class CircuitBreaker:
         if self._state is BreakerState.CLOSED:
             return True
         if self._state is BreakerState.HALF_OPEN:
-            if self._trials < self._config.half_open_trials and self._take_trial_token(now):
+            if self._trials < self._config.half_open_trials and self._trial_turn(now):
                 self._trials += 1
                 return True
         elif live and now >= self._hold_until and self._take_trial_token(now):
@@ -279,6 +283,11 @@ class CircuitBreaker:
             float(cfg.half_open_trials), self._trial_tokens + elapsed * cfg.trial_rate
         )
         return self._trial_tokens
+
+    def _trial_turn(self, now: float) -> bool:
+        """May a half-open trial go now, pacing aside from the slots? Paced until a
+        trial succeeds (the upstream answers again: nothing left to spare it)."""
+        return self._trial_successes > 0 or self._take_trial_token(now)
 
     def _take_trial_token(self, now: float) -> bool:
         if self._trial_tokens_now(now) < 1.0 - 1e-9:
@@ -296,7 +305,7 @@ class CircuitBreaker:
         if self._state is BreakerState.HALF_OPEN:
             if self._trials >= self._config.half_open_trials:
                 return None
-            return token_wait
+            return 0.0 if self._trial_successes > 0 else token_wait
         if not live:
             return max(0.0, self._open_until - now)
         return max(self._hold_until - now, token_wait, 0.0)
@@ -317,7 +326,7 @@ class CircuitBreaker:
         return (
             self._state is BreakerState.HALF_OPEN
             and self._trials < self._config.half_open_trials
-            and self._trial_tokens_now(now) >= 1.0 - 1e-9
+            and (self._trial_successes > 0 or self._trial_tokens_now(now) >= 1.0 - 1e-9)
         )
 
     def record_success(self, *, trial: bool = False) -> None:

@@ -3,8 +3,9 @@
 The plain ``call()`` path stays lean; a call naming an ``upstream=``, a
 ``retry=`` policy or a ``fallback=`` comes here::
 
-    the upstream's permit (a paced turn, a breaker trial), waited for while the
-    deadline allows; else UpstreamUnavailable (or the fallback)
+    the upstream's permit (a paced turn, a breaker trial, the answer of a trial
+    in flight), waited for while the deadline allows; else UpstreamUnavailable
+    (or the fallback)
     admission ── seat ── run ── permit.finish(outcome) ── failed and retryable?
                                                    │ within the deadline and the
                                                    │ upstream's retry budget
@@ -17,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._lane_state import LaneState, Ticket
 from ._validate import check_number
 from .errors import JobCancelled, SubmitError, UpstreamUnavailable
 from .jobs import JobState
+from .lanes import LaneState, Ticket
 from .logs import debug_enabled, get_logger
 from .retry import RetryPolicy
 from .upstream import FailureKind, classify
@@ -137,7 +138,8 @@ async def _live_permit(
     seats: Seats, health: UpstreamHealth, cost: float, left: float | None
 ) -> Permit:
     """The upstream's permit for a live call, waiting for it while the call's
-    deadline allows (a paced turn, a breaker trial); else :class:`UpstreamUnavailable`."""
+    deadline allows (a paced turn, a breaker trial, the answer of a trial in
+    flight); else :class:`UpstreamUnavailable`."""
     clock = seats.clock
     until = clock.now() + (_NO_DEADLINE_WAIT if left is None else left)
     waiting = False  # counted in health.live_waiting: batch lets us have the next turn
@@ -147,6 +149,19 @@ async def _live_permit(
             if isinstance(got, Permit):
                 return got
             wait = got.retry_in
+            now = clock.now()
+            if (
+                left is not None
+                and got.reason == "breaker_open"
+                and health.trials_in_flight > 0
+                and now < until
+            ):
+                # a breaker trial is out: its answer, a round trip away, may close the
+                # breaker or free a trial for this call; wait for it within the deadline
+                # rather than give up because the next paced trial turn is too far
+                timeout = until - now if wait is None else min(until - now, wait)
+                await health.wait_for_trials(max(timeout, 1e-3))
+                continue
             # without a deadline only a paced turn is waited for, not a breaker's trial
             paced_only = left is None and got.reason not in PACING
             if wait is None or clock.now() + wait >= until or paced_only:

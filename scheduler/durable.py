@@ -29,10 +29,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from ._lane_state import LaneState, Ticket
 from .backlog import Backlog, JobRecord, Outcome
 from .backlog.base import CANCEL_POLL, CompletesAndClaims, PushesCancels, WaitsForWork
 from .errors import BacklogError, JobCancelled
+from .lanes import LaneState, Ticket
 from .logs import get_logger
 from .retry import RetryPolicy
 from .seats import Seats

@@ -19,14 +19,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ._lane_state import TOP_TENANTS, LaneState
 from ._validate import check_number
 from .backlog import Backlog, JobRecord, NewJob
 from .backlog.base import job_rank
 from .clock import Clock
 from .errors import ConfigError, Overloaded, UnknownJob
 from .jobs import Job, JobState
-from .lanes import check_tenant
+from .lanes import TOP_TENANTS, LaneState, check_tenant
 from .logs import get_logger
 from .tasks import Task, encode_args
 

@@ -33,7 +33,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from ._lane_state import LaneState
 from ._validate import check_number
 from .backlog import Backlog, make_backlog
 from .calls import call_with_policies
@@ -51,7 +50,7 @@ from .fleet_stores import PostgresFleetStore, fleet_store_for
 from .health import HealthGate
 from .job_store import JobStore
 from .jobs import Job, JobState
-from .lanes import Lane, check_tenant
+from .lanes import Lane, LaneState, check_tenant
 from .logs import get_logger
 from .metrics import SchedulerStats
 from .periodic import PeriodicRunner, Schedule

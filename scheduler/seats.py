@@ -29,7 +29,6 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from ._lane_state import LaneState, Ticket
 from .clock import Clock
 from .errors import (
     ConfigError,
@@ -41,6 +40,7 @@ from .errors import (
 )
 from .health import HealthGate
 from .jobs import JobState, _current
+from .lanes import LaneState, Ticket
 from .logs import debug_enabled, get_logger
 from .metrics import LaneStats
 from .tracing import Tracing

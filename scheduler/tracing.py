@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from ._lane_state import Ticket
+    from .lanes import Ticket
 
 __all__ = ["Tracing"]
 

@@ -20,6 +20,7 @@ defaults, which suit an LLM API.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -140,12 +141,16 @@ class Permit:
         if not self._done:
             self._done = True
             self.health.record(outcome, latency, permit=self)
+            if self.trial:
+                self.health._trial_reported()
 
     def cancel(self) -> None:
         """The attempt ended without a verdict (cancelled, or never sent)."""
         if not self._done:
             self._done = True
             self.health.cancelled(permit=self)
+            if self.trial:
+                self.health._trial_reported()
 
 
 class UpstreamHealth:
@@ -193,6 +198,8 @@ class UpstreamHealth:
         self._fleet_breaker_until = -math.inf  # another process's breaker is open
         self.fleet_probe_until = -math.inf  # another process runs the probe until then
         self.fleet_probe_failed_until = -math.inf  # ... and its probe failed
+        self.trials_in_flight = 0  # breaker trials sent and not yet reported
+        self._trial_waiters: set[asyncio.Future[None]] = set()
 
     def _bucket(self, per_minute: float | None) -> TokenBucket | None:
         if not per_minute:
@@ -241,7 +248,39 @@ class UpstreamHealth:
             if trial:
                 breaker.release()
             return denied
+        if trial:
+            self.trials_in_flight += 1
         return Permit(self, trial=trial, sent_at=self._clock.now())
+
+    async def wait_for_trials(self, timeout: float) -> None:
+        """Wait until a breaker trial in flight reports, the breaker changes state,
+        or ``timeout`` seconds pass (then ask :meth:`admit` again): a live call
+        refused while a trial is out may go once the trial has answered, within a
+        round trip, instead of being refused for the next paced trial turn."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        self._trial_waiters.add(waiter)
+        timer = self._clock.call_at(self._clock.now() + max(0.0, timeout), wake)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._trial_waiters.discard(waiter)
+
+    def _trial_reported(self) -> None:
+        """A trial's permit was finished or cancelled: wake the calls waiting on it."""
+        self.trials_in_flight = max(0, self.trials_in_flight - 1)
+        self._wake_trial_waiters()
+
+    def _wake_trial_waiters(self) -> None:
+        waiters, self._trial_waiters = self._trial_waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def paced_permit(
         self, *, cost: float = 0.0, give_up: Callable[[], bool] = lambda: False
@@ -392,6 +431,7 @@ class UpstreamHealth:
             self._on_unblock()
 
     def _on_breaker_change(self, old: BreakerState, new: BreakerState) -> None:
+        self._wake_trial_waiters()
         if self._on_news is not None:
             self._on_news()
         if new is BreakerState.OPEN and old is BreakerState.CLOSED:

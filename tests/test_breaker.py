@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import random
 
 import pytest
 from hypothesis import given
@@ -353,6 +354,118 @@ def test_each_half_open_period_gets_fresh_trials() -> None:
     assert [r.breaker.allow() for _ in range(3)] == [True, True, False]
 
 
+# -- a degraded upstream, an outage ---------------------------------------------------
+
+
+def drain_trial_tokens(r: Recorder) -> None:
+    """Open the breaker and spend its trial tokens on failed live trials just before
+    the cool-down ends, as live traffic into an outage does: it half-opens with none."""
+    r.trip()
+    r.clock.advance(r.breaker.config.cooldown - 0.1)
+    while r.breaker.allow(live=True):
+        r.breaker.record_failure(trial=True)
+    r.clock.advance(0.1)
+    assert r.breaker.state is HALF_OPEN
+
+
+def test_half_open_trials_are_paced_until_one_succeeds() -> None:
+    r = Recorder(half_open_trials=3, trial_rate=1.0)
+    drain_trial_tokens(r)
+    assert not r.breaker.would_allow()
+    assert r.breaker.next_trial_in() == pytest.approx(0.9)
+    r.clock.advance(0.9)
+    assert r.breaker.allow()
+    assert not r.breaker.allow()  # still paced: no answer yet
+    r.succeed()  # the upstream answers: nothing left to spare it
+    assert r.breaker.next_trial_in() == 0.0
+    assert r.breaker.would_allow()
+    assert [r.breaker.allow() for _ in range(3)] == [True, True, False]  # the slots remain
+    assert r.breaker.next_trial_in() is None
+    r.succeed()
+    assert r.breaker.state is CLOSED
+
+
+def test_a_failed_first_trial_keeps_the_pacing() -> None:
+    r = Recorder(half_open_trials=3, trial_rate=1.0)
+    drain_trial_tokens(r)
+    r.clock.advance(0.9)
+    assert r.breaker.allow()
+    r.fail()  # forgiven (one of three), but says nothing of the upstream being up
+    assert r.breaker.state is HALF_OPEN
+    assert not r.breaker.allow()
+    assert r.breaker.next_trial_in() == pytest.approx(1.0)
+
+
+def test_a_successful_live_trial_unpaces_the_rest_of_half_open() -> None:
+    r = Recorder(half_open_trials=3, trial_rate=1.0, cooldown=30)
+    r.trip()
+    while r.breaker.allow(live=True):  # the tokens go on failed live trials
+        r.breaker.record_failure(trial=True)
+    r.clock.advance(1.0)
+    assert r.breaker.allow(live=True)
+    r.breaker.record_success(trial=True)  # half-open at once, its first trial
+    assert r.breaker.state is HALF_OPEN
+    assert r.breaker.allow(live=True)  # at once, not a second later
+    r.breaker.record_success(trial=True)
+    assert r.breaker.state is CLOSED
+
+
+def test_a_steady_fifteen_percent_error_rate_never_opens_a_closed_breaker() -> None:
+    rng = random.Random(15)
+    for window in (30.0, 3.0):  # the default window, and the drill's compressed one
+        r = Recorder(window=window)
+        for _ in range(20 * 600):  # ten minutes at 20 calls a second
+            if rng.random() < 0.15:
+                r.fail()
+            else:
+                r.succeed()
+            r.clock.advance(0.05)
+        assert r.changes == []
+        assert r.breaker.stats().opened == 0
+
+
+def test_half_open_closes_under_a_steady_fifteen_percent_error_rate() -> None:
+    # one failed trial of three is forgiven, wherever it falls
+    for failed_at in range(3):
+        r = Recorder(half_open_trials=3)
+        r.half_open()
+        assert [r.breaker.allow() for _ in range(3)] == [True, True, True]
+        for i in range(3):
+            if r.breaker.state is HALF_OPEN:
+                r.breaker.record_failure() if i == failed_at else r.breaker.record_success()
+        assert r.breaker.state is CLOSED
+    # drawn at 15 %: it closes unless two of its three trials fail (p^2 (1 + 2q) = 6 %)
+    rng = random.Random(7)
+    closed = 0
+    episodes = 4000
+    for _ in range(episodes):
+        r = Recorder(half_open_trials=3)
+        r.half_open()
+        while r.breaker.state is HALF_OPEN:
+            assert r.breaker.allow()
+            r.breaker.record_failure() if rng.random() < 0.15 else r.breaker.record_success()
+        closed += r.breaker.state is CLOSED
+    assert closed / episodes == pytest.approx(1 - 0.15**2 * (1 + 2 * 0.85), abs=0.012)
+
+
+def test_an_outage_still_opens_within_twenty_failures_at_any_volume() -> None:
+    r = Recorder()
+    for _ in range(3000):  # 30 s of a healthy upstream at 100 calls a second
+        r.succeed()
+        r.clock.advance(0.01)
+    for n in range(1, 21):  # then it is down
+        r.fail()
+        r.clock.advance(0.01)
+        assert r.breaker.state is (OPEN if n == 20 else CLOSED)
+    # its trials are paced and re-open it as before: two failures of three
+    r.clock.advance(r.breaker.retry_after() or 0.0)
+    assert r.breaker.state is HALF_OPEN
+    assert [r.breaker.allow() for _ in range(4)] == [True, True, True, False]
+    r.fail(2)
+    assert r.breaker.state is OPEN
+    assert r.breaker.retry_after() == pytest.approx(4.0)
+
+
 # -- listener, config, construction ---------------------------------------------------
 
 
@@ -530,3 +643,87 @@ def test_invariants_under_any_sequence(ops: list[object], trials: int) -> None:
     assert set(changes) <= legal
     for (_, new), (old, _) in itertools.pairwise(changes):
         assert new is old
+
+
+def _repaired(draws: list[tuple[float, bool]], config: BreakerConfig) -> list[tuple[float, bool]]:
+    """``draws`` less every failure that would make some run of outcomes ending in it
+    reach ``failure_ratio`` over ``min_volume`` or more outcomes, or make
+    ``consecutive_failures`` failures in a row: an error rate below the ratio
+    over any window."""
+    kept: list[tuple[float, bool]] = []
+    for gap, failed in draws:
+        if failed:
+            outcomes = [f for _, f in kept] + [True]
+            run = 0
+            for f in reversed(outcomes):
+                if not f:
+                    break
+                run += 1
+            failures = 0
+            too_many = run >= config.consecutive_failures
+            for length, f in enumerate(reversed(outcomes), start=1):
+                failures += f
+                if length >= config.min_volume and failures >= config.failure_ratio * length:
+                    too_many = True
+                    break
+            failed = not too_many
+        kept.append((gap, failed))
+    return kept
+
+
+@given(
+    draws=st.lists(
+        st.tuples(st.floats(0, 3), st.integers(0, 99)),
+        max_size=300,
+    ),
+    density=st.integers(0, 100),
+    ratio=st.sampled_from([0.2, 0.5, 0.8, 1.0]),
+    buckets=st.integers(1, 10),
+)
+def test_an_error_rate_below_the_ratio_over_any_window_never_opens_it(
+    draws: list[tuple[float, int]], density: int, ratio: float, buckets: int
+) -> None:
+    config = BreakerConfig(
+        failure_ratio=ratio, window=10, buckets=buckets, min_volume=8, consecutive_failures=6
+    )
+    clock = FakeClock()
+    breaker = CircuitBreaker(config, clock=clock)
+    for gap, failed in _repaired([(g, d < density) for g, d in draws], config):
+        clock.advance(gap)
+        assert breaker.allow()
+        if failed:
+            breaker.record_failure()
+        else:
+            breaker.record_success()
+        assert breaker.state is CLOSED
+
+
+@given(
+    trials=st.integers(1, 7),
+    ratio=st.floats(0.05, 1.0),
+    order=st.randoms(use_true_random=False),
+    extra_failure=st.booleans(),
+)
+def test_half_open_closes_under_any_order_of_forgiven_failures(
+    trials: int, ratio: float, order: random.Random, extra_failure: bool
+) -> None:
+    config = BreakerConfig(failure_ratio=ratio, consecutive_failures=1, half_open_trials=trials)
+    clock = FakeClock()
+    breaker = CircuitBreaker(config, clock=clock)
+    breaker.record_failure()
+    clock.advance(config.cooldown)
+    forgiven = min(int(trials * ratio), (trials - 1) // 2)
+    failures = forgiven + extra_failure
+    outcomes = [True] * failures + [False] * (trials - failures)
+    order.shuffle(outcomes)
+    assert all(breaker.allow() for _ in range(trials))
+    for failed in outcomes:
+        assert breaker.state is HALF_OPEN
+        if failed:
+            breaker.record_failure()
+        else:
+            breaker.record_success()
+        if breaker.state is not HALF_OPEN:
+            break
+    # the forgiven share closes it in any order; one failure more opens it again
+    assert breaker.state is (OPEN if extra_failure else CLOSED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from scheduler import (
     Lane,
     RetryPolicy,
     Scheduler,
+    SubmitError,
     UpstreamUnavailable,
 )
 from scheduler.upstream_health import Upstream
@@ -164,6 +166,123 @@ async def test_a_live_call_with_a_deadline_waits_for_the_next_trial(clock: FakeC
         await clock.advance_and_settle(1.0)
         assert await waiting == pytest.approx(1.0)
         assert sched.stats().upstreams["llm"].breaker == "closed"
+
+
+async def _open_with_one_trial_out(
+    sched: Scheduler, clock: FakeClock, answer: asyncio.Future[str]
+) -> asyncio.Task[str]:
+    """Open the breaker, spend the trial tokens but one on failed live trials, and
+    send a last live trial that waits for ``answer``: a trial in flight, none left."""
+
+    async def down() -> None:
+        raise status_error(503)
+
+    async def trial() -> str:
+        return await answer
+
+    with pytest.raises(httpx.HTTPStatusError):
+        await sched.call(down, upstream="llm")  # opens it
+    for _ in range(2):
+        with pytest.raises(httpx.HTTPStatusError):
+            await sched.call(down, upstream="llm")  # live trials while open
+    out = asyncio.create_task(sched.call(trial, upstream="llm"))
+    await settle()
+    assert sched.gate.upstream("llm").trials_in_flight == 1
+    return out
+
+
+async def test_a_live_call_waits_for_the_answer_of_a_trial_in_flight(clock: FakeClock) -> None:
+    sched = make(clock, Upstream("llm", breaker=BreakerConfig(consecutive_failures=1)))
+    answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def ask() -> float:
+        return clock.now()
+
+    async with sched:
+        out = await _open_with_one_trial_out(sched, clock, answer)
+        # the next paced trial is a second away, beyond the deadline: before, refused
+        waiting = asyncio.create_task(sched.call(ask, upstream="llm", deadline=0.5))
+        await clock.advance_and_settle(0.2)
+        assert not waiting.done()
+        answer.set_result("up again")  # half-open, and its other trials go unpaced
+        assert await out == "up again"
+        assert await waiting == pytest.approx(0.2)
+        assert sched.stats().upstreams["llm"].breaker == "closed"
+
+
+async def test_a_failed_trial_in_flight_refuses_its_waiters_at_once(clock: FakeClock) -> None:
+    sched = make(clock, Upstream("llm", breaker=BreakerConfig(consecutive_failures=1)))
+    answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    refused_at: list[float] = []
+
+    async def ask() -> float:
+        return clock.now()
+
+    async def waiter() -> None:
+        try:
+            await sched.call(ask, upstream="llm", deadline=0.5)
+        except UpstreamUnavailable:
+            refused_at.append(clock.now())
+
+    async with sched:
+        out = await _open_with_one_trial_out(sched, clock, answer)
+        waiting = asyncio.create_task(waiter())
+        await clock.advance_and_settle(0.2)
+        answer.set_exception(status_error(503))
+        with pytest.raises(httpx.HTTPStatusError):
+            await out
+        await waiting
+        # no trial left in flight, the next one beyond the deadline: refused then, not
+        # at the deadline
+        assert refused_at == [pytest.approx(0.2)]
+        assert sched.gate.upstream("llm").trials_in_flight == 0
+        assert sched.stats().upstreams["llm"].breaker == "open"
+
+
+async def test_live_calls_get_through_a_degraded_upstream_right_after_an_outage(
+    clock: FakeClock,
+) -> None:
+    # the drill's script on a fake clock, with the default upstream settings: 8 live
+    # calls a second (start within 1 s, run within 1 s); 10 s down (503, Retry-After 2),
+    # then up but degraded (200 ms answers, 15 % of them 500)
+    sched = make(clock)
+    rng = random.Random(16)
+    outage_end = 10.0
+    outcomes: dict[str, list[str]] = {"outage": [], "degraded": []}
+    sent_while_down = 0
+
+    async def ask() -> str:
+        nonlocal sent_while_down
+        if clock.now() < outage_end:
+            sent_while_down += 1
+            raise status_error(503, **{"retry-after": "2"})
+        await clock.sleep(0.2)
+        if rng.random() < 0.15:
+            raise status_error(500)
+        return "ok"
+
+    async def one(phase: str) -> None:
+        try:
+            outcomes[phase].append(await sched.call(ask, upstream="llm", deadline=1.0, timeout=1.0))
+        except SubmitError as exc:  # UpstreamUnavailable, DeadlineExceeded, Overloaded
+            outcomes[phase].append(type(exc).__name__)
+        except httpx.HTTPStatusError as exc:
+            outcomes[phase].append(str(exc.response.status_code))
+
+    async with sched:
+        calls = []
+        for n in range(8 * 20):
+            phase = "outage" if n / 8 < outage_end else "degraded"
+            calls.append(asyncio.create_task(one(phase)))
+            await clock.advance_and_settle(0.125)
+        for _ in range(24):  # 3 s more, in steps
+            await clock.advance_and_settle(0.125)
+        await asyncio.gather(*calls)
+    assert sent_while_down < 40  # of 80: the breaker and its paced trials spared it
+    degraded = outcomes["degraded"]
+    assert len(degraded) == 80
+    # every call made while it was up got the upstream's answer, a 200 or its own 500
+    assert set(degraded) == {"ok", "500"}, degraded
 
 
 async def test_batch_keeps_its_seats_while_interactive_queues_on_its_own_ceiling(

@@ -100,6 +100,41 @@ def test_trial_traffic_in_a_four_hour_outage_stays_under_one_request_a_second() 
     assert sent / seconds <= 1.0
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("admit"), st.booleans()),
+            st.tuples(st.just("finish"), st.integers(0, 50), st.booleans()),
+            st.tuples(st.just("cancel"), st.integers(0, 50)),
+            st.tuples(st.just("advance"), st.floats(0, 5)),
+        ),
+        max_size=200,
+    )
+)
+def test_trials_in_flight_counts_the_breaker_trials_not_yet_reported(
+    ops: list[tuple[object, ...]],
+) -> None:
+    clock = FakeClock()
+    breaker = BreakerConfig(consecutive_failures=2, min_volume=2, cooldown=1.0)
+    health = UpstreamHealth(Upstream("llm", breaker=breaker, throttle_k=None), clock)
+    out: list[Permit] = []
+    for op in ops:
+        if op[0] == "admit":
+            got = health.admit(gated=bool(op[1]))
+            if isinstance(got, Permit):
+                out.append(got)
+        elif op[0] == "finish" and out:
+            permit = out.pop(int(op[1]) % len(out))  # type: ignore[call-overload]
+            permit.finish(SUCCESS if op[2] else DOWN, 0.01)
+            permit.finish(DOWN, 0.01)  # a second report changes nothing
+        elif op[0] == "cancel" and out:
+            out.pop(int(op[1]) % len(out)).cancel()  # type: ignore[call-overload]
+        elif op[0] == "advance":
+            clock.advance(float(op[1]))  # type: ignore[arg-type]
+        assert health.trials_in_flight == sum(p.trial for p in out)
+
+
 # -- pacing: the limiter's burst, one limiter for both kinds of work ---------------------
 
 
