@@ -148,7 +148,7 @@ async def fill(path: str, n: int) -> dict[str, Any]:
         "rss_after_mb": rss_mb(),
         "phase_peaks_mb": sampler.peaks,
         "peak_rss_mb": peak_rss_mb(),
-        "transactions": stats["commits"],
+        "transactions": stats.commits,
         "files_mb": file_sizes_mb(path),
     }
 
@@ -215,9 +215,9 @@ async def hold(path: str, n: int, paused_s: float, drain: int, drain_s: float) -
 
 
 def _transactions(sched: Scheduler) -> int:
-    """SQLite transactions so far, from the backlog's own counters (a private path)."""
-    backlog = getattr(getattr(sched, "_store", None), "backlog", None)
-    return backlog.stats()["commits"] if isinstance(backlog, SQLiteBacklog) else 0
+    """SQLite transactions so far, from the backlog's own counters (``stats().backlog``)."""
+    backlog = sched.stats().backlog
+    return 0 if backlog is None else backlog.commits
 
 
 async def _until_stored(sched: Scheduler, done: int) -> None:

@@ -3,8 +3,9 @@
 Everything public is re-exported here; the modules behind it are private.
 """
 
-from .backlog import BacklogFull, BacklogLocked, BacklogUnavailable
+from .backlog import BacklogFull, BacklogLocked, BacklogStats, BacklogUnavailable
 from .breaker import BreakerConfig, BreakerState, BreakerStats, CircuitBreaker
+from .classify import RetryableError, httpx_event_hooks
 from .clock import Clock, FakeClock, SystemClock
 from .durable import BacklogOptions
 from .errors import (
@@ -25,7 +26,7 @@ from .errors import (
     UnknownTask,
     UpstreamUnavailable,
 )
-from .health import GateStats, HealthGate
+from .gate import GateStats, HealthGate
 from .jobs import Job, JobContext, JobState, current_job
 from .lanes import Lane, Tenants
 from .metrics import (
@@ -39,8 +40,7 @@ from .metrics import (
 from .retry import RetryBudget, RetryBudgetStats, RetryPolicy
 from .scheduler import DEFAULT_LANES, Scheduler
 from .tasks import Task
-from .upstream import RetryableError, httpx_event_hooks
-from .upstream_health import Upstream
+from .upstream import Upstream
 
 __all__ = [
     "DEFAULT_LANES",
@@ -48,6 +48,7 @@ __all__ = [
     "BacklogFull",
     "BacklogLocked",
     "BacklogOptions",
+    "BacklogStats",
     "BacklogUnavailable",
     "BreakerConfig",
     "BreakerState",

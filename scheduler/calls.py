@@ -19,13 +19,13 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._validate import check_number
+from .classify import FailureKind, classify
 from .errors import JobCancelled, SubmitError, UpstreamUnavailable
 from .jobs import JobState
 from .lanes import LaneState, Ticket
 from .logs import debug_enabled, get_logger
 from .retry import RetryPolicy
-from .upstream import FailureKind, classify
-from .upstream_health import MAX_PACING_WAIT, PACING, Denied, Permit, UpstreamHealth
+from .upstream import MAX_PACING_WAIT, PACING, Denied, Permit, UpstreamHealth
 
 if TYPE_CHECKING:
     from .seats import Seats

@@ -31,6 +31,7 @@ from typing import Any, Literal, cast
 
 from .backlog import Backlog, JobRecord, Outcome
 from .backlog.base import CANCEL_POLL, CompletesAndClaims, PushesCancels, WaitsForWork
+from .classify import Classified, classify
 from .errors import BacklogError, JobCancelled
 from .lanes import LaneState, Ticket
 from .logs import get_logger
@@ -38,8 +39,7 @@ from .retry import RetryPolicy
 from .seats import Seats
 from .task_group import TaskGroup
 from .tasks import Task, encode_result
-from .upstream import Classified, classify
-from .upstream_health import Permit, UpstreamHealth
+from .upstream import Permit, UpstreamHealth
 
 __all__ = ["BacklogOptions", "DurableRunner", "new_owner_id"]
 

@@ -23,9 +23,7 @@ Callers catch by what they can do about it::
         ├── BacklogFull               the disk is full; nothing was stored
         └── BacklogUnavailable        the database connection is lost (PostgreSQL)
 
-(``BacklogLocked``, ``BacklogFull`` and ``BacklogUnavailable`` live in
-``scheduler.backlog.base``,
-``RetryableError`` in ``scheduler.upstream``.)
+(``scheduler.backlog`` re-exports the backlog's errors as before.)
 
 Errors raised *by a job itself* through ``call()`` propagate unchanged, so a
 caller handles its own ``httpx.HTTPStatusError`` as if it had made the call.
@@ -35,6 +33,9 @@ from __future__ import annotations
 
 __all__ = [
     "BacklogError",
+    "BacklogFull",
+    "BacklogLocked",
+    "BacklogUnavailable",
     "ConfigError",
     "DeadlineExceeded",
     "JobCancelled",
@@ -42,6 +43,7 @@ __all__ = [
     "JobFailed",
     "JobTimeout",
     "Overloaded",
+    "RetryableError",
     "SchedulerClosed",
     "SchedulerCrashed",
     "SchedulerError",
@@ -95,6 +97,17 @@ class UnknownJob(SchedulerError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class RetryableError(SchedulerError):
+    """Raise from a job to say "the upstream is busy; retry after ``retry_after`` s".
+
+    Counted against the job's upstream like a 429, and retried.
+    """
+
+    def __init__(self, message: str = "upstream busy", *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class SchedulerCrashed(SchedulerError):
@@ -216,3 +229,24 @@ class JobCancelled(JobError):
 
 class BacklogError(SchedulerError):
     """The persistent backlog could not store or load what was asked."""
+
+
+class BacklogLocked(BacklogError):
+    """Another connection held the backlog's write lock past ``busy_timeout``.
+
+    Nothing from the failed call was stored; everything stored earlier is safe.
+    Retry later, or raise ``busy_timeout``.
+    """
+
+
+class BacklogUnavailable(BacklogError):
+    """The backlog's database could not be reached, or the connection was lost mid-call.
+
+    A write that failed this way may or may not have been applied (its commit
+    could have been lost in flight, as with any database); retry with backoff:
+    the backend reconnects by itself.
+    """
+
+
+class BacklogFull(BacklogError):
+    """The disk (or the database's size limit) is full; the call stored nothing."""

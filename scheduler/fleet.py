@@ -48,8 +48,7 @@ from .logs import get_logger
 from .metrics import FleetStats
 
 if TYPE_CHECKING:
-    from .health import HealthGate
-    from .upstream_health import UpstreamHealth
+    from .upstream import UpstreamHealth
 
 __all__ = [
     "FleetStore",
@@ -245,13 +244,35 @@ class _Published:
     probe_failed: float = -math.inf
 
 
+class FleetGate(Protocol):
+    """What the fleet exchange asks of a process's gate (a
+    :class:`~scheduler.gate.HealthGate`)."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+    @property
+    def upstreams(self) -> Mapping[str, UpstreamHealth]: ...
+
+    def upstream(self, name: str) -> UpstreamHealth: ...
+
+    def pause(self, reason: str = ..., *, fleet: bool = ...) -> None: ...
+
+    def resume(self, *, fleet: bool = ...) -> None: ...
+
+    def notify(self) -> None: ...
+
+
 class FleetSync:
-    """Keeps one process's :class:`~scheduler.health.HealthGate` in step with the
+    """Keeps one process's :class:`~scheduler.gate.HealthGate` in step with the
     fleet's shared upstream state (see the module docstring)."""
 
     def __init__(
         self,
-        gate: HealthGate,
+        gate: FleetGate,
         store: FleetStore,
         clock: Clock,
         *,

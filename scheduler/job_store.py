@@ -15,22 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ._validate import check_number
 from .backlog import Backlog, JobRecord, NewJob
 from .backlog.base import job_rank
 from .clock import Clock
 from .errors import ConfigError, Overloaded, UnknownJob
-from .jobs import Job, JobState
+from .jobs import Job, JobState, _JobWaiter
 from .lanes import TOP_TENANTS, LaneState, check_tenant
 from .logs import get_logger
 from .tasks import Task, encode_args
-
-if TYPE_CHECKING:
-    from .scheduler import Scheduler
+from .tracing import Tracing
 
 __all__ = ["JobStore"]
 
@@ -40,13 +38,39 @@ _log = get_logger()
 _COUNT_TTL = 1.0
 
 
-class JobStore:
-    """Durable submissions and look-ups on one open backlog."""
+class _Runner(Protocol):
+    """What a store asks of the lanes' runners here (:class:`~scheduler.durable.DurableRunner`)."""
 
-    def __init__(self, sched: Scheduler, backlog: Backlog, wake: Callable[[str], None]) -> None:
-        self._sched = sched
+    def cancel_local(self, job_id: str) -> bool: ...
+
+    async def check_cancels(self) -> None: ...
+
+
+class JobStore:
+    """Durable submissions and look-ups on one open backlog.
+
+    ``owner`` answers the jobs' ``result()`` and ``cancel()`` (the scheduler);
+    ``runners`` gives the lanes' runners in this process (a cancel reaches their
+    jobs at once); ``wake(lane)`` tells a lane's runner that work arrived.
+    """
+
+    def __init__(
+        self,
+        backlog: Backlog,
+        wake: Callable[[str], None],
+        *,
+        owner: _JobWaiter,
+        clock: Clock,
+        lanes: Mapping[str, LaneState],
+        tracing: Tracing,
+        runners: Callable[[], Iterable[_Runner]],
+    ) -> None:
         self.backlog = backlog
-        self._clock: Clock = sched.clock
+        self._owner = owner
+        self._clock = clock
+        self._lanes = lanes
+        self._tracing = tracing
+        self._runners = runners
         self._wake = wake
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._counted_at: dict[str, float] = {}
@@ -157,7 +181,7 @@ class JobStore:
         )
         rank = job_rank(priority, due, lane.config.aging)
         tenant_bound = None if tenant is None else lane.tenant_max_queued
-        trace = self._sched._tracing.carrier()
+        trace = self._tracing.carrier()
         new = [
             NewJob(
                 task=name,
@@ -265,7 +289,7 @@ class JobStore:
             error=record.error,
             traceback=record.traceback,
             _value=record.result,
-            _owner=self._sched,
+            _owner=self._owner,
             cost=record.cost,
             tenant=record.tenant,
         )
@@ -331,13 +355,13 @@ class JobStore:
             raise UnknownJob(job_id)
         if was is JobState.RUNNING:
             _log.info("job.cancel_requested", job_id=job_id)
-            for runner in self._sched._runners.values():  # it may run here: stop it now
+            for runner in self._runners():  # it may run here: stop it now
                 runner.cancel_local(job_id)
             return True
         if was is not JobState.QUEUED:
             return False
         record = await self.backlog.get(job_id)
-        lane = None if record is None else self._sched._lanes.get(record.lane)
+        lane = None if record is None else self._lanes.get(record.lane)
         if lane is not None:
             lane.cancelled += 1
             lane.backlog_queued = max(0, lane.backlog_queued - 1)
@@ -355,7 +379,7 @@ class JobStore:
         check_tenant(tenant)
         count = await self.backlog.cancel_task(task, now=self._clock.wall(), tenant=tenant)
         _log.info("job.cancelled_task", task=task, tenant=tenant, jobs=count)
-        for runner in self._sched._runners.values():  # those running here stop now
+        for runner in self._runners():  # those running here stop now
             await runner.check_cancels()
         self.finished(list(self._waiters))  # local waiters look again
         return count
@@ -365,7 +389,7 @@ class JobStore:
             job_id, all_dead=all_dead, lane=lane, now=self._clock.wall()
         )
         if count:
-            for name in self._sched._lanes:
+            for name in self._lanes:
                 self._wake(name)
         return count
 

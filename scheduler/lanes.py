@@ -40,7 +40,7 @@ from .errors import ConfigError
 from .jobs import JobContext, JobState
 from .limits import AIMDLimit
 from .metrics import LaneStats, LatencyHistogram, TenantStats, _frozen
-from .upstream_health import Permit
+from .upstream import Permit
 
 __all__ = ["FairQueue", "Lane", "LaneState", "PriorityQueue", "Tenants", "Ticket"]
 

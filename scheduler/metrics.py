@@ -16,6 +16,8 @@ from typing import TypeVar
 
 from ddsketch import DDSketch
 
+from .backlog.base import BacklogStats
+
 __all__ = [
     "FleetStats",
     "LaneStats",
@@ -192,6 +194,7 @@ class SchedulerStats:
     upstreams: Mapping[str, UpstreamStats] = field(default_factory=lambda: MappingProxyType({}))
     fleet: FleetStats | None = None  # None: this process shares nothing
     periodic: tuple[PeriodicStats, ...] = ()  # periodic tasks, with their next run
+    backlog: BacklogStats | None = None  # this process's backlog; None: no durable lane
 
     def __getitem__(self, lane: str) -> LaneStats:
         return self.lanes[lane]

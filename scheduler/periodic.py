@@ -25,19 +25,20 @@ import asyncio
 import contextlib
 import datetime as dt
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from croniter import croniter  # type: ignore[import-untyped]
 
-from ._validate import check_int
+from .clock import Clock
 from .errors import ConfigError, SchedulerError
+from .lanes import LaneState
 from .logs import get_logger
 from .metrics import PeriodicStats
+from .task_group import TaskGroup
 
 if TYPE_CHECKING:
-    from .scheduler import Scheduler
     from .tasks import Task
 
 __all__ = ["PeriodicRunner", "Schedule"]
@@ -115,26 +116,16 @@ def period_key(task: str, start: float) -> str:
 class PeriodicRunner:
     """Submits the periodic tasks of one scheduler (see the module docstring)."""
 
-    def __init__(self, sched: Scheduler) -> None:
-        self._sched = sched
+    def __init__(self, clock: Clock, lanes: Mapping[str, LaneState], group: TaskGroup) -> None:
+        self._clock = clock
+        self._lanes = lanes
+        self._group = group
         self._entries: dict[str, _Periodic] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def add(
-        self,
-        fn: Callable[[], Awaitable[Any]],
-        schedule: Schedule,
-        *,
-        catch_up: int,
-        **task_options: Any,
-    ) -> Task[[], Any]:
-        """Register ``fn`` as a task run on ``schedule`` (its lane must be durable)."""
-        check_int("catch_up", catch_up, minimum=0)
-        if catch_up > MAX_CATCH_UP:
-            raise ConfigError(f"catch_up is at most {MAX_CATCH_UP}, got {catch_up}")
-        sched = self._sched
-        task: Task[[], Any] = sched.task(**task_options)(fn)
-        lane = sched._lanes[task.lane]
+    def add(self, task: Task[[], Any], schedule: Schedule, *, catch_up: int) -> None:
+        """Run the registered ``task`` on ``schedule`` (its lane must be durable)."""
+        lane = self._lanes[task.lane]
         if not lane.config.durable:
             raise ConfigError(
                 f"periodic task {task.name!r} needs a durable lane; {task.lane!r} is not"
@@ -142,12 +133,11 @@ class PeriodicRunner:
         if task.name in self._entries:
             raise ConfigError(f"task {task.name!r} is already periodic")
         self._entries[task.name] = _Periodic(task, schedule, catch_up)
-        return task
 
     def stats(self) -> tuple[PeriodicStats, ...]:
         """Each periodic task: its schedule and the next period's start (epoch s;
         while nothing here submits it, when its schedule says the next one begins)."""
-        wall = self._sched.clock.wall()
+        wall = self._clock.wall()
         return tuple(
             PeriodicStats(
                 task=name,
@@ -162,14 +152,14 @@ class PeriodicRunner:
         )
 
     def _runs_here(self, entry: _Periodic) -> bool:
-        return self._sched._lanes[entry.task.lane].run_here
+        return self._lanes[entry.task.lane].run_here
 
     # -- the loop ---------------------------------------------------------------------
 
     def start(self) -> None:
         """Start submitting (only the tasks whose lane runs in this process)."""
         if self._task is None and any(self._runs_here(e) for e in self._entries.values()):
-            self._task = self._sched._task_group.start(self._run(), name="floodgate-periodic")
+            self._task = self._group.start(self._run(), name="floodgate-periodic")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -179,7 +169,7 @@ class PeriodicRunner:
                 await task
 
     async def _run(self) -> None:
-        clock = self._sched.clock
+        clock = self._clock
         entries = [e for e in self._entries.values() if self._runs_here(e)]
         for entry in entries:
             await self._catch_up(entry)
@@ -194,7 +184,7 @@ class PeriodicRunner:
 
     async def _catch_up(self, entry: _Periodic) -> None:
         """Submit the latest ``catch_up`` periods that began at or before now."""
-        wall = self._sched.clock.wall()
+        wall = self._clock.wall()
         starts: list[float] = []
         start = entry.schedule.latest(wall)
         for _ in range(entry.catch_up):
@@ -206,7 +196,7 @@ class PeriodicRunner:
     async def _submit_next(self, entry: _Periodic) -> None:
         """Submit the next period's job ahead, to run at the period's start (the one
         that has just begun was submitted ahead the same way)."""
-        start = entry.schedule.next_after(self._sched.clock.wall())
+        start = entry.schedule.next_after(self._clock.wall())
         if await self._submit(entry, start, run_at=start):
             entry.next_run = start
 
@@ -216,7 +206,7 @@ class PeriodicRunner:
             job = await entry.task.submit(key=key, run_at=run_at)
         except SchedulerError as exc:  # a full or locked backlog: try again later
             _log.warning("periodic.submit_failed", task=entry.task.name, key=key, error=str(exc))
-            entry.next_run = self._sched.clock.wall() + _RETRY_SUBMIT
+            entry.next_run = self._clock.wall() + _RETRY_SUBMIT
             return False
         _log.debug("periodic.submitted", task=entry.task.name, key=key, job_id=job.id)
         return True

@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from ._validate import check_number
+from ._validate import check_int, check_number
 from .backlog import Backlog, make_backlog
 from .calls import call_with_policies
 from .clock import Clock, SystemClock
@@ -47,19 +47,19 @@ from .errors import (
 )
 from .fleet import FleetStore, FleetSync
 from .fleet_stores import PostgresFleetStore, fleet_store_for
-from .health import HealthGate
+from .gate import HealthGate
 from .job_store import JobStore
 from .jobs import Job, JobState
 from .lanes import Lane, LaneState, check_tenant
 from .logs import get_logger
 from .metrics import SchedulerStats
-from .periodic import PeriodicRunner, Schedule
+from .periodic import MAX_CATCH_UP, PeriodicRunner, Schedule
 from .retry import RetryPolicy
 from .seats import LaneControl, Seats
 from .task_group import TaskGroup
 from .tasks import DEFAULT_RETRY, Task, check_task_function, task_name
 from .tracing import Tracing
-from .upstream_health import Upstream
+from .upstream import Upstream
 
 __all__ = ["DEFAULT_LANES", "Scheduler"]
 
@@ -185,7 +185,7 @@ class Scheduler:
         # every loop and job task of a run (see task_group), and the task that started it
         self._task_group = TaskGroup(self._on_crash)
         self._owner_task: asyncio.Task[Any] | None = None
-        self._periodic = PeriodicRunner(self)
+        self._periodic = PeriodicRunner(self.clock, self._lanes, self._task_group)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -219,7 +219,7 @@ class Scheduler:
                     raise UnknownLane(name, tuple(self._lanes))
         for lane in self._ordered:
             lane.run_here = run is None or lane.name in run
-        self._task_group = TaskGroup(self._on_crash)
+        self._task_group.reset()
         self._owner_task = asyncio.current_task()
         if any(lane.config.durable for lane in self._ordered):
             await self._open_backlog()
@@ -236,7 +236,15 @@ class Scheduler:
             self.backlog, synchronous=opts.synchronous, busy_timeout=opts.busy_timeout
         )
         await backlog.open()
-        store = JobStore(self, backlog, self._wake_runner)
+        store = JobStore(
+            backlog,
+            self._wake_runner,
+            owner=self,
+            clock=self.clock,
+            lanes=self._lanes,
+            tracing=self._tracing,
+            runners=lambda: self._runners.values(),
+        )
         self._store = store
         self._runners = {
             lane.name: DurableRunner(
@@ -528,11 +536,15 @@ class Scheduler:
         """
         schedule = Schedule.parse(cron, every)
 
+        check_int("catch_up", catch_up, minimum=0)
+        if catch_up > MAX_CATCH_UP:
+            raise ConfigError(f"catch_up is at most {MAX_CATCH_UP}, got {catch_up}")
+
         def register(fn: Callable[[], Awaitable[T]]) -> Task[[], T]:
-            task: Task[[], T] = self._periodic.add(
-                fn, schedule, catch_up=catch_up, lane=lane, name=name,
-                retry=retry, upstream=upstream, timeout=timeout,
-            )  # fmt: skip
+            task: Task[[], T] = self.task(
+                lane=lane, name=name, retry=retry, upstream=upstream, timeout=timeout
+            )(fn)
+            self._periodic.add(task, schedule, catch_up=catch_up)
             return task
 
         return register
@@ -802,6 +814,8 @@ class Scheduler:
             },
             fleet=None if self.gate.fleet is None else self.gate.fleet.stats(),
             periodic=self._periodic.stats(),
+            # issue 13: the backlog's own counters (None without a durable lane)
+            backlog=None if self._store is None else self._store.backlog.stats(),
         )
 
     def _limit_for(self, upstream: str) -> int | None:

@@ -29,6 +29,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
+from .classify import classify
 from .clock import Clock
 from .errors import (
     ConfigError,
@@ -38,13 +39,12 @@ from .errors import (
     Overloaded,
     SchedulerClosed,
 )
-from .health import HealthGate
+from .gate import HealthGate
 from .jobs import JobState, _current
 from .lanes import LaneState, Ticket
 from .logs import debug_enabled, get_logger
 from .metrics import LaneStats
 from .tracing import Tracing
-from .upstream import classify
 
 __all__ = ["LaneControl", "Seats"]
 

@@ -49,6 +49,10 @@ class TaskGroup:
         task.add_done_callback(self._ended)
         return task
 
+    def reset(self) -> None:
+        """Forget a crash of an earlier run (a scheduler may run again after a stop)."""
+        self.crashed = self.crashed_in = None
+
     def __len__(self) -> int:
         return len(self._tasks)
 

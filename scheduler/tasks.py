@@ -19,16 +19,15 @@ import json
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 from .errors import ConfigError
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
     from .jobs import Job
-    from .scheduler import Scheduler
 
-__all__ = ["MAX_JSON_DEPTH", "Task", "encode_args", "encode_result", "task_name"]
+__all__ = ["MAX_JSON_DEPTH", "Task", "TaskOwner", "encode_args", "encode_result", "task_name"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -137,6 +136,20 @@ def encode_result(result: object) -> str:
     return text
 
 
+class TaskOwner(Protocol):
+    """What a task asks of the scheduler it is registered with (a
+    :class:`~scheduler.Scheduler`): its ``submit``, ``submit_many`` and ``call``."""
+
+    @property
+    def submit(self) -> Callable[..., Awaitable[Job]]: ...
+
+    @property
+    def submit_many(self) -> Callable[..., Awaitable[list[Job]]]: ...
+
+    @property
+    def call(self) -> Callable[..., Awaitable[Any]]: ...
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Task(Generic[P, R]):
     """A coroutine function registered with a scheduler under a stable name.
@@ -152,7 +165,7 @@ class Task(Generic[P, R]):
     retry: RetryPolicy
     upstream: str | None
     timeout: float | None
-    scheduler: Scheduler
+    scheduler: TaskOwner
     fallback: Callable[..., Awaitable[Any]] | None = None
     cost: float | Callable[..., float] = 0
 
@@ -227,7 +240,7 @@ class Task(Generic[P, R]):
         tenant: str | None = None,
     ) -> R:
         """Run the task now, in memory, in its lane (no backlog row)."""
-        return await self.scheduler.call(
+        result: R = await self.scheduler.call(
             self.fn,
             *args,
             lane=self.lane,
@@ -237,6 +250,7 @@ class Task(Generic[P, R]):
             upstream=self.upstream,
             tenant=tenant,
         )
+        return result
 
     def __repr__(self) -> str:
         return f"<Task {self.name} lane={self.lane!r}>"

@@ -15,7 +15,7 @@ from scheduler import (
     RetryPolicy,
     Scheduler,
 )
-from scheduler.upstream_health import Upstream
+from scheduler.upstream import Upstream
 
 
 def status_error(status: int) -> httpx.HTTPStatusError:

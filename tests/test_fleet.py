@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 
 from scheduler import BreakerConfig, FakeClock, Scheduler
 from scheduler.breaker import BreakerState
+from scheduler.classify import SUCCESS, Classified, FailureKind
 from scheduler.errors import ConfigError
 from scheduler.fleet import FleetSync, FleetView, Hold, MemoryFleetStore
 from scheduler.fleet_stores import PostgresFleetStore, SQLiteFleetStore
-from scheduler.health import HealthGate
+from scheduler.gate import HealthGate
 from scheduler.limits import LearnedRate
-from scheduler.upstream import SUCCESS, Classified, FailureKind
-from scheduler.upstream_health import Denied, Permit, Upstream, UpstreamHealth
+from scheduler.upstream import Denied, Permit, Upstream, UpstreamHealth
 
 from .backlog import pg
 from .test_pacing import THROTTLED, budget_headers
@@ -430,7 +430,7 @@ async def test_two_connections_to_postgresql_share_pauses_and_splits() -> None:
 PAUSER = """
 import asyncio, sys
 from scheduler import Scheduler
-from scheduler.upstream import Classified, FailureKind
+from scheduler.classify import Classified, FailureKind
 
 async def main():
     async with Scheduler(sys.argv[1]) as sched:

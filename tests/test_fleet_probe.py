@@ -12,8 +12,8 @@ import pytest
 from scheduler import FakeClock
 from scheduler.fleet import FleetSync
 from scheduler.fleet_stores import PostgresFleetStore, SQLiteFleetStore
-from scheduler.health import HealthGate
-from scheduler.upstream_health import Upstream
+from scheduler.gate import HealthGate
+from scheduler.upstream import Upstream
 
 PG_DSN = os.environ.get("FLOODGATE_TEST_POSTGRES_DSN")
 PROBE = Upstream("llm", probe_url="http://127.0.0.1:9/health", probe_interval=1.0)

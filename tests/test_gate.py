@@ -18,7 +18,7 @@ from scheduler import (
     SubmitError,
     UpstreamUnavailable,
 )
-from scheduler.upstream_health import Upstream
+from scheduler.upstream import Upstream
 from tests.helpers import Gate, settle
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from scheduler import BacklogOptions, ConfigError, FakeClock, JobState, Lane, Scheduler
 from scheduler.tasks import Task
-from scheduler.upstream_health import Upstream, UpstreamHealth
+from scheduler.upstream import Upstream, UpstreamHealth
 
 
 def make_scheduler(

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from scheduler import BreakerConfig, FakeClock
 from scheduler.breaker import BreakerState, CircuitBreaker
+from scheduler.classify import SUCCESS, Classified, FailureKind, duration_resolution
 from scheduler.limits import LearnedRate
-from scheduler.upstream import SUCCESS, Classified, FailureKind, duration_resolution
-from scheduler.upstream_health import Denied, Permit, Upstream, UpstreamHealth
+from scheduler.upstream import Denied, Permit, Upstream, UpstreamHealth
 
 THROTTLED = Classified(FailureKind.RATE_LIMITED, None, 429)
 DOWN = Classified(FailureKind.SERVER_ERROR, None, 503)

@@ -13,8 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scheduler import FakeClock, JobTimeout
-from scheduler.limits import AdaptiveThrottle, AIMDLimit, TokenBucket
-from scheduler.upstream import (
+from scheduler.classify import (
     FailureKind,
     RetryableError,
     classify,
@@ -22,6 +21,7 @@ from scheduler.upstream import (
     parse_rate_limit_headers,
     parse_retry_after,
 )
+from scheduler.limits import AdaptiveThrottle, AIMDLimit, TokenBucket
 
 NOW = 1_800_000_000.0
 
@@ -192,8 +192,8 @@ def test_a_breaker_that_closes_after_an_outage_clears_the_live_throttle() -> Non
     # upstream healthy (the drill's degraded phase lost live calls to exactly that)
     from scheduler import BreakerConfig
     from scheduler.breaker import BreakerState
-    from scheduler.upstream import SUCCESS, Classified, FailureKind
-    from scheduler.upstream_health import Permit, Upstream, UpstreamHealth
+    from scheduler.classify import SUCCESS, Classified, FailureKind
+    from scheduler.upstream import Permit, Upstream, UpstreamHealth
 
     clock = FakeClock()
     health = UpstreamHealth(

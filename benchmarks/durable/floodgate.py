@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from scheduler import BacklogOptions, Scheduler, Task
-from scheduler.backlog import SQLiteBacklog
 
 from .._common import stopwatch
 from .phase import TIME_LIMIT_S, Latencies, Phase
@@ -67,10 +66,9 @@ def scheduler(path: Path, sync: Sync, runs: Runs) -> tuple[Scheduler, Task[Any, 
 
 
 def transactions(sched: Scheduler) -> int:
-    """SQLite transactions so far (the backlog's own counter; a private path, worth it
-    for the diagnostic, zero if the internals move)."""
-    backlog = getattr(getattr(sched, "_store", None), "backlog", None)
-    return backlog.stats()["commits"] if isinstance(backlog, SQLiteBacklog) else 0
+    """SQLite transactions so far (the backlog's own counter, ``stats().backlog``)."""
+    backlog = sched.stats().backlog
+    return 0 if backlog is None else backlog.commits
 
 
 def _expect(counts: dict[str, dict[str, int]], want: dict[str, int], what: str) -> None:

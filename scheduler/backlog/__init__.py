@@ -1,5 +1,10 @@
 """Durable job storage: the :class:`Backlog` protocol and its backends.
 
+The backends subclass :class:`BacklogBase` (``CombinedBacklogBase`` when they can
+complete and claim in one transaction): its public methods do the open check,
+the argument checks and the :class:`BacklogStats` counters, then call the
+backend's ``_``-prefixed primitives (see :mod:`scheduler.backlog._template`).
+
 - :class:`SQLiteBacklog`: one SQLite file in WAL mode (the default).
 - :class:`MemoryBacklog`: plain Python, for ``":memory:"`` and tests.
 - ``PostgresBacklog`` (:mod:`scheduler.backlog.postgres`): PostgreSQL shared by
@@ -14,10 +19,12 @@ from __future__ import annotations
 from typing import Literal
 
 from ..errors import ConfigError
+from ._template import BacklogBase, ClaimArgs, CombinedBacklogBase
 from .base import (
     Backlog,
     BacklogFull,
     BacklogLocked,
+    BacklogStats,
     BacklogUnavailable,
     JobRecord,
     NewJob,
@@ -30,9 +37,13 @@ from .sqlite import SQLiteBacklog
 
 __all__ = [
     "Backlog",
+    "BacklogBase",
     "BacklogFull",
     "BacklogLocked",
+    "BacklogStats",
     "BacklogUnavailable",
+    "ClaimArgs",
+    "CombinedBacklogBase",
     "JobRecord",
     "MemoryBacklog",
     "NewJob",

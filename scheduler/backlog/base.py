@@ -84,6 +84,11 @@ has ``complete_and_claim`` (see :class:`CompletesAndClaims`): exactly
 ``complete(outcomes, now=now)`` followed by ``claim(...)``, applied atomically
 (one commit), so a worker that drains a lane pays one commit per cycle instead
 of two. Callers fall back to the two calls when a backend lacks it.
+
+``stats()`` (plain, not async) returns the object's :class:`BacklogStats`. The
+built-in backends get it, the open check and the argument checks from
+:class:`~scheduler.backlog._template.BacklogBase` and implement its ``_``-prefixed
+primitives; another backend may do the same or implement this protocol directly.
 """
 
 from __future__ import annotations
@@ -97,7 +102,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
-from ..errors import BacklogError, Overloaded
+from ..errors import (  # the backlog's errors, importable from here as before
+    BacklogFull,
+    BacklogLocked,
+    BacklogUnavailable,
+    Overloaded,
+)
 from ..jobs import JobState
 from ._fair import FairPolicy
 
@@ -110,6 +120,7 @@ __all__ = [
     "Backlog",
     "BacklogFull",
     "BacklogLocked",
+    "BacklogStats",
     "BacklogUnavailable",
     "CompletesAndClaims",
     "JobRecord",
@@ -138,25 +149,47 @@ CANCELLED_ERROR = "cancelled on request"
 CANCEL_POLL = 0.25
 
 
-class BacklogLocked(BacklogError):
-    """Another connection held the backlog's write lock past ``busy_timeout``.
+@dataclass(frozen=True, slots=True)
+class BacklogStats:
+    """What one backlog object did, counted since it was made (this process's calls
+    through it, not the whole shared backlog): ``backlog.stats()``, and
+    ``Scheduler.stats().backlog``.
 
-    Nothing from the failed call was stored; everything stored earlier is safe.
-    Retry later, or raise ``busy_timeout``.
+    Every backend counts ``submitted``, ``claimed``, ``applied`` and ``ignored`` the
+    same way; a counter a backend has no use for stays 0 (the memory backlog has no
+    commits, only PostgreSQL listens).
     """
 
+    #: jobs handed back by ``submit`` calls (a job whose key was stored already counts:
+    #: its record came back)
+    submitted: int = 0
+    #: jobs leased by ``claim`` and ``complete_and_claim``
+    claimed: int = 0
+    #: outcomes written (their lease was still held)
+    applied: int = 0
+    #: outcomes left unwritten (the lease was lost, or held by another attempt)
+    ignored: int = 0
+    #: write transactions (SQLite) or write statements (PostgreSQL)
+    commits: int = 0
+    #: group commits: transactions that wrote concurrent ``submit`` calls together
+    submit_flushes: int = 0
+    #: jobs of ``submit`` calls waiting for the next group commit (a gauge)
+    pending_submits: int = 0
+    #: wake-ups heard (PostgreSQL ``NOTIFY``)
+    notified: int = 0
+    #: times the listening connection was connected again (PostgreSQL)
+    reconnects: int = 0
+    #: a connection listens for wake-ups now (PostgreSQL)
+    listening: bool = False
+    #: jobs a claim took whose answer was lost with the connection, given back by the
+    #: next claim (PostgreSQL)
+    unheard_released: int = 0
 
-class BacklogUnavailable(BacklogError):
-    """The backlog's database could not be reached, or the connection was lost mid-call.
-
-    A write that failed this way may or may not have been applied (its commit
-    could have been lost in flight, as with any database); retry with backoff:
-    the backend reconnects by itself.
-    """
-
-
-class BacklogFull(BacklogError):
-    """The disk (or the database's size limit) is full; the call stored nothing."""
+    def __getitem__(self, name: str) -> int:
+        """``stats()["claimed"]``: the counters by name, as when ``stats()`` was a dict."""
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return int(getattr(self, name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -607,6 +640,10 @@ class Backlog(Protocol):
     async def queued_by_tenant(self, lane: str, *, limit: int = 10) -> list[tuple[str, int]]:
         """The ``limit`` tenants with the most ``QUEUED`` jobs in ``lane``: ``(tenant, n)``,
         most first (jobs without a tenant are left out)."""
+        ...
+
+    def stats(self) -> BacklogStats:
+        """This object's counters (plain, not async; readable open or closed)."""
         ...
 
 

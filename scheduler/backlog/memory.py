@@ -20,28 +20,24 @@ import itertools
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
-from ..errors import BacklogError
 from ..jobs import JobState
 from ._fair import EQUAL_SHARES, FAIR_ROUNDS, NO_TENANT, FairPolicy, plan_claim
+from ._template import ClaimArgs, CombinedBacklogBase
 from .base import (
     CANCELLED_ERROR,
-    AsyncContext,
     JobRecord,
     NewJob,
     Outcome,
     admit,
     bounded_lanes,
     bounded_tenants,
-    check_cancel_match,
-    check_requeue_args,
     claim_room,
     decode_args,
     decode_json,
     lease_lost_error,
-    may_claim,
     new_job_id,
-    validate_new_job,
 )
 
 __all__ = ["MemoryBacklog"]
@@ -105,10 +101,11 @@ def _delayed_entry(row: _Row) -> _Entry:
     return (row.run_at, 0.0, row.seq, row.version, row.id)
 
 
-class MemoryBacklog(AsyncContext):
+class MemoryBacklog(CombinedBacklogBase):
     """An in-process :class:`~scheduler.backlog.base.Backlog`; see the module docstring."""
 
     def __init__(self) -> None:
+        super().__init__("the memory backlog")
         self._open = False
         self._rows: dict[str, _Row] = {}  # insertion order == seq order
         self._by_key: dict[str, str] = {}
@@ -129,9 +126,8 @@ class MemoryBacklog(AsyncContext):
     async def close(self) -> None:
         self._open = False
 
-    def _check(self) -> None:
-        if not self._open:
-            raise BacklogError("the memory backlog is not open")
+    def _is_open(self) -> bool:
+        return self._open
 
     # -- state moves: the one place that keeps the per-lane indexes true ------------
 
@@ -170,12 +166,11 @@ class MemoryBacklog(AsyncContext):
             return None
         return row
 
-    # -- the protocol ------------------------------------------------------------
+    # -- the primitives (BacklogBase did the open check, the guards and the counters) --
 
-    async def submit(self, jobs: Sequence[NewJob], *, now: float) -> list[JobRecord]:
-        self._check()
-        for job in jobs:
-            validate_new_job(job)
+    async def _submit(
+        self, jobs: Sequence[NewJob], args: list[list[Any]], now: float
+    ) -> list[JobRecord]:
         queued = {lane: len(self._queued[lane]) for lane in bounded_lanes([jobs])}
         per_tenant = {
             (lane, t): self._tenant_queued[lane][t] for lane, t in bounded_tenants([jobs])
@@ -217,35 +212,24 @@ class MemoryBacklog(AsyncContext):
             out.append(row.record())
         return out
 
-    async def claim(
-        self,
-        lane: str,
-        limit: int,
-        *,
-        owner: str,
-        lease_seconds: float,
-        now: float,
-        max_running: int | None = None,
-        tenants: FairPolicy | None = None,
-    ) -> list[JobRecord]:
-        self._check()
-        if not may_claim(limit, max_running):
-            return []
+    async def _claim(self, claim: ClaimArgs) -> list[JobRecord]:
+        lane, limit, owner, now = claim.lane, claim.limit, claim.owner, claim.now
         expired = self._expired(lane, now)
-        if max_running is not None:
+        if claim.max_running is not None:
             rows = (self._rows[i] for i in self._running[lane])
             live = sum(
                 1
                 for r in rows
                 if r.lease_owner != owner and r.lease_until is not None and r.lease_until > now
             )
-            limit = claim_room(limit, max_running, live)
+            limit = claim_room(limit, claim.max_running, live)
             if limit <= 0:
                 return []
         if self._tenant_queued[lane]:
             # expired leases first (they had their turn), then the tenants' turns
             chosen = sorted(expired, key=lambda r: r.order)[:limit]
-            chosen += self._pop_fair(lane, limit - len(chosen), now, tenants or EQUAL_SHARES)
+            policy = claim.tenants or EQUAL_SHARES
+            chosen += self._pop_fair(lane, limit - len(chosen), now, policy)
             chosen.sort(key=lambda r: r.order)
         else:
             due = self._pop_due((lane, NO_TENANT), limit, now)
@@ -258,7 +242,7 @@ class MemoryBacklog(AsyncContext):
             self._move(row, JobState.RUNNING, now)
             row.attempts += 1
             row.lease_owner = owner
-            row.lease_until = now + lease_seconds
+            row.lease_until = claim.lease_until
         return [row.record() for row in chosen]
 
     def _pop_fair(self, lane: str, n: int, now: float, policy: FairPolicy) -> list[_Row]:
@@ -332,20 +316,16 @@ class MemoryBacklog(AsyncContext):
                 out.append(row)
         return out
 
-    async def heartbeat(
-        self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float
-    ) -> int:
-        self._check()
+    async def _heartbeat(self, job_ids: Sequence[str], owner: str, lease_until: float) -> int:
         n = 0
         for job_id in job_ids:
             row = self._held(job_id, owner)
             if row is not None:
-                row.lease_until = now + lease_seconds
+                row.lease_until = lease_until
                 n += 1
         return n
 
-    async def complete(self, outcomes: Sequence[Outcome], *, now: float) -> int:
-        self._check()
+    async def _complete(self, outcomes: Sequence[Outcome], now: float) -> int:
         n = 0
         for o in outcomes:
             row = self._held(o.job_id, o.owner)
@@ -368,28 +348,13 @@ class MemoryBacklog(AsyncContext):
                 self._move(row, JobState.DEAD, now)
         return n
 
-    async def complete_and_claim(
-        self,
-        outcomes: Sequence[Outcome],
-        lane: str,
-        limit: int,
-        *,
-        owner: str,
-        lease_seconds: float,
-        now: float,
-        max_running: int | None = None,
-        tenants: FairPolicy | None = None,
+    async def _complete_and_claim(
+        self, outcomes: Sequence[Outcome], claim: ClaimArgs
     ) -> tuple[int, list[JobRecord]]:
-        """``complete`` then ``claim``: atomic here, as nothing awaits in between."""
-        applied = await self.complete(outcomes, now=now)
-        records = await self.claim(
-            lane, limit, owner=owner, lease_seconds=lease_seconds, now=now,
-            max_running=max_running, tenants=tenants,
-        )  # fmt: skip
-        return applied, records
+        """``_complete`` then ``_claim``: atomic here, as nothing awaits in between."""
+        return await self._complete(outcomes, claim.now), await self._claim(claim)
 
-    async def release(self, job_ids: Sequence[str], *, owner: str, now: float) -> int:
-        self._check()
+    async def _release(self, job_ids: Sequence[str], owner: str, now: float) -> int:
         n = 0
         for job_id in job_ids:
             row = self._held(job_id, owner)
@@ -403,38 +368,21 @@ class MemoryBacklog(AsyncContext):
                 n += 1
         return n
 
-    async def get(self, job_id: str) -> JobRecord | None:
-        self._check()
+    async def _get(self, job_id: str) -> JobRecord | None:
         row = self._rows.get(job_id)
         return None if row is None else row.record()
 
-    async def list_jobs(
-        self,
-        state: JobState | None = None,
-        lane: str | None = None,
-        *,
-        limit: int = 100,
-        offset: int = 0,
+    async def _list_jobs(
+        self, state: JobState | None, lane: str | None, limit: int, offset: int
     ) -> list[JobRecord]:
-        self._check()
         rows = (
             r
             for r in self._rows.values()
             if (state is None or r.state is state) and (lane is None or r.lane == lane)
         )
-        picked = itertools.islice(rows, max(0, offset), max(0, offset) + max(0, limit))
-        return [r.record() for r in picked]
+        return [r.record() for r in itertools.islice(rows, offset, offset + limit)]
 
-    async def requeue(
-        self,
-        job_id: str | None = None,
-        *,
-        all_dead: bool = False,
-        lane: str | None = None,
-        now: float,
-    ) -> int:
-        self._check()
-        check_requeue_args(job_id, all_dead)
+    async def _requeue(self, job_id: str | None, lane: str | None, now: float) -> int:
         if job_id is not None:
             one = self._rows.get(job_id)
             rows = [one] if one is not None else []
@@ -450,14 +398,11 @@ class MemoryBacklog(AsyncContext):
                 n += 1
         return n
 
-    async def cancel(self, job_id: str, *, now: float) -> JobState | None:
-        self._check()
+    async def _cancel(self, job_id: str, now: float) -> JobState | None:
         row = self._rows.get(job_id)
-        if row is None:
-            return None
-        return self._cancel(row, now)
+        return None if row is None else self._cancel_row(row, now)
 
-    def _cancel(self, row: _Row, now: float) -> JobState:
+    def _cancel_row(self, row: _Row, now: float) -> JobState:
         was = row.state
         if was is JobState.QUEUED:
             row.error = CANCELLED_ERROR
@@ -466,10 +411,7 @@ class MemoryBacklog(AsyncContext):
             row.cancel_requested_at = float(now)
         return was
 
-    async def cancel_task(self, task: str | None, *, now: float, tenant: str | None = None) -> int:
-        """Counts the jobs this call cancelled or newly asked to stop."""
-        self._check()
-        check_cancel_match(task, tenant)
+    async def _cancel_task(self, task: str | None, tenant: str | None, now: float) -> int:
         rows = [
             r
             for r in self._rows.values()
@@ -481,11 +423,10 @@ class MemoryBacklog(AsyncContext):
             )
         ]
         for row in rows:
-            self._cancel(row, now)
+            self._cancel_row(row, now)
         return len(rows)
 
-    async def cancel_requested(self, job_ids: Sequence[str]) -> list[str]:
-        self._check()
+    async def _cancel_requested(self, job_ids: Sequence[str]) -> list[str]:
         return [
             job_id
             for job_id in job_ids
@@ -494,16 +435,14 @@ class MemoryBacklog(AsyncContext):
             and row.cancel_requested_at is not None
         ]
 
-    async def counts(self) -> dict[str, dict[str, int]]:
-        self._check()
+    async def _counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for row in self._rows.values():
             per_lane = out.setdefault(row.lane, {})
             per_lane[row.state.value] = per_lane.get(row.state.value, 0) + 1
         return out
 
-    async def purge(self, finished_before: float) -> int:
-        self._check()
+    async def _purge(self, finished_before: float) -> int:
         gone = [
             r
             for r in self._rows.values()
@@ -515,13 +454,10 @@ class MemoryBacklog(AsyncContext):
                 self._by_key.pop(row.key, None)
         return len(gone)
 
-    async def queued_count(self, lane: str, *, limit: int | None = None) -> int:
-        self._check()
-        n = len(self._queued[lane])
-        return n if limit is None else min(n, limit)
+    async def _queued_count(self, lane: str) -> int:
+        return len(self._queued[lane])
 
-    async def queued_by_tenant(self, lane: str, *, limit: int = 10) -> list[tuple[str, int]]:
-        self._check()
+    async def _queued_by_tenant(self, lane: str, limit: int) -> list[tuple[str, int]]:
         return self._tenant_queued[lane].most_common(limit)
 
     def __repr__(self) -> str:

@@ -104,22 +104,19 @@ from ..errors import BacklogError, ConfigError, Overloaded
 from ..jobs import JobState
 from ..logs import get_logger
 from . import _postgres_schema as sql
-from ._fair import EQUAL_SHARES, FAIR_ROUNDS, NO_TENANT, FairPolicy, plan_claim
+from ._fair import EQUAL_SHARES, FAIR_ROUNDS, NO_TENANT, plan_claim
 from ._group_commit import GroupCommitter
+from ._template import BacklogBase, ClaimArgs
 from .base import (
     CANCELLED_ERROR,
-    AsyncContext,
     BacklogUnavailable,
     JobRecord,
     NewJob,
     Outcome,
     admit,
     bounded_tenants,
-    check_cancel_match,
-    check_requeue_args,
     corrupt,
     new_record,
-    validate_new_job,
 )
 
 __all__ = ["DEAD_OWNER_CHECK", "PostgresBacklog"]
@@ -146,7 +143,7 @@ _LISTEN_PING = 15.0  # seconds between liveness checks of the listening connecti
 _RELOCK_TRIES = 20  # background attempts to take owner locks again after a lost connection
 
 
-class PostgresBacklog(AsyncContext):
+class PostgresBacklog(BacklogBase):
     """A :class:`~scheduler.backlog.base.Backlog` in PostgreSQL; see the module docstring.
 
     Args:
@@ -161,6 +158,8 @@ class PostgresBacklog(AsyncContext):
         command_timeout: seconds one statement may take.
         listen: ``LISTEN`` for new work (:meth:`wait_for_work`); ``False`` only polls.
     """
+
+    _committer: GroupCommitter[Submit, list[JobRecord]]
 
     def __init__(
         self,
@@ -194,17 +193,15 @@ class PostgresBacklog(AsyncContext):
         if self.schema is not None:
             self._settings["search_path"] = f'"{self.schema}"'
         self._where = _redact(dsn) + ("" if schema is None else f" (schema {schema})")
+        super().__init__(f"backlog {self._where}")
         self._pool: Any = None  # asyncpg.Pool
         self._closing = False
         self._channel = ""
         self._cancel_channel = ""
         self._cancel_callbacks: list[Callable[[str], object]] = []
-        self._inflight: set[asyncio.Task[Any]] = set()
         self._committer = GroupCommitter[Submit, list[JobRecord]](
             self._write_submits, batch_max=batch_max
         )
-        counters = ("commits", "claimed", "applied", "ignored", "notified", "reconnects")
-        self._stats = dict.fromkeys((*counters, "unheard_released"), 0)
         # claims whose answer was lost with the connection: (lane, owner) -> (now, lease_until)
         self._unheard: dict[tuple[str, str], list[tuple[float, float]]] = {}
         # LISTEN side: lanes named by a NOTIFY nobody was waiting for, and the waiters
@@ -293,9 +290,7 @@ class PostgresBacklog(AsyncContext):
         if self._pool is None:
             return
         self._closing = True
-        await self._committer.drain()
-        while self._inflight:
-            await asyncio.wait(set(self._inflight))
+        await self._finish_writes()
         await self._forget_owners()
         listener, self._listener = self._listener, None
         if listener is not None:
@@ -309,21 +304,10 @@ class PostgresBacklog(AsyncContext):
             pool.terminate()
         self._wake_all()
 
-    def stats(self) -> dict[str, int]:
-        """Counters: commits (write statements), submit_flushes (group commits), submitted
-        jobs, pending_submits, claimed jobs, applied/ignored outcomes, notified (wake-ups
-        heard), reconnects (of the listener), listening (1 while a connection LISTENs),
-        unheard_released (jobs a claim took whose answer was lost with the connection,
-        given back by the next claim)."""
-        c = self._committer
-        return {**self._stats, "submit_flushes": c.flushes, "submitted": c.items,
-                "pending_submits": c.pending, "listening": int(self._listening)}  # fmt: skip
-
     # -- plumbing -------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._pool is None or self._closing:
-            raise BacklogError(f"backlog {self._where} is not open")
+    def _is_open(self) -> bool:
+        return self._pool is not None and not self._closing
 
     def _error(self, exc: BaseException) -> BacklogError:
         if isinstance(exc, BacklogError):
@@ -334,7 +318,7 @@ class PostgresBacklog(AsyncContext):
         """``body(conn)`` on a pooled connection, with errors translated."""
         pool = self._pool
         if pool is None:
-            raise BacklogError(f"backlog {self._where} is not open")
+            raise self._not_open()
         try:
             async with pool.acquire(timeout=self.connect_timeout) as conn:
                 return await body(conn)
@@ -346,12 +330,8 @@ class PostgresBacklog(AsyncContext):
     async def _write(self, body: Callable[[Conn], Awaitable[T]]) -> T:
         """:meth:`_call` for a write: shielded, so a cancelled caller stops waiting but the
         statement still finishes (and :meth:`close` waits for it)."""
-        task = asyncio.ensure_future(self._call(body))
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        result = await asyncio.shield(task)
-        self._stats["commits"] += 1
+        result = await self._to_the_end(self._call(body))
+        self._counters.commits += 1
         return result
 
     async def _fetch(self, query: str, *params: Any) -> list[Any]:
@@ -371,11 +351,9 @@ class PostgresBacklog(AsyncContext):
 
     # -- submit: group commit -------------------------------------------------------
 
-    async def submit(self, jobs: Sequence[NewJob], *, now: float) -> list[JobRecord]:
-        self._check_open()
-        args = [validate_new_job(job) for job in jobs]
-        if not jobs:
-            return []
+    async def _submit(
+        self, jobs: Sequence[NewJob], args: list[list[Any]], now: float
+    ) -> list[JobRecord]:
         return await self._committer.put((jobs, args, now), len(jobs))
 
     async def _write_submits(self, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
@@ -485,37 +463,23 @@ class PostgresBacklog(AsyncContext):
 
     # -- claim and outcomes -----------------------------------------------------------
 
-    async def claim(
-        self,
-        lane: str,
-        limit: int,
-        *,
-        owner: str,
-        lease_seconds: float,
-        now: float,
-        max_running: int | None = None,
-        tenants: FairPolicy | None = None,
-    ) -> list[JobRecord]:
-        self._check_open()
-        if limit <= 0 or (max_running is not None and max_running <= 0):
-            return []
+    async def _claim(self, claim: ClaimArgs) -> list[JobRecord]:
+        lane, limit, owner, now = claim.lane, claim.limit, claim.owner, claim.now
         self._notified.discard(lane)  # this claim sees whatever was announced so far
         await self._release_unheard(lane, owner, now)
         await self._owner_checks(lane, owner, now)
-        lease_until = now + lease_seconds
+        lease_until = claim.lease_until
 
         async def body(conn: Conn) -> list[tuple[int, JobRecord]]:
             flows = await conn.fetch(sql.FAIR_TENANTS, lane)
             if any(str(r[0]) != NO_TENANT for r in flows):
                 async with conn.transaction():
-                    return await self._claim_fair(
-                        conn, lane, limit, owner, lease_until, now, max_running, tenants
-                    )
+                    return await self._claim_fair(conn, claim)
             found: list[tuple[int, JobRecord]] = []
             while len(found) < limit:
                 rows = await conn.fetch(
-                    sql.CLAIM, lane, limit - len(found), owner, lease_until, now, max_running,
-                    sql.LOST_FORMAT, CANCELLED_ERROR,
+                    sql.CLAIM, lane, limit - len(found), owner, lease_until, now,
+                    claim.max_running, sql.LOST_FORMAT, CANCELLED_ERROR,
                 )  # fmt: skip
                 good = await _decode_leased(conn, rows, now)
                 found += good
@@ -531,31 +495,21 @@ class PostgresBacklog(AsyncContext):
             self._unheard.setdefault((lane, owner), []).append((now, lease_until))
             raise
         found.sort(key=lambda sr: (*sr[1].order, sr[0]))
-        self._stats["claimed"] += len(found)
         return [record for _, record in found]
 
-    async def _claim_fair(
-        self,
-        conn: Conn,
-        lane: str,
-        limit: int,
-        owner: str,
-        lease_until: float,
-        now: float,
-        max_running: int | None,
-        tenants: FairPolicy | None,
-    ) -> list[tuple[int, JobRecord]]:
+    async def _claim_fair(self, conn: Conn, claim: ClaimArgs) -> list[tuple[int, JobRecord]]:
         """A claim on a lane whose queued jobs name tenants, in the caller's transaction
         under the lane's advisory lock: expired leases first, then the tenants' fair turns
         (see :mod:`scheduler.backlog._fair`)."""
-        policy = tenants or EQUAL_SHARES
+        lane, owner, lease_until, now = claim.lane, claim.owner, claim.lease_until, claim.now
+        max_running, policy = claim.max_running, claim.tenants or EQUAL_SHARES
         await conn.execute(sql.FAIR_LOCK, lane)
         # the claim function with no room: it ends expired leases that are cancelled or
         # out of attempts, as every claim does first
         await conn.fetch(
             sql.CLAIM, lane, 0, owner, lease_until, now, None, sql.LOST_FORMAT, CANCELLED_ERROR
         )
-        n = limit
+        n = claim.limit
         if max_running is not None:
             n = min(n, max_running - int(await conn.fetchval(sql.FAIR_LIVE, lane, now, owner)))
         lease = (lane, owner, lease_until, now)
@@ -604,7 +558,7 @@ class PostgresBacklog(AsyncContext):
             released = await self._count_and_notify(
                 sql.RELEASE_UNHEARD, lane, owner, when, until, self._channel, now
             )
-            self._stats["unheard_released"] += released
+            self._counters.unheard_released += released
             unheard.pop(0)
         self._unheard.pop((lane, owner), None)
 
@@ -711,25 +665,16 @@ class PostgresBacklog(AsyncContext):
             except Exception:
                 conn.terminate()
 
-    async def heartbeat(
-        self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float
-    ) -> int:
-        self._check_open()
-        if not job_ids:
-            return 0
-
+    async def _heartbeat(self, job_ids: Sequence[str], owner: str, lease_until: float) -> int:
         async def body(conn: Conn) -> int:
-            status = await conn.execute(sql.HEARTBEAT, now + lease_seconds, list(job_ids), owner)
+            status = await conn.execute(sql.HEARTBEAT, lease_until, list(job_ids), owner)
             return sql.status_count(status)
 
         return await self._write(body)
 
-    async def complete(self, outcomes: Sequence[Outcome], *, now: float) -> int:
-        self._check_open()
-        if not outcomes:
-            return 0
+    async def _complete(self, outcomes: Sequence[Outcome], now: float) -> int:
         done = [o.kind == "done" for o in outcomes]
-        applied = await self._count_and_notify(
+        return await self._count_and_notify(
             sql.COMPLETE,
             [o.job_id for o in outcomes],
             [o.owner for o in outcomes],
@@ -742,59 +687,36 @@ class PostgresBacklog(AsyncContext):
             now,
             self._channel,
         )
-        self._stats["applied"] += applied
-        self._stats["ignored"] += len(outcomes) - applied
-        return applied
 
-    async def release(self, job_ids: Sequence[str], *, owner: str, now: float) -> int:
-        self._check_open()
-        if not job_ids:
-            return 0
+    async def _release(self, job_ids: Sequence[str], owner: str, now: float) -> int:
         return await self._count_and_notify(
             sql.RELEASE, now, list(job_ids), owner, self._channel, CANCELLED_ERROR
         )
 
     # -- inspection and maintenance -----------------------------------------------------
 
-    async def get(self, job_id: str) -> JobRecord | None:
-        self._check_open()
+    async def _get(self, job_id: str) -> JobRecord | None:
         rows = await self._fetch(sql.GET, job_id)
         return sql.decode(rows[0])[1] if rows else None
 
-    async def list_jobs(
-        self,
-        state: JobState | None = None,
-        lane: str | None = None,
-        *,
-        limit: int = 100,
-        offset: int = 0,
+    async def _list_jobs(
+        self, state: JobState | None, lane: str | None, limit: int, offset: int
     ) -> list[JobRecord]:
-        self._check_open()
         params: list[Any] = [] if state is None else [state.value]
         if lane is not None:
             params.append(lane)
         query = sql.list_query(state is not None, lane is not None)
-        rows = await self._fetch(query, *params, max(0, limit), max(0, offset))
+        rows = await self._fetch(query, *params, limit, offset)
         return [sql.decode(row)[1] for row in rows]
 
-    async def requeue(
-        self,
-        job_id: str | None = None,
-        *,
-        all_dead: bool = False,
-        lane: str | None = None,
-        now: float,
-    ) -> int:
-        self._check_open()
-        check_requeue_args(job_id, all_dead)
+    async def _requeue(self, job_id: str | None, lane: str | None, now: float) -> int:
         if job_id is not None:
             return await self._count_and_notify(sql.REQUEUE_ONE, now, job_id, lane, self._channel)
         return await self._count_and_notify(sql.REQUEUE_DEAD, now, lane, self._channel)
 
-    async def cancel(self, job_id: str, *, now: float) -> JobState | None:
+    async def _cancel(self, job_id: str, now: float) -> JobState | None:
         """One transaction that first locks the job's row (see ``sql.CANCEL_LOCK``); a
         running job's lease holder hears of it by ``NOTIFY`` at once."""
-        self._check_open()
 
         async def body(conn: Conn) -> JobState | None:
             async with conn.transaction():
@@ -806,18 +728,12 @@ class PostgresBacklog(AsyncContext):
 
         return await self._write(body)
 
-    async def cancel_task(self, task: str | None, *, now: float, tenant: str | None = None) -> int:
-        """Counts the jobs this call cancelled or newly asked to stop."""
-        self._check_open()
-        check_cancel_match(task, tenant)
+    async def _cancel_task(self, task: str | None, tenant: str | None, now: float) -> int:
         return await self._count_and_notify(
             sql.CANCEL_TASK, task, now, CANCELLED_ERROR, self._cancel_channel, tenant
         )
 
-    async def cancel_requested(self, job_ids: Sequence[str]) -> list[str]:
-        self._check_open()
-        if not job_ids:
-            return []
+    async def _cancel_requested(self, job_ids: Sequence[str]) -> list[str]:
         return [str(row[0]) for row in await self._fetch(sql.CANCEL_REQUESTED, list(job_ids))]
 
     def on_cancel(self, callback: Callable[[str], object]) -> Callable[[], None]:
@@ -838,16 +754,14 @@ class PostgresBacklog(AsyncContext):
             except Exception as exc:  # one subscriber's bug must not silence the others
                 _log.warning("backlog.cancel_callback_failed", job_id=job_id, error=str(exc))
 
-    async def counts(self) -> dict[str, dict[str, int]]:
-        self._check_open()
+    async def _counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for lane, state, n in await self._fetch(sql.COUNTS):
             out.setdefault(str(lane), {})[str(state)] = int(n)
         return out
 
-    async def purge(self, finished_before: float) -> int:
+    async def _purge(self, finished_before: float) -> int:
         """Delete in chunks, one short statement each, so writers are not held up."""
-        self._check_open()
 
         async def body(conn: Conn) -> int:
             return sql.status_count(await conn.execute(sql.PURGE, finished_before, _PURGE_CHUNK))
@@ -859,15 +773,12 @@ class PostgresBacklog(AsyncContext):
             if n < _PURGE_CHUNK:
                 return total
 
-    async def queued_count(self, lane: str, *, limit: int | None = None) -> int:
+    async def _queued_count(self, lane: str) -> int:
         """The lane's QUEUED count, kept by triggers: one row read, however deep the lane."""
-        self._check_open()
         found = await self._fetch(sql.QUEUED_COUNT, lane)
-        count = max(0, int(found[0][0])) if found else 0
-        return count if limit is None else min(count, max(0, limit))
+        return max(0, int(found[0][0])) if found else 0
 
-    async def queued_by_tenant(self, lane: str, *, limit: int = 10) -> list[tuple[str, int]]:
-        self._check_open()
+    async def _queued_by_tenant(self, lane: str, limit: int) -> list[tuple[str, int]]:
         return [(str(t), int(n)) for t, n in await self._fetch(sql.TOP_TENANTS, lane, limit)]
 
     # -- LISTEN/NOTIFY ------------------------------------------------------------------
@@ -896,7 +807,7 @@ class PostgresBacklog(AsyncContext):
                 self._waiters.pop(lane, None)
 
     def _on_notify(self, _conn: Conn, _pid: int, _channel: str, lane: str) -> None:
-        self._stats["notified"] += 1
+        self._counters.notified += 1
         waiters = self._waiters.get(lane)
         if not waiters:
             self._notified.add(lane)
@@ -931,7 +842,7 @@ class PostgresBacklog(AsyncContext):
                 await conn.add_listener(self._cancel_channel, self._on_cancel_notify)
                 self._listening = True
                 if connected_before:
-                    self._stats["reconnects"] += 1
+                    self._counters.reconnects += 1
                 connected_before, delay = True, _LISTEN_BACKOFF[0]
                 self._wake_all()  # notifications may have been missed while not listening
                 if not ready.done():

@@ -82,21 +82,11 @@ from ..jobs import JobState
 from ..logs import get_logger
 from . import _sqlite_ops as _ops
 from . import _sqlite_schema as sql
-from ._fair import FairPolicy
 from ._group_commit import GroupCommitter
 from ._sqlite_ops import Conn, Submit, fetch
 from ._sqlite_readonly import open_read_only
-from .base import (
-    CANCELLED_ERROR,
-    AsyncContext,
-    JobRecord,
-    NewJob,
-    Outcome,
-    check_cancel_match,
-    check_requeue_args,
-    may_claim,
-    validate_new_job,
-)
+from ._template import ClaimArgs, CombinedBacklogBase
+from .base import CANCELLED_ERROR, JobRecord, NewJob, Outcome
 
 __all__ = [
     "DEAD_OWNER_CHECK",
@@ -189,8 +179,10 @@ def _outcome_rows(outcomes: Sequence[Outcome], now: float) -> list[tuple[Any, ..
     return rows
 
 
-class SQLiteBacklog(AsyncContext):
+class SQLiteBacklog(CombinedBacklogBase):
     """A :class:`~scheduler.backlog.base.Backlog` in one SQLite file; see the module docstring."""
+
+    _committer: GroupCommitter[Submit, list[JobRecord]]
 
     def __init__(
         self,
@@ -208,17 +200,16 @@ class SQLiteBacklog(AsyncContext):
         if busy_timeout < 0 or batch_max < 1:
             raise ConfigError("busy_timeout must be >= 0 and batch_max >= 1")
         self.path = os.fspath(path)
+        super().__init__(f"backlog {self.path!r}")
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.read_only = read_only
         self.use_returning = HAS_RETURNING
         self._db: Db | None = None
         self._closing = False
-        self._inflight: set[asyncio.Task[Any]] = set()
         self._committer = GroupCommitter[Submit, list[JobRecord]](
             self._write_submits, batch_max=batch_max
         )
-        self._stats = dict.fromkeys(("commits", "claimed", "applied", "ignored"), 0)
         self._owners: set[str] = set()  # lease owners registered by this connection
         self._dead_checked: dict[str, float] = {}  # lane -> ``now`` of its last dead-owner check
         # ``PRAGMA data_version`` at the last claim: it moves when another connection commits
@@ -258,32 +249,22 @@ class SQLiteBacklog(AsyncContext):
         if self._db is None:
             return
         self._closing = True
-        await self._committer.drain()
-        while self._inflight:
-            await asyncio.wait(set(self._inflight))
+        await self._finish_writes()
         owners, self._owners = sorted(self._owners), set()
         if owners:  # we hold no leases any more (or they run out): forget who we were
             with contextlib.suppress(BacklogError):
-                await self._write_many(sql.DELETE_OWNER, [(o,) for o in owners], closing=True)
+                await self._write_many(sql.DELETE_OWNER, [(o,) for o in owners])
         db, self._db = self._db, None
         await db.close()
 
-    def stats(self) -> dict[str, int]:
-        """Counters: commits (all transactions), submit_flushes (group commits),
-        submitted jobs, pending_submits, claimed jobs, applied/ignored outcomes."""
-        c = self._committer
-        return {**self._stats, "submit_flushes": c.flushes, "submitted": c.items,
-                "pending_submits": c.pending}  # fmt: skip
-
     # -- plumbing -------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._db is None or self._closing:
-            raise BacklogError(f"backlog {self.path!r} is not open")
+    def _is_open(self) -> bool:
+        return self._db is not None and not self._closing
 
     def _live(self) -> Db:
         if self._db is None:
-            raise BacklogError(f"backlog {self.path!r} is not open")
+            raise self._not_open()
         return self._db
 
     def _error(self, exc: sqlite3.Error) -> BacklogError:
@@ -305,11 +286,7 @@ class SQLiteBacklog(AsyncContext):
         """
         if self.read_only:
             raise BacklogError(f"backlog {self.path!r} was opened read-only: no writes")
-        task = asyncio.ensure_future(self._run_transaction(self._live(), body))
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        return await asyncio.shield(task)
+        return await self._to_the_end(self._run_transaction(self._live(), body))
 
     async def _run_transaction(self, db: Db, body: Callable[[Conn], T]) -> T:
         try:
@@ -317,7 +294,7 @@ class SQLiteBacklog(AsyncContext):
             result: T = await _on_thread(db, run, _in_transaction, db._conn, body)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
-        self._stats["commits"] += 1
+        self._counters.commits += 1
         return result
 
     async def _write(self, query: str, params: Sequence[Any]) -> int:
@@ -326,11 +303,7 @@ class SQLiteBacklog(AsyncContext):
 
         return await self._transaction(body)
 
-    async def _write_many(
-        self, query: str, params: list[tuple[Any, ...]], *, closing: bool = False
-    ) -> int:
-        if not closing:
-            self._check_open()
+    async def _write_many(self, query: str, params: list[tuple[Any, ...]]) -> int:
         if not params:
             return 0
 
@@ -341,11 +314,9 @@ class SQLiteBacklog(AsyncContext):
 
     # -- submit: group commit -------------------------------------------------------
 
-    async def submit(self, jobs: Sequence[NewJob], *, now: float) -> list[JobRecord]:
-        self._check_open()
-        args = [validate_new_job(job) for job in jobs]
-        if not jobs:
-            return []
+    async def _submit(
+        self, jobs: Sequence[NewJob], args: list[list[Any]], now: float
+    ) -> list[JobRecord]:
         return await self._committer.put((jobs, args, now), len(jobs))
 
     async def _write_submits(self, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
@@ -353,46 +324,19 @@ class SQLiteBacklog(AsyncContext):
 
     # -- claim and outcomes -----------------------------------------------------------
 
-    async def claim(
-        self,
-        lane: str,
-        limit: int,
-        *,
-        owner: str,
-        lease_seconds: float,
-        now: float,
-        max_running: int | None = None,
-        tenants: FairPolicy | None = None,
-    ) -> list[JobRecord]:
-        self._check_open()
-        if not may_claim(limit, max_running):
-            return []
+    async def _claim(self, claim: ClaimArgs) -> list[JobRecord]:
         reclaimed: list[tuple[str, int]] = []
-        records = await self._transaction(
-            partial(
-                self._claim_ops, lane, limit, owner, now + lease_seconds, now, max_running,
-                reclaimed, tenants,
-            )
-        )  # fmt: skip
-        self._claimed(lane, owner, now, reclaimed)
-        self._stats["claimed"] += len(records)
+        records = await self._transaction(partial(self._claim_ops, claim, reclaimed))
+        self._claimed(claim, reclaimed)
         return records
 
     def _claim_ops(
-        self,
-        lane: str,
-        limit: int,
-        owner: str,
-        lease_until: float,
-        now: float,
-        max_running: int | None,
-        reclaimed: list[tuple[str, int]],
-        tenants: FairPolicy | None,
-        db: Conn,
+        self, claim: ClaimArgs, reclaimed: list[tuple[str, int]], db: Conn
     ) -> list[JobRecord]:
         """The claim statements, inside the caller's transaction: first (at an owner's
         first claim here, then at most once a second per lane) end the leases of owners
         whose process is gone, then claim."""
+        lane, owner, now = claim.lane, claim.owner, claim.now
         if owner not in self._owners:
             reclaimed += _ops.register_owner(db, owner, now)
         last = self._dead_checked.get(lane)
@@ -400,57 +344,32 @@ class SQLiteBacklog(AsyncContext):
             reclaimed += _ops.reclaim_dead(db, lane, owner, now)
         self._seen_version = int(fetch(db, "PRAGMA data_version")[0][0])
         return _ops.claim(
-            db, lane, limit, owner, lease_until, now,
-            returning=self.use_returning, max_running=max_running, tenants=tenants,
+            db, lane, claim.limit, owner, claim.lease_until, now,
+            returning=self.use_returning, max_running=claim.max_running, tenants=claim.tenants,
         )  # fmt: skip
 
-    def _claimed(self, lane: str, owner: str, now: float, reclaimed: list[tuple[str, int]]) -> None:
+    def _claimed(self, claim: ClaimArgs, reclaimed: list[tuple[str, int]]) -> None:
         """After a claim committed: remember the owner and the check; log reclaimed owners."""
-        self._owners.add(owner)
-        last = self._dead_checked.get(lane)
-        if last is None or not 0 <= now - last < DEAD_OWNER_CHECK:
-            self._dead_checked[lane] = now
+        self._owners.add(claim.owner)
+        last = self._dead_checked.get(claim.lane)
+        if last is None or not 0 <= claim.now - last < DEAD_OWNER_CHECK:
+            self._dead_checked[claim.lane] = claim.now
         for dead, jobs in reclaimed:
-            _log.warning("backlog.dead_owner_reclaimed", owner=dead, jobs=jobs, lane=lane)
+            _log.warning("backlog.dead_owner_reclaimed", owner=dead, jobs=jobs, lane=claim.lane)
 
-    async def complete_and_claim(
-        self,
-        outcomes: Sequence[Outcome],
-        lane: str,
-        limit: int,
-        *,
-        owner: str,
-        lease_seconds: float,
-        now: float,
-        max_running: int | None = None,
-        tenants: FairPolicy | None = None,
+    async def _complete_and_claim(
+        self, outcomes: Sequence[Outcome], claim: ClaimArgs
     ) -> tuple[int, list[JobRecord]]:
         """``complete`` then ``claim`` in one ``BEGIN IMMEDIATE`` transaction (one commit)."""
-        self._check_open()
-        params = _outcome_rows(outcomes, now)
-        wants_claim = may_claim(limit, max_running)
-        if not params:
-            records = await self.claim(
-                lane, limit, owner=owner, lease_seconds=lease_seconds, now=now,
-                max_running=max_running, tenants=tenants,
-            )  # fmt: skip
-            return 0, records
-        if not wants_claim:
-            return await self.complete(outcomes, now=now), []
+        params = _outcome_rows(outcomes, claim.now)
         reclaimed: list[tuple[str, int]] = []
-        claim_ops = partial(
-            self._claim_ops, lane, limit, owner, now + lease_seconds, now, max_running,
-            reclaimed, tenants,
-        )  # fmt: skip
 
         def body(db: Conn) -> tuple[int, list[JobRecord]]:
             applied = db.executemany(sql.COMPLETE, params).rowcount
-            return applied, claim_ops(db)
+            return applied, self._claim_ops(claim, reclaimed, db)
 
         applied, records = await self._transaction(body)
-        self._claimed(lane, owner, now, reclaimed)
-        self._count_outcomes(len(params), applied)
-        self._stats["claimed"] += len(records)
+        self._claimed(claim, reclaimed)
         return applied, records
 
     async def wait_for_work(self, lane: str, timeout: float) -> None:
@@ -485,43 +404,27 @@ class SQLiteBacklog(AsyncContext):
     async def _data_version(self) -> int:
         return int((await self._read("PRAGMA data_version"))[0][0])
 
-    async def heartbeat(
-        self, job_ids: Sequence[str], *, owner: str, lease_seconds: float, now: float
-    ) -> int:
-        until = now + lease_seconds
-        return await self._write_many(sql.HEARTBEAT, [(until, i, _R, owner) for i in job_ids])
+    async def _heartbeat(self, job_ids: Sequence[str], owner: str, lease_until: float) -> int:
+        params = [(lease_until, i, _R, owner) for i in job_ids]
+        return await self._write_many(sql.HEARTBEAT, params)
 
-    async def complete(self, outcomes: Sequence[Outcome], *, now: float) -> int:
-        rows = _outcome_rows(outcomes, now)
-        applied = await self._write_many(sql.COMPLETE, rows)
-        self._count_outcomes(len(rows), applied)
-        return applied
+    async def _complete(self, outcomes: Sequence[Outcome], now: float) -> int:
+        return await self._write_many(sql.COMPLETE, _outcome_rows(outcomes, now))
 
-    def _count_outcomes(self, written: int, applied: int) -> None:
-        self._stats["applied"] += applied
-        self._stats["ignored"] += written - applied
-
-    async def release(self, job_ids: Sequence[str], *, owner: str, now: float) -> int:
+    async def _release(self, job_ids: Sequence[str], owner: str, now: float) -> int:
         return await self._write_many(
             sql.RELEASE, [(_Q, CANCELLED_ERROR, now, i, _R, owner) for i in job_ids]
         )
 
     # -- inspection and maintenance -----------------------------------------------------
 
-    async def get(self, job_id: str) -> JobRecord | None:
-        self._check_open()
+    async def _get(self, job_id: str) -> JobRecord | None:
         rows = await self._read(f"SELECT {sql.COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         return sql.decode_row(rows[0])[1] if rows else None
 
-    async def list_jobs(
-        self,
-        state: JobState | None = None,
-        lane: str | None = None,
-        *,
-        limit: int = 100,
-        offset: int = 0,
+    async def _list_jobs(
+        self, state: JobState | None, lane: str | None, limit: int, offset: int
     ) -> list[JobRecord]:
-        self._check_open()
         where, params = ["1"], []
         if state is not None:
             where.append("state = ?")
@@ -531,19 +434,10 @@ class SQLiteBacklog(AsyncContext):
             params.append(lane)
         query = f"SELECT {sql.COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
         query += " ORDER BY seq LIMIT ? OFFSET ?"
-        rows = await self._read(query, (*params, max(0, limit), max(0, offset)))
+        rows = await self._read(query, (*params, limit, offset))
         return [sql.decode_row(row)[1] for row in rows]
 
-    async def requeue(
-        self,
-        job_id: str | None = None,
-        *,
-        all_dead: bool = False,
-        lane: str | None = None,
-        now: float,
-    ) -> int:
-        self._check_open()
-        check_requeue_args(job_id, all_dead)
+    async def _requeue(self, job_id: str | None, lane: str | None, now: float) -> int:
         if job_id is not None:  # also revives a row whose state is unreadable (read as DEAD)
             where = "id = ? AND state NOT IN (?, ?, ?, ?)"
             params = [job_id, _Q, _R, _DONE, _CANCELLED]
@@ -554,10 +448,9 @@ class SQLiteBacklog(AsyncContext):
             params.append(lane)
         return await self._write(sql.REQUEUE + where, (_Q, now, now, *params))
 
-    async def cancel(self, job_id: str, *, now: float) -> JobState | None:
+    async def _cancel(self, job_id: str, now: float) -> JobState | None:
         """One ``BEGIN IMMEDIATE`` transaction: claims (which hold the same lock) come
         wholly before it or after it."""
-        self._check_open()
 
         def body(db: Conn) -> JobState | None:
             found = fetch(db, sql.CANCEL_STATE, (job_id,))
@@ -569,10 +462,7 @@ class SQLiteBacklog(AsyncContext):
 
         return await self._transaction(body)
 
-    async def cancel_task(self, task: str | None, *, now: float, tenant: str | None = None) -> int:
-        """Counts the jobs this call cancelled or newly asked to stop."""
-        self._check_open()
-        check_cancel_match(task, tenant)
+    async def _cancel_task(self, task: str | None, tenant: str | None, now: float) -> int:
         match = (task, task, tenant, tenant)
 
         def body(db: Conn) -> int:
@@ -581,9 +471,8 @@ class SQLiteBacklog(AsyncContext):
 
         return await self._transaction(body)
 
-    async def cancel_requested(self, job_ids: Sequence[str]) -> list[str]:
+    async def _cancel_requested(self, job_ids: Sequence[str]) -> list[str]:
         """A read by id (the unique index): cheap enough to ask a few times a second."""
-        self._check_open()
         found: list[str] = []
         for i in range(0, len(job_ids), _ID_CHUNK):
             chunk = list(job_ids[i : i + _ID_CHUNK])
@@ -592,16 +481,14 @@ class SQLiteBacklog(AsyncContext):
             ]
         return found
 
-    async def counts(self) -> dict[str, dict[str, int]]:
-        self._check_open()
+    async def _counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for lane, state, n in await self._read(sql.COUNTS):
             out.setdefault(str(lane), {})[str(state)] = int(n)
         return out
 
-    async def purge(self, finished_before: float) -> int:
+    async def _purge(self, finished_before: float) -> int:
         """Delete in chunks, one short transaction each, so writers are not held up."""
-        self._check_open()
         total = 0
         for query in sql.PURGE:
             while True:
@@ -611,15 +498,12 @@ class SQLiteBacklog(AsyncContext):
                     break
         return total
 
-    async def queued_count(self, lane: str, *, limit: int | None = None) -> int:
+    async def _queued_count(self, lane: str) -> int:
         """The lane's QUEUED count, kept by triggers: one row read, however deep the lane."""
-        self._check_open()
         found = await self._read(sql.QUEUED_COUNT, (lane,))
-        count = max(0, int(found[0][0])) if found else 0
-        return count if limit is None else min(count, max(0, limit))
+        return max(0, int(found[0][0])) if found else 0
 
-    async def queued_by_tenant(self, lane: str, *, limit: int = 10) -> list[tuple[str, int]]:
-        self._check_open()
+    async def _queued_by_tenant(self, lane: str, limit: int) -> list[tuple[str, int]]:
         return [(str(t), int(n)) for t, n in await self._read(sql.TOP_TENANTS, (lane, limit))]
 
     def __repr__(self) -> str:

@@ -138,10 +138,10 @@ async def test_sqlite_complete_and_claim_is_one_transaction(db_path: Path) -> No
         after = backlog.stats()
         assert applied == 3
         assert [r.id for r in records] == [j.id for j in jobs[3:5]]
-        assert after["commits"] == before["commits"] + 1
-        assert after["applied"] == before["applied"] + 3
-        assert after["ignored"] == before["ignored"] + 1
-        assert after["claimed"] == before["claimed"] + 2
+        assert after.commits == before.commits + 1
+        assert after.applied == before.applied + 3
+        assert after.ignored == before.ignored + 1
+        assert after.claimed == before.claimed + 2
 
 
 async def test_sqlite_complete_and_claim_rolls_back_whole(db_path: Path) -> None:
@@ -151,13 +151,13 @@ async def test_sqlite_complete_and_claim_rolls_back_whole(db_path: Path) -> None
         [rec] = await backlog.claim("batch", 1, owner=OWNER, lease_seconds=10, now=0)
         with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
             conn.execute(FAIL_CLAIMS_BY_FAIL)
-        commits = backlog.stats()["commits"]
+        commits = backlog.stats().commits
         with pytest.raises(BacklogError):
             await backlog.complete_and_claim(
                 [Outcome.done(rec.id, OWNER, attempt=1)], "batch", 1,
                 owner="fail", lease_seconds=10, now=1,
             )  # fmt: skip
-        assert backlog.stats()["commits"] == commits
+        assert backlog.stats().commits == commits
         kept = await backlog.get(job.id)
         assert kept is not None
         assert (kept.state, kept.lease_owner) == (JobState.RUNNING, OWNER)

@@ -108,13 +108,13 @@ async def test_submit_returns_after_commit(sqlite_backlog: SQLiteBacklog, db_pat
 
 
 async def test_group_commit_coalesces_concurrent_submits(sqlite_backlog: SQLiteBacklog) -> None:
-    commits = sqlite_backlog.stats()["commits"]
+    commits = sqlite_backlog.stats().commits
     results = await asyncio.gather(
         *(sqlite_backlog.submit([new_job(i, key=f"k{i % 150}")], now=i) for i in range(200))
     )
     stats = sqlite_backlog.stats()
-    assert stats["commits"] - commits <= 3
-    assert stats["submit_flushes"] <= 3
+    assert stats.commits - commits <= 3
+    assert stats.submit_flushes <= 3
     ids = [r[0].id for r in results]
     assert len(set(ids)) == 150
     assert ids[150:] == ids[:50]
@@ -125,7 +125,7 @@ async def test_group_commit_coalesces_concurrent_submits(sqlite_backlog: SQLiteB
 async def test_group_commit_respects_batch_max(db_path: Path) -> None:
     async with SQLiteBacklog(db_path, batch_max=10) as backlog:
         await asyncio.gather(*(backlog.submit([new_job(i)], now=0) for i in range(50)))
-        assert backlog.stats()["submit_flushes"] == 5
+        assert backlog.stats().submit_flushes == 5
         assert await backlog.queued_count("batch") == 50
 
 
