@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
+from ._quiet import wait_all_tasks_blocked
+
 __all__ = ["Clock", "FakeClock", "SystemClock", "TimerHandle"]
 
 
@@ -90,7 +92,7 @@ class FakeClock:
     ``advance(dt)`` runs every timer due by ``now() + dt`` in time order,
     setting ``now()`` to each timer's time as it fires, so callbacks observe a
     consistent clock. Woken tasks run when the event loop next gets control;
-    ``await clock.advance_and_settle(dt)`` also yields so they can.
+    ``await clock.advance_and_settle(dt)`` also lets them run until they block.
     """
 
     def __init__(self, start: float = 0.0, *, wall_start: float = 1_800_000_000.0) -> None:
@@ -141,16 +143,29 @@ class FakeClock:
             timer.callback()
         self._now = target
 
-    async def advance_and_settle(self, seconds: float, *, rounds: int = 10) -> None:
-        """Yield so ready tasks reach their timers, ``advance(seconds)``, yield again.
+    async def advance_and_settle(
+        self, seconds: float, *, step: float | None = None, rounds: int | None = None
+    ) -> None:
+        """Let the loop settle, ``advance(seconds)``, and let it settle again.
 
-        Each side yields ``rounds`` times to the event loop (no real sleeping).
+        "Settle" is ``scheduler.testing.wait_all_tasks_blocked()``: every
+        task runs until it waits on something (no real sleeping). With
+        ``step``, time moves in steps of ``step`` seconds, settling after
+        each one, so a task that sleeps again when woken keeps its rhythm.
+        ``rounds`` is accepted for compatibility and ignored.
         """
-        for _ in range(rounds):
-            await asyncio.sleep(0)
-        self.advance(seconds)
-        for _ in range(rounds):
-            await asyncio.sleep(0)
+        del rounds  # the old fixed number of yields: settling now waits for real
+        if step is not None and step <= 0:
+            raise ValueError(f"step must be > 0 (got {step!r})")
+        await wait_all_tasks_blocked()
+        remaining = seconds
+        while True:
+            moved = remaining if step is None else min(step, remaining)
+            self.advance(moved)
+            remaining -= moved
+            await wait_all_tasks_blocked()
+            if remaining <= 0:
+                return
 
     @property
     def pending_timers(self) -> int:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from scheduler import JobFailed, Lane, Overloaded, RetryPolicy, Scheduler
+from scheduler.testing import wait_all_tasks_blocked
 
 TOKEN = "s3cret-admin-token-0123"
 
@@ -42,10 +43,7 @@ async def fill_and_shed(sched: Scheduler) -> None:
         return "ok"
 
     calls = [asyncio.create_task(sched.call(held)) for _ in range(4)]
-    for _ in range(200):  # bounded: the four are admitted within a few loop turns
-        if sched.stats()["interactive"].queued == 2:
-            break
-        await asyncio.sleep(0)
+    await wait_all_tasks_blocked()  # all four admitted: two run, two wait
     try:
         await sched.call(held)
     except Overloaded:

@@ -1,4 +1,8 @@
-"""Test helpers: let the loop settle without sleeping; a job body released by hand."""
+"""Test helpers: a job body released by hand; a one-lane scheduler on the fake clock.
+
+Settling the loop and polling real I/O are ``scheduler.testing``'s
+``wait_all_tasks_blocked`` and ``eventually``.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,10 @@ from typing import Any
 
 from scheduler import FakeClock, Lane, Scheduler
 
+# the old name, still imported by tests/test_tenants.py
+from scheduler.testing import wait_all_tasks_blocked as settle
 
-async def settle(rounds: int = 20) -> None:
-    """Yield to the loop until woken tasks have run (no wall-clock sleeping)."""
-    for _ in range(rounds):
-        await asyncio.sleep(0)
+__all__ = ["Gate", "one_lane", "settle"]
 
 
 class Gate:

@@ -24,11 +24,11 @@ import pytest
 
 from scheduler import FakeClock, JobState, Lane, Scheduler, SchedulerError
 from scheduler.asgi import History, admin_app
+from scheduler.testing import eventually
 
 from .admin_fixtures import TOKEN, busy_scheduler
 from .cdp import Browser
 from .http_helpers import serve
-from .worker_helpers import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -272,10 +272,10 @@ async def test_dashboard_buttons_pause_resume_and_requeue(chromium: str, tmp_pat
 
             await browser.evaluate(page, TYPE.format("token", TOKEN))
             await browser.evaluate(page, CLICK.format("resume"))
-            await wait_until(lambda: sched.gate.is_open)
+            await eventually(lambda: sched.gate.is_open, timeout=15)
             await browser.evaluate(page, TYPE.format("reason", "from the dashboard"))
             await browser.evaluate(page, CLICK.format("pause"))
-            await wait_until(lambda: sched.gate.reason == "from the dashboard")
+            await eventually(lambda: sched.gate.reason == "from the dashboard", timeout=15)
             gate = "document.getElementById('gate').textContent"
             await page_until(browser, page, f"{gate} === 'gate closed: from the dashboard'")
 

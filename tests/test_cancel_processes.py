@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from scheduler import JobCancelled, JobState
+from scheduler.testing import eventually
 from tests.procs.worker_app import make_scheduler
 
-from .worker_helpers import WorkerProcess, ends, starts, wait_until
+from .worker_helpers import WorkerProcess, ends, starts
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ async def test_cancel_reaches_a_job_running_in_another_worker(target: str, tmp_p
         )  # fmt: skip
         try:
             await worker.wait_event("worker.ready")
-            await wait_until(lambda: len(starts(runlog)) == 2)
+            await eventually(lambda: len(starts(runlog)) == 2, timeout=15)
             asked = time.monotonic()
             assert await job.cancel() is True
             for _ in range(200):  # bounded: 2 s at most

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from scheduler.asgi import admin_app
+from scheduler.testing import eventually
 from workers.cli import main
 from workers.commands import jobs as jobs_command
 
 from .admin_fixtures import TOKEN, make_scheduler
 from .http_helpers import serve
-from .test_fleet_surfaces import wait_for
 from .worker_helpers import REPO, WorkerProcess
 
 APP = "tests.procs.worker_app:sched"
@@ -95,7 +95,9 @@ async def test_status_shows_a_fleet_pause_once_and_the_worker_gate_follows_it(
     sched = make_scheduler(path)
     async with sched, serve(admin_app(sched, token=TOKEN)) as url:
         sched.gate.pause("quota", fleet=True)
-        assert await wait_for(lambda: getattr(sched.stats().fleet, "paused_reason", 0) == "quota")
+        await eventually(
+            lambda: getattr(sched.stats().fleet, "paused_reason", 0) == "quota", timeout=3
+        )
         code = await asyncio.to_thread(main, ["status", "--backlog", str(path), "--admin", url])
         out = capsys.readouterr().out
     assert code == 0

@@ -12,6 +12,7 @@ import pytest
 
 from scheduler import JobState, Lane, Scheduler
 from scheduler.backlog import SQLiteBacklog
+from scheduler.testing import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -33,10 +34,12 @@ def runs(log: Path) -> list[str]:
 
 
 async def wait_for_runs(log: Path, at_least: int, proc: asyncio.subprocess.Process) -> None:
-    for _ in range(2000):  # bounded: at most ~10 s
-        if len(runs(log)) >= at_least or proc.returncode is not None:
-            return
-        await asyncio.sleep(0.005)
+    """Until ``at_least`` runs are logged, or the worker died (the caller says so)."""
+    await eventually(
+        lambda: len(runs(log)) >= at_least or proc.returncode is not None,
+        timeout=10,
+        interval=0.005,
+    )
 
 
 async def test_sigkill_at_many_points_loses_nothing_and_reruns_only_leased_jobs(

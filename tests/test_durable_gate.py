@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 
 from scheduler import (
@@ -22,12 +20,6 @@ def status_error(status: int) -> httpx.HTTPStatusError:
     request = httpx.Request("POST", "http://127.0.0.1/v1/complete")
     response = httpx.Response(status, request=request)
     return httpx.HTTPStatusError(f"HTTP {status}", request=request, response=response)
-
-
-async def drive(clock: FakeClock, seconds: float, step: float = 0.5) -> None:
-    for _ in range(int(seconds / step)):
-        await asyncio.sleep(0)
-        await clock.advance_and_settle(step)
 
 
 async def test_an_outage_stops_batch_calls_and_recovery_drains_everything(
@@ -57,12 +49,12 @@ async def test_an_outage_stops_batch_calls_and_recovery_drains_everything(
 
     async with sched:
         jobs = [await summarize.submit(i) for i in range(200)]
-        await drive(clock, 600)  # ten minutes of outage
+        await clock.advance_and_settle(600, step=0.5)  # ten minutes of outage
         assert sched.stats().upstreams["llm"].breaker != "closed"
         # 200 jobs, 5 attempts each, would be 1,000 calls for a blind client
         assert calls_while_down < 60
         down = False
-        await drive(clock, 120)
+        await clock.advance_and_settle(120, step=0.5)
         states = {(await sched.job(j.id)).state for j in jobs}
         assert states == {JobState.DONE}
         results = [await j.result(timeout=0.1) for j in jobs[:3]]
@@ -93,10 +85,11 @@ async def test_failed_half_open_trials_give_the_attempt_back(clock: FakeClock) -
 
     async with sched:
         jobs = [await work.submit(i) for i in range(3)]
-        await drive(clock, 300)  # many half-open trials fail during the outage
+        # many half-open trials fail during the outage
+        await clock.advance_and_settle(300, step=0.5)
         trials = trials_while_down
         down = False
-        await drive(clock, 120)
+        await clock.advance_and_settle(120, step=0.5)
         states = [(await sched.job(j.id)).state for j in jobs]
     # two attempts each would have been spent by the trials: none went DEAD
     assert states == [JobState.DONE] * 3

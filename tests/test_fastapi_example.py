@@ -11,8 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from scheduler.testing import eventually
+
 from .http_helpers import serve
-from .worker_helpers import WorkerProcess, wait_until
+from .worker_helpers import WorkerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +39,9 @@ async def test_shedding_and_a_batch_job_run_by_a_worker_process(
         ]
         lane = example.sched.stats
 
-        await wait_until(
-            lambda: (lane()["interactive"].running, lane()["interactive"].queued) == (4, 8)
+        await eventually(
+            lambda: (lane()["interactive"].running, lane()["interactive"].queued) == (4, 8),
+            timeout=15,
         )
         full = await client.post("/ask", json={"prompt": "one too many"})
         assert full.status_code == 429

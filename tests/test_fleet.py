@@ -26,6 +26,7 @@ from scheduler.fleet import FleetSync, FleetView, Hold, MemoryFleetStore
 from scheduler.fleet_stores import PostgresFleetStore, SQLiteFleetStore
 from scheduler.gate import HealthGate
 from scheduler.limits import LearnedRate
+from scheduler.testing import eventually, wait_all_tasks_blocked
 from scheduler.upstream import Denied, Permit, Upstream, UpstreamHealth
 
 from .backlog import pg
@@ -582,17 +583,14 @@ async def test_a_pause_during_an_exchange_is_published_at_once_not_a_sync_later(
     gate.upstream("llm")
     loop = asyncio.create_task(sync.run())
     try:
-        for _ in range(100):  # the first exchange is in flight
-            await asyncio.sleep(0)
+        await wait_all_tasks_blocked()  # the first exchange is in flight
         assert store.exchanges == 1
         gate.upstream("llm").pause(5.0)  # news while it is in flight
         store.go.set()
-        for _ in range(100):  # no time passes: only a wake may start the next one
-            await asyncio.sleep(0)
+        await wait_all_tasks_blocked()  # no time passes: only a wake may start the next one
         assert store.exchanges == 2, "the pause waits for the next periodic exchange"
         store.go.set()
-        for _ in range(100):
-            await asyncio.sleep(0)
+        await wait_all_tasks_blocked()
         assert ("llm", "retry_after") in store.holds
     finally:
         loop.cancel()
@@ -683,14 +681,6 @@ class _Health:
         await send({"type": "http.response.body", "body": b""})
 
 
-async def _wait_for(check: Any, what: str, seconds: float = 10.0) -> None:
-    for _ in range(int(seconds / 0.01)):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"gave up waiting until {what}")
-
-
 async def test_two_schedulers_on_one_sqlite_file_probe_a_real_upstream_once(
     tmp_path: Path,
 ) -> None:
@@ -706,17 +696,23 @@ async def test_two_schedulers_on_one_sqlite_file_probe_a_real_upstream_once(
 
         a, b = sched("a"), sched("b")
         async with a.open(run=()):
-            await _wait_for(lambda: "a" in app.asked, "a probes")
+            await eventually(lambda: "a" in app.asked, timeout=10, what="a probes")
             async with b.open(run=()):
                 before = len(app.asked)
-                await _wait_for(lambda: len(app.asked) >= before + 10, "ten more probes")
+                await eventually(
+                    lambda: len(app.asked) >= before + 10, timeout=10, what="ten more probes"
+                )
                 assert set(app.asked[before:]) == {"a"}, "b probed although a does"
                 app.status = 503  # a's probe fails: b's batch waits as well
                 for s in (a, b):
                     health = s.gate.upstream("llm")
-                    await _wait_for(lambda h=health: h.blocked() == "probe", "both wait")
+                    await eventually(
+                        lambda h=health: h.blocked() == "probe", timeout=10, what="both wait"
+                    )
                 app.status = 200
                 for s in (a, b):
                     health = s.gate.upstream("llm")
-                    await _wait_for(lambda h=health: h.blocked() is None, "both go again")
+                    await eventually(
+                        lambda h=health: h.blocked() is None, timeout=10, what="both go again"
+                    )
             assert "b" not in app.asked

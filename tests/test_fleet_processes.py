@@ -41,6 +41,7 @@ from typing import IO, Any
 import pytest
 
 from scheduler import JobState, Scheduler
+from scheduler.testing import eventually
 from tests.backlog import pg
 from workers.drill.config import UpstreamConfig
 from workers.drill.records import Timeline
@@ -144,15 +145,6 @@ async def start_member(
     return member
 
 
-async def wait_until(what: str, check: Any, seconds: float) -> float:
-    """Poll ``check()`` every 50 ms for up to ``seconds``; the wall time it held."""
-    for _ in range(int(seconds / 0.05) + 1):
-        if check():
-            return time.time()
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {seconds} s waiting until {what}")
-
-
 async def submit_jobs(backlog: str) -> list[str]:
     sched = Scheduler(backlog, shutdown_grace=0, fleet=False)
 
@@ -229,19 +221,21 @@ async def run_fleet(
             await start_member(backlog, "worker", url, tmp, procs, i) for i in range(WORKERS)
         ]
         members += [await start_member(backlog, "web", url, tmp, procs, i) for i in range(WEB)]
-        synced = await wait_until("all six processes see six members", lambda: sees(6, members), 20)
+        await eventually(
+            lambda: sees(6, members), timeout=20, interval=0.05, what="all six see six members"
+        )
+        synced = time.time()
         await asyncio.sleep(STEADY)
         steady_end = time.time()
 
         # kill -9 one worker while it holds leases
         victim = members[0]
-        held: set[str] = set()
-        for _ in range(100):  # bounded: ~2 s
-            held = await leased_by(victim.owner)
-            if held:
-                break
-            await asyncio.sleep(0.02)
-        assert held, "the victim never held a lease"
+        held = await eventually(
+            lambda: leased_by(victim.owner),
+            timeout=2,
+            interval=0.02,
+            what="the victim holds a lease",
+        )
         victim.proc.send_signal(signal.SIGKILL)
         assert await victim.proc.wait() == -signal.SIGKILL
         killed = time.time()
@@ -250,13 +244,19 @@ async def run_fleet(
 
         # three forced 429s with Retry-After: 3, while the survivors take the victim's share
         upstream.force = FORCED
-        await wait_until("the forced 429s are answered", lambda: len(upstream.forced) >= FORCED, 5)
+        await eventually(lambda: len(upstream.forced) >= FORCED, timeout=5, interval=0.05)
         burst = upstream.forced[0]
         before = {
             id(m): max((s["rate_limited"] for s in m.stats() if s["t"] < burst), default=0)
             for m in survivors
         }
-        regrown = await wait_until("the survivors' share is 1/5", lambda: sees(5, survivors), 10)
+        await eventually(
+            lambda: sees(5, survivors),
+            timeout=10,
+            interval=0.05,
+            what="the survivors' share is 1/5",
+        )
+        regrown = time.time()
         await asyncio.sleep(max(0.0, burst + PROPAGATION + 2 * EVERY - time.time()))
 
         # the web apps stop, the workers drain everything and exit

@@ -11,21 +11,13 @@ import pytest
 from scheduler import Scheduler
 from scheduler.asgi import admin_app
 from scheduler.fleet_stores import SQLiteFleetStore
+from scheduler.testing import eventually
 from workers.cli import main
 
 from .admin_fixtures import TOKEN, make_scheduler
 from .http_helpers import serve
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-async def wait_for(check: object, rounds: int = 60) -> bool:
-    """Poll ``check()`` every 50 ms, at most ``rounds`` times (bounded)."""
-    for _ in range(rounds):
-        if check():  # type: ignore[operator]
-            return True
-        await asyncio.sleep(0.05)
-    return bool(check())  # type: ignore[operator]
 
 
 async def test_a_fleet_pause_through_one_workers_admin_api_pauses_the_other(
@@ -41,7 +33,7 @@ async def test_a_fleet_pause_through_one_workers_admin_api_pauses_the_other(
     ):
         paused = await client.post("/api/gate/pause", json={"reason": "deploy", "fleet": True})
         assert paused.status_code == 200
-        assert await wait_for(lambda: not second.gate.is_open)
+        await eventually(lambda: not second.gate.is_open, timeout=3)
         assert second.gate.reason == f"fleet: deploy (by {first.owner})"
         fleet = second.stats().fleet
         assert fleet is not None
@@ -56,7 +48,7 @@ async def test_a_fleet_pause_through_one_workers_admin_api_pauses_the_other(
         assert bad.status_code == 400
         resumed = await client.post("/api/gate/resume", json={"fleet": True})
         assert resumed.status_code == 200
-        assert await wait_for(lambda: second.gate.is_open)
+        await eventually(lambda: second.gate.is_open, timeout=3)
         assert first.gate.is_open
 
 
@@ -85,7 +77,7 @@ async def test_floodgate_pause_fleet_writes_the_backlog_and_workers_follow(
         assert code == 0
         assert "fleet gate paused" in out
         assert "\x1b" not in out  # printed escaped
-        assert await wait_for(lambda: not sched.gate.is_open)
+        await eventually(lambda: not sched.gate.is_open, timeout=3)
         assert sched.gate.reason is not None
         assert sched.gate.reason.startswith("fleet: quota")
         store = SQLiteFleetStore(str(path))
@@ -102,7 +94,7 @@ async def test_floodgate_pause_fleet_writes_the_backlog_and_workers_follow(
         assert "quota" in shown
         code = await asyncio.to_thread(main, ["resume", "--fleet", "--backlog", str(path)])
         assert code == 0
-        assert await wait_for(lambda: sched.gate.is_open)
+        await eventually(lambda: sched.gate.is_open, timeout=3)
 
 
 def test_floodgate_pause_fleet_on_a_missing_backlog_is_a_clear_error(

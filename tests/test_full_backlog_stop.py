@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from scheduler import BacklogOptions, FakeClock, JobState, Lane, Scheduler
+from scheduler import BacklogOptions, FakeClock, Job, JobState, Lane, Scheduler
 from scheduler.backlog import BacklogFull, JobRecord, SQLiteBacklog
+from scheduler.testing import eventually
 from tests.procs import full_backlog_app
 
 from .worker_helpers import WorkerProcess, starts
@@ -58,19 +59,16 @@ def events(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
     return [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == name]
 
 
-async def drive(clock: FakeClock, rounds: int, step: float = 0.5) -> None:
-    """``rounds`` steps of fake time, each after a moment for the backlog's I/O thread."""
-    for _ in range(rounds):
+async def drive(clock: FakeClock, seconds: float) -> None:
+    """Fake time in 0.5 s steps, each after a real moment for the backlog's I/O thread.
+
+    The stop writes to SQLite in a thread, which ``wait_all_tasks_blocked()`` (in
+    ``advance_and_settle``) counts as blocked: without the moment, fake time
+    would run past the grace before the stop had set its timer for it.
+    """
+    for _ in range(round(seconds / 0.5)):
         await asyncio.sleep(0.002)
-        await clock.advance_and_settle(step)
-
-
-async def until(check: Any, clock: FakeClock, rounds: int = 200) -> None:
-    for _ in range(rounds):
-        if check():
-            return
-        await drive(clock, 1)
-    raise AssertionError("condition never became true")
+        await clock.advance_and_settle(0.5)
 
 
 async def stored(db: str) -> dict[str, JobRecord]:
@@ -84,12 +82,13 @@ async def rerun_after_space_returns(db: str, clock: FakeClock, ids: list[str]) -
     later = FakeClock(wall_start=clock.wall() + 60)
     sched = batch_sched(db, later, ran, grace=0)
     async with sched:
-        await until(lambda: len(ran) == len(ids), later)
-        for _ in range(200):
+        await eventually(lambda: len(ran) == len(ids))
+
+        async def all_done() -> list[Job]:
             jobs = [await sched.job(job_id) for job_id in ids]
-            if all(job.state is JobState.DONE for job in jobs):
-                break
-            await drive(later, 1)
+            return jobs if all(job.state is JobState.DONE for job in jobs) else []
+
+        jobs = await eventually(all_done)
         assert [await job.result(timeout=1) for job in jobs] == [i * 10 for i in range(len(ids))]
     return ran
 
@@ -104,7 +103,7 @@ async def full_backlog_at_stop(
     await sched.__aenter__()
     fill_the_disk(monkeypatch)
     ids = [(await sched.submit("full.work", i)).id for i in range(2)]
-    await until(lambda: len(ran) == 2 and events(caplog, "backlog.complete_failed"), clock)
+    await eventually(lambda: len(ran) == 2 and events(caplog, "backlog.complete_failed"))
     return sched, ids, ran
 
 
@@ -118,10 +117,10 @@ async def test_a_full_backlog_holds_the_stop_no_longer_than_the_grace(
     sched, ids, ran = await full_backlog_at_stop(db, clock, caplog, monkeypatch)
     stop = asyncio.create_task(sched.__aexit__(None, None, None))
     try:
-        await drive(clock, 18)  # 9 s of the 10 s grace: still trying to save them
+        await drive(clock, 9)  # 9 s of the 10 s grace: still trying to save them
         assert not stop.done()
         assert events(caplog, "backlog.outcomes_unsaved") == []
-        await drive(clock, 2)  # the grace is over: the stop ends, no more fake time passes
+        await drive(clock, 1)  # the grace is over: the stop ends, no more fake time passes
         await asyncio.wait_for(asyncio.shield(stop), 5)
     finally:
         stop.cancel()
@@ -150,7 +149,7 @@ async def test_end_grace_stops_a_stop_stuck_on_a_full_backlog_at_once(
     sched, ids, _ = await full_backlog_at_stop(db, clock, caplog, monkeypatch)
     stop = asyncio.create_task(sched.__aexit__(None, None, None))
     try:
-        await drive(clock, 4)
+        await drive(clock, 2)
         assert not stop.done()
         sched.end_grace()  # a worker's second signal
         await asyncio.wait_for(asyncio.shield(stop), 5)  # no fake time passes

@@ -8,6 +8,7 @@ import pytest
 
 from scheduler import BacklogOptions, ConfigError, FakeClock, JobState, Lane, Scheduler
 from scheduler.tasks import Task
+from scheduler.testing import wait_all_tasks_blocked
 from scheduler.upstream import Upstream, UpstreamHealth
 
 
@@ -38,11 +39,6 @@ def tpm_level(health: UpstreamHealth) -> float:
     bucket = health._tpm
     assert bucket is not None
     return bucket.level
-
-
-async def settle(clock: FakeClock, rounds: int = 5) -> None:
-    for _ in range(rounds):
-        await clock.advance_and_settle(0, rounds=20)
 
 
 async def test_the_cost_given_at_submit_is_stored_with_the_job(clock: FakeClock) -> None:
@@ -76,24 +72,19 @@ async def test_the_runner_draws_the_jobs_cost_not_the_tasks(clock: FakeClock) ->
     sched, _, ran = make_scheduler(clock, task_cost=10)
     async with sched:
         jobs = [await sched.submit("tests.ask", i, cost=300) for i in range(4)]
-        await settle(clock)
+        await wait_all_tasks_blocked()
         # 600 -> 300 -> 0: a third job would leave less than the 60-token reserve
         assert ran == [0, 1]
         health = sched.gate.upstream("llm")
         assert health.blocked() == "tpm"
         assert tpm_level(health) == pytest.approx(0)  # exactly the two jobs' 600 tokens
         await clock.advance_and_settle(5.9)
-        await settle(clock)
         assert ran == [0, 1]  # 59 tokens back: still under the reserve
         await clock.advance_and_settle(0.2)
-        await settle(clock)
         assert ran == [0, 1, 2]  # 61 tokens: it starts and draws its 300 in full (debt)
         await clock.advance_and_settle(29.0)
-        await settle(clock)
         assert ran == [0, 1, 2], "the debt of 239 plus the 60 reserve takes 30 s to repay"
-        for _ in range(5):
-            await clock.advance_and_settle(1)
-        await settle(clock)
+        await clock.advance_and_settle(5, step=1)
         assert sorted(ran) == [0, 1, 2, 3]
         assert {(await sched.job(j.id)).state for j in jobs} == {JobState.DONE}
 
@@ -106,7 +97,7 @@ async def test_a_job_without_cost_draws_the_tasks_and_zero_is_a_cost(clock: Fake
         await sched.submit("tests.ask", 2, cost=0)
         await sched.submit("tests.ask", 3)  # the task's 300: 600 - 300 - 300 = 0
         await sched.submit("tests.ask", 4, cost=0)  # blocked: the bucket is under the reserve
-        await settle(clock)
+        await wait_all_tasks_blocked()
         assert ran == [0, 1, 2, 3]
         health = sched.gate.upstream("llm")
         assert health.blocked() == "tpm"

@@ -25,6 +25,7 @@ from scheduler.backlog import (
 )
 from scheduler.backlog._postgres_schema import SCHEMA_VERSION
 from scheduler.backlog.postgres import PostgresBacklog
+from scheduler.testing import eventually
 from tests.backlog import pg
 from tests.backlog.helpers import new_job
 
@@ -64,13 +65,6 @@ async def opened(dsn: str, schema: str) -> AsyncIterator[Factory]:
     yield make
     for backlog in made:
         await backlog.close()
-
-
-async def wait_until(check: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 # -- make_backlog ---------------------------------------------------------------------
@@ -212,10 +206,10 @@ async def test_wait_for_work_wakes_on_a_submit_from_another_backlog(opened: Fact
     assert await other_lane >= 0.05  # a NOTIFY for "batch" does not wake "other"
     # a NOTIFY nobody waited for is kept until the lane's next claim
     await submitter.submit([new_job(2, lane="other")], now=0)
-    await wait_until(lambda: listener.stats()["notified"] >= 2)
+    await eventually(lambda: listener.stats()["notified"] >= 2, timeout=10)
     assert await timed_wait(listener, "other", 10) < 1
     await submitter.submit([new_job(3, lane="other")], now=0)
-    await wait_until(lambda: listener.stats()["notified"] >= 3)
+    await eventually(lambda: listener.stats()["notified"] >= 3, timeout=10)
     await listener.claim("other", 10, owner=OWNER, lease_seconds=5, now=0)  # saw it
     assert await timed_wait(listener, "other", 0.05) >= 0.05
     # a job scheduled for later wakes nobody
@@ -230,7 +224,7 @@ async def test_work_coming_back_wakes_waiters(opened: Factory, how: str) -> None
     await worker.claim("batch", 1, owner=OWNER, lease_seconds=5, now=0)
     if how == "requeue":
         await worker.complete([Outcome.dead(job.id, OWNER, error="e")], now=1)
-    await wait_until(lambda: listener.stats()["notified"] >= 1)
+    await eventually(lambda: listener.stats()["notified"] >= 1, timeout=10)
     await listener.wait_for_work("batch", 0)  # takes the submit's NOTIFY
     waiting = asyncio.create_task(timed_wait(listener, "batch", 10))
     await asyncio.sleep(0.005)
@@ -250,7 +244,7 @@ async def test_the_listener_reconnects_after_its_connection_is_killed(
     listener = await opened()
     submitter = await opened(listen=False, application_name=f"{schema}_s")
     assert await pg.terminate(dsn, schema) >= 1
-    await wait_until(lambda: listener.stats()["reconnects"] >= 1)
+    await eventually(lambda: listener.stats()["reconnects"] >= 1, timeout=10)
     waiting = asyncio.create_task(timed_wait(listener, "batch", 10))
     await asyncio.sleep(0.005)
     await submitter.submit([new_job(1)], now=0)

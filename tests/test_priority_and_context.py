@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from scheduler import FakeClock, JobContext, Scheduler, current_job
-from tests.helpers import Gate, one_lane, settle
+from scheduler.testing import wait_all_tasks_blocked
+from tests.helpers import Gate, one_lane
 
 
 async def start_in_order(
@@ -16,13 +17,13 @@ async def start_in_order(
     """Queue (tag, priority, at-time) jobs behind a held seat; return start order."""
     gate = Gate()
     holder = asyncio.create_task(sched.call(gate.job("holder")))
-    await settle()
+    await wait_all_tasks_blocked()
     tasks = []
     for tag, priority, at in jobs:
         if at > clock.now():
             await clock.advance_and_settle(at - clock.now())
         tasks.append(asyncio.create_task(sched.call(gate.job(tag), priority=priority)))
-        await settle()
+        await wait_all_tasks_blocked()
     gate.release()
     await asyncio.gather(holder, *tasks)
     return gate.started[1:]

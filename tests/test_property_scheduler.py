@@ -22,9 +22,9 @@ is what a real loop would do at those instants. Nothing sleeps on the wall clock
 * ``test_priority_queue_model`` / ``..._aging_model``: ``PriorityQueue`` against
   a sorted-list model.
 
-"Quiet" (``settle()``) reads ``Task._fut_waiter``, as anyio does: every other
-task is blocked on a future that is not done, so nothing can run until the test
-acts.
+"Quiet" is ``scheduler.testing.wait_all_tasks_blocked()``: every other task is
+blocked and nothing else is ready to run on the loop, so nothing can happen
+until the test acts.
 """
 
 from __future__ import annotations
@@ -59,30 +59,11 @@ from scheduler import (
     current_job,
 )
 from scheduler.lanes import PriorityQueue
+from scheduler.testing import wait_all_tasks_blocked
 
 T = TypeVar("T")
 
 # --------------------------------------------------------------------------- helpers
-
-
-async def settle(max_rounds: int = 10_000) -> None:
-    """Yield to the loop until every other task is blocked on a pending future.
-
-    Same test as ``anyio.wait_all_tasks_blocked()`` (which polls with a 0.1 s
-    wall-clock sleep, hence not used here), but with ``asyncio.sleep(0)`` only.
-    """
-    me = asyncio.current_task()
-    for _ in range(max_rounds):
-        await asyncio.sleep(0)
-        for task in asyncio.all_tasks():
-            if task is me:
-                continue
-            waiter = getattr(task, "_fut_waiter", None)
-            if waiter is None or waiter.done():
-                break
-        else:
-            return
-    raise AssertionError(f"the event loop did not go quiet within {max_rounds} yields")
 
 
 async def advance(clock: FakeClock, dt: float) -> None:
@@ -94,9 +75,9 @@ async def advance(clock: FakeClock, dt: float) -> None:
         while now + step < when:  # never fall short of the timer by a rounding error
             step = math.nextafter(step, math.inf)
         clock.advance(step)
-        await settle()
+        await wait_all_tasks_blocked()
     clock.advance(max(0.0, target - clock.now()))
-    await settle()
+    await wait_all_tasks_blocked()
 
 
 def run_in_new_loop(coro: Coroutine[Any, Any, T]) -> T:
@@ -467,7 +448,7 @@ class SchedulerMachine(RuleBasedStateMachine):
 
         self.host = asyncio.create_task(host())
         await started.wait()
-        await settle()
+        await wait_all_tasks_blocked()
 
     # ---------------------------------------------------------------- rules
 
@@ -506,7 +487,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         admitted = self.sched.stats().lanes[lane].admitted - before.lanes[lane].admitted
         assert admitted in (0, 1), admitted
         rec.accepted = admitted == 1
-        await settle()
+        await wait_all_tasks_blocked()
 
     @precondition(lambda self: any(r.mode == "event" and not r.released for r in self.pending()))
     @rule(index=st.integers(0, 1000), fail=st.booleans())
@@ -515,7 +496,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         """Let an event job (running, or still waiting) end with a result or its own error."""
         choices = [r for r in self.pending() if r.mode == "event" and not r.released]
         self._finish(choices[index % len(choices)], fail)
-        self.run(settle())
+        self.run(wait_all_tasks_blocked())
 
     def _finish(self, rec: Rec, fail: bool) -> None:
         rec.fail = fail
@@ -528,7 +509,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     def cancel_caller(self, index: int) -> None:
         choices = [r for r in self.pending() if not r.cancel_requested]
         self._cancel(choices[index % len(choices)])
-        self.run(settle())
+        self.run(wait_all_tasks_blocked())
 
     def _cancel(self, rec: Rec) -> None:
         assert rec.task is not None
@@ -546,14 +527,14 @@ class SchedulerMachine(RuleBasedStateMachine):
     @_guarded
     def pause_gate(self) -> None:
         self.pause()
-        self.run(settle())
+        self.run(wait_all_tasks_blocked())
 
     @precondition(lambda self: not self.sched.gate.is_open)
     @rule()
     @_guarded
     def resume_gate(self) -> None:
         self.sched.gate.resume()
-        self.run(settle())
+        self.run(wait_all_tasks_blocked())
 
     @rule(
         actions=st.lists(
@@ -596,7 +577,7 @@ class SchedulerMachine(RuleBasedStateMachine):
                 self.pause()
             elif name == "resume":
                 self.sched.gate.resume()
-        await settle()
+        await wait_all_tasks_blocked()
 
     @precondition(lambda self: any(self.waiting_callers(lane) for lane in self.lanes))
     @rule(
@@ -634,7 +615,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             await asyncio.sleep(0)
         if not cancel_first and waiter.task is not None and not waiter.task.done():
             self._cancel(waiter)
-        await settle()
+        await wait_all_tasks_blocked()
 
     @precondition(lambda self: self.shutdown_at is None and self.steps >= 30)
     @rule()
@@ -645,7 +626,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     async def _shutdown(self) -> None:
         self.shutdown_at = self.clock.now()
         self.stop.set()
-        await settle()
+        await wait_all_tasks_blocked()
 
     # ---------------------------------------------------------------- invariants
 
@@ -733,7 +714,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             await advance(self.clock, max(self.grace, 0.25))
         assert self.host.done(), "shutdown did not finish after its grace"
         self.host.result()
-        await settle()
+        await wait_all_tasks_blocked()
         assert not self.pending(), [r.id for r in self.pending()]
         assert self.sched.stats().state == "stopped"
 
@@ -905,13 +886,13 @@ async def _order_run(lane: Lane, jobs: list[tuple[float, float]]) -> tuple[list[
 
     async with sched:
         first = asyncio.create_task(sched.call(blocker, lane=lane.name))
-        await settle()
+        await wait_all_tasks_blocked()
         tasks = []
         for i, (priority, wait) in enumerate(jobs):
             await advance(clock, wait)
             enqueued.append(clock.now())
             tasks.append(asyncio.create_task(sched.call(job, i, lane=lane.name, priority=priority)))
-            await settle()
+            await wait_all_tasks_blocked()
         assert sched.stats().lanes[lane.name].queued == len(jobs)
         assert order == []
         release.set()
@@ -1099,10 +1080,10 @@ async def _gated_rounds(ceiling: int, rounds: int) -> list[int]:
             calls = [
                 asyncio.create_task(sched.call(job, release, lane="batch")) for _ in range(ceiling)
             ]
-            await settle()
+            await wait_all_tasks_blocked()
             release.set()
             await asyncio.gather(*calls)
-            await settle()
+            await wait_all_tasks_blocked()
             peaks.append(peak)
     return peaks
 
@@ -1134,11 +1115,11 @@ async def _pressure_lifts(how: str) -> tuple[int, int]:
 
     async with sched:
         live1 = asyncio.create_task(sched.call(job, hold_live, lane="live"))
-        await settle()
+        await wait_all_tasks_blocked()
         live2 = asyncio.create_task(sched.call(job, hold_live, lane="live", deadline=1.0))
-        await settle()
+        await wait_all_tasks_blocked()
         batch = asyncio.create_task(sched.call(job, hold_batch, lane="batch"))
-        await settle()
+        await wait_all_tasks_blocked()
         stats = sched.stats()
         assert (stats.lanes["live"].queued, stats.lanes["batch"].running) == (1, 1)
         if how == "cancel":  # the queued live caller gives up
@@ -1147,9 +1128,9 @@ async def _pressure_lifts(how: str) -> tuple[int, int]:
             await advance(clock, 1.0)
         else:  # "start": the running live job ends and the queued one takes its seat
             hold_live.set()
-            await settle()
+            await wait_all_tasks_blocked()
             await advance(clock, 1.0)
-        await settle()
+        await wait_all_tasks_blocked()
         stats = sched.stats()
         result = (stats.lanes["batch"].queued, stats.lanes["batch"].running)
         hold_live.set()

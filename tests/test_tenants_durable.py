@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from scheduler import JobCancelled, JobState, Lane, Overloaded, Scheduler, Tenants
+from scheduler.testing import eventually
 from tests.procs.worker_app import make_scheduler
 
-from .worker_helpers import WorkerProcess, run_log, wait_until
+from .worker_helpers import WorkerProcess, run_log
 
 
 def one_seat(path: Path, tenants: Tenants | None = None) -> Scheduler:
@@ -123,7 +124,7 @@ async def test_fair_turns_hold_across_worker_processes(target: str, tmp_path: Pa
         def started() -> list[str]:
             return [fields[1] for fields in run_log(runlog) if fields[0] == "start"]
 
-        await wait_until(lambda: len(started()) >= 24, timeout=30)
+        await eventually(lambda: len(started()) >= 24, timeout=30)
     finally:
         for worker in workers:
             worker.proc.terminate()

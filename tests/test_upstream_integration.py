@@ -22,6 +22,7 @@ from scheduler import (
     Upstream,
     httpx_event_hooks,
 )
+from scheduler.testing import eventually
 from workers.drill.config import UpstreamConfig
 from workers.drill.server import serve
 from workers.drill.upstream import SimulatedLLM
@@ -45,14 +46,6 @@ def drainer(db: Path, breaker: BreakerConfig) -> Scheduler:
     )
 
 
-async def wait_until(check: object, seconds: float) -> None:
-    for _ in range(int(seconds / 0.01)):  # bounded
-        if check():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("timed out")
-
-
 @pytest.mark.parametrize("llm", [UpstreamConfig(down_retry_after=1)], indirect=True)
 async def test_retry_after_holds_the_whole_upstream_to_the_second(
     llm: tuple[SimulatedLLM, str], tmp_path: Path
@@ -69,9 +62,10 @@ async def test_retry_after_holds_the_whole_upstream_to_the_second(
 
         async with sched:
             jobs = [await complete.submit(i) for i in range(20)]
-            await wait_until(lambda: app.events, 5)
+            await eventually(lambda: app.events, timeout=5)
             first = app.events[0]
-            await wait_until(lambda: len(app.events) >= 2, 5)  # the first one after the pause
+            # the first one after the pause
+            await eventually(lambda: len(app.events) >= 2, timeout=5)
             app.set_phase("recovery", "normal")
             results = [await job.result(timeout=20) for job in jobs]
     assert results == list(range(20))
@@ -98,7 +92,7 @@ async def test_an_outage_stops_the_hammering_and_recovery_drains_everything(
         async with sched:
             jobs = [await complete.submit(i) for i in range(100)]
             await asyncio.sleep(0.05)  # let the first calls fail and trip the breaker
-            await wait_until(lambda: sched.stats().upstreams["llm"].breaker != "closed", 5)
+            await eventually(lambda: sched.stats().upstreams["llm"].breaker != "closed", timeout=5)
             down_before = len(app.events)
             for _ in range(150):  # 1.5 s of outage
                 await asyncio.sleep(0.01)

@@ -10,9 +10,10 @@ import pytest
 
 from scheduler import JobState
 from scheduler.backlog import SQLiteBacklog
+from scheduler.testing import eventually
 from tests.procs.worker_app import make_scheduler
 
-from .worker_helpers import WorkerProcess, ends, starts, wait_until
+from .worker_helpers import WorkerProcess, ends, starts
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +46,7 @@ async def test_sigterm_mid_drain_loses_nothing_and_runs_nothing_twice(tmp_path: 
         async with httpx.AsyncClient(base_url=ready["admin"]) as client:
             assert (await client.get("/healthz")).status_code == 200
             assert (await client.get("/readyz")).json()["ready"] is True
-        await wait_until(lambda: sum(starts(runlog).values()) >= 8)
+        await eventually(lambda: sum(starts(runlog).values()) >= 8, timeout=15)
         worker.proc.send_signal(signal.SIGTERM)
         assert await worker.wait() == 0, worker.stderr
     finally:
@@ -90,7 +91,7 @@ async def test_second_signal_cancels_at_once_and_still_releases_leases(tmp_path:
     )  # fmt: skip
     try:
         await worker.wait_event("worker.ready")
-        await wait_until(lambda: len(starts(runlog)) == 4)  # the lane's ceiling
+        await eventually(lambda: len(starts(runlog)) == 4, timeout=15)  # the lane's ceiling
         worker.proc.send_signal(signal.SIGTERM)
         stopping = await worker.wait_event("worker.stopping")
         assert stopping["running"] == 4

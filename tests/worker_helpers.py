@@ -12,7 +12,6 @@ import collections
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +83,6 @@ class WorkerProcess:
     def kill(self) -> None:
         if self.proc.returncode is None:
             self.proc.kill()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    """Poll ``predicate`` every 5 ms (bounded by ``timeout``)."""
-    async with asyncio.timeout(timeout):
-        # the state lives in another process (a file, a database): no Event to await
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
 
 
 def run_log(path: Path) -> list[tuple[str, ...]]:
