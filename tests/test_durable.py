@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,11 +60,14 @@ async def until(
     Each round first gives the backlog's I/O thread a moment (2 ms), so fake
     time does not race ahead of a write that is still in flight.
     """
-    for _ in range(rounds):
+    give_up = time.monotonic() + 20.0  # real seconds: a loaded machine's I/O is slow
+    for done in range(100_000):  # bounded: at least ``rounds``, at most 20 s
         if check():
             return
+        if done >= rounds and time.monotonic() > give_up:
+            break
         await asyncio.sleep(0.002)
-        if clock is not None:
+        if clock is not None and done < rounds:
             await clock.advance_and_settle(step)
     raise AssertionError("condition never became true")
 

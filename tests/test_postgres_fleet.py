@@ -139,9 +139,10 @@ def runs(log: Path) -> list[tuple[str, int]]:
 async def test_kill_9_of_one_worker_mid_drain_loses_nothing(
     dsn: str, tmp_path: Path, procs: list[asyncio.subprocess.Process]
 ) -> None:
-    """One worker drains 400 jobs of ~40 ms (lane ceiling 8: ~2 s of work); two more
-    start; the first is killed with SIGKILL while it holds leases. The others finish
-    everything once its leases expire; only the jobs it held run twice."""
+    """One worker drains 400 jobs of ~40 ms (lane ceiling 8: ~2 s of work) and is killed
+    with SIGKILL while it holds leases; two more start and finish everything (its
+    leases end when they find its process gone, or expire); only the jobs it held
+    run twice."""
     log = tmp_path / "runs.log"
     n = 400
     ids = await submit(dsn, "fleet.work", n, 8)
@@ -154,18 +155,12 @@ async def test_kill_9_of_one_worker_mid_drain_loses_nothing(
             break
         await asyncio.sleep(0.005)
     assert held >= 2, "the victim never held leases"
-    others = [await start_worker(dsn, *args, "--until-done", procs=procs) for _ in range(2)]
-    for other in others:
-        assert other.stdout is not None
-        assert await asyncio.wait_for(other.stdout.readline(), 30) == b"ready\n"
     assert victim.returncode is None, "the victim must still be running when killed"
-    for _ in range(400):  # bounded (~2 s): between an outcome and its next claim it holds none
-        if await leased_by(dsn, victim.pid):
-            break
-        await asyncio.sleep(0.005)
-    assert await leased_by(dsn, victim.pid), "the victim holds leases when killed"
+    # killed mid-drain, at once: on a loaded machine the two others could take longer to
+    # start than the victim takes to drain everything alone
     victim.send_signal(signal.SIGKILL)
     assert await victim.wait() == -signal.SIGKILL
+    others = [await start_worker(dsn, *args, "--until-done", procs=procs) for _ in range(2)]
     codes = await asyncio.wait_for(asyncio.gather(*(w.wait() for w in others)), 60)
     assert codes == [0, 0]
 
