@@ -97,3 +97,37 @@ async def test_the_group_keeps_the_first_crash_and_ignores_cancelled_tasks() -> 
     await group.close()
     assert waiting.cancelled()
     assert len(group) == 0
+
+
+async def test_a_worker_whose_scheduler_crashed_fails_with_a_clear_error(tmp_path: Path) -> None:
+    from workers.errors import CommandError
+    from workers.run import Worker
+
+    sched = Scheduler(
+        str(tmp_path / "w.db"),
+        lanes=[Lane("batch", 2, durable=True)],
+        backlog_options=BacklogOptions(lease=30.0, heartbeat=0.05, poll_interval=0.01),
+        shutdown_grace=0,
+    )
+    started = asyncio.Event()
+
+    @sched.task(name="app.block")
+    async def block() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async with sched.open(run=()):
+        await block.submit()
+    worker = Worker(sched, ("batch",), summary_every=None)
+    run = asyncio.create_task(worker.run())
+    await asyncio.wait_for(started.wait(), 10)
+
+    async def broken(*args: object, **kwargs: object) -> int:
+        raise RuntimeError("a bug in the lease loop")
+
+    sched._require_store().backlog.heartbeat = broken  # type: ignore[method-assign]
+    with pytest.raises(CommandError) as caught:
+        await asyncio.wait_for(run, 10)
+    assert caught.value.exit_code == 1
+    assert "floodgate-lease-batch" in str(caught.value)
+    assert "crashed" in str(caught.value)

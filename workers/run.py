@@ -31,7 +31,7 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from scheduler import BacklogError, Scheduler
+from scheduler import BacklogError, Scheduler, SchedulerCrashed
 
 from .errors import EXIT_FAILURE, CommandError
 from .logging_setup import get_logger
@@ -84,6 +84,8 @@ class Worker:
             self._drain_task.result()
         except BacklogError as exc:
             raise CommandError(f"cannot open the backlog: {exc}", exit_code=EXIT_FAILURE) from None
+        except SchedulerCrashed as exc:  # logged with its traceback (scheduler.loop_crashed)
+            raise CommandError(str(exc), exit_code=EXIT_FAILURE) from exc
         self._log.info("worker.stopped", cancelled=False)
 
     async def _wait_for_stop(self) -> None:
