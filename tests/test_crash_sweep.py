@@ -40,7 +40,7 @@ from scheduler.backlog import JobRecord, SQLiteBacklog
 REPO = Path(__file__).resolve().parent.parent
 JOBS = 8  # per point
 PARALLEL = 6  # points in flight at once (most of a point is waiting out a lease)
-STEP_TIMEOUT = 30.0  # seconds for one child process
+STEP_TIMEOUT = 90.0  # seconds for one child process
 
 
 @dataclass(frozen=True)
