@@ -145,7 +145,7 @@ class DurableRunner:
         self._count_queued_fn = count_queued
         self._stopping = False
         self._wakeup: asyncio.Future[None] | None = None
-        self._running: dict[str, asyncio.Task[None]] = {}
+        #: the jobs claimed here and not yet ended, by job id (their leases are ours)
         self._tickets: dict[str, Ticket] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._outcomes: list[Outcome] = []
@@ -366,15 +366,15 @@ class DurableRunner:
 
     def _start_job(self, record: JobRecord, ticket: Ticket) -> None:
         job_id = record.id
-        task = self._group.start(self._execute(record, ticket), name=f"floodgate-job-{job_id}")
-        self._running[job_id] = task
-        self._tickets[job_id] = ticket
+        tickets = self._tickets
+        tickets[job_id] = ticket
 
         def forget(_: asyncio.Task[None]) -> None:
-            self._running.pop(job_id, None)
-            self._tickets.pop(job_id, None)
+            tickets.pop(job_id, None)
 
-        task.add_done_callback(forget)
+        self._group.start(
+            self._execute(record, ticket), name=f"floodgate-job-{job_id}", on_done=forget
+        )
 
     # -- running --------------------------------------------------------------------
 
@@ -636,7 +636,7 @@ class DurableRunner:
         while True:
             await clock.sleep(options.heartbeat_interval)
             try:
-                ids = list(self._running)
+                ids = list(self._tickets)
                 if ids:
                     await self._backlog.heartbeat(
                         ids, owner=self._owner, lease_seconds=options.lease, now=clock.wall()
@@ -656,7 +656,7 @@ class DurableRunner:
             await self._count_queued_fn()
 
     def running_job_ids(self) -> list[str]:
-        return list(self._running)
+        return list(self._tickets)
 
     # -- cancellation ---------------------------------------------------------------
 

@@ -406,9 +406,11 @@ class Seats:
                 limiter.reset()
         # batch yields only to live work waiting for seats it holds (the shared
         # ceiling's): a live lane queued on its own ceiling gains nothing from it
-        pressure = any(
-            other.queue and other.running < other.max_concurrency for other in self._ungated
-        )
+        pressure = False  # a loop, not any(generator): this runs once per seat taken
+        for other in self._ungated:
+            if other.queue and other.running < other.max_concurrency:
+                pressure = True
+                break
         if pressure != lane.under_pressure:
             lane.under_pressure = pressure
             self.gate.note_pressure(lane.name, pressure)

@@ -42,11 +42,29 @@ class TaskGroup:
         self.crashed: BaseException | None = None
         self.crashed_in: str | None = None
 
-    def start(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
-        """Run ``coro`` as a task of the group."""
+    def start(
+        self,
+        coro: Coroutine[Any, Any, T],
+        *,
+        name: str,
+        on_done: Callable[[asyncio.Task[T]], object] | None = None,
+    ) -> asyncio.Task[T]:
+        """Run ``coro`` as a task of the group; ``on_done(task)`` once it has ended
+        (after the group's own bookkeeping, in the same callback: one per task)."""
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._ended)
+        if on_done is None:
+            task.add_done_callback(self._ended)
+        else:
+            ended = self._ended
+
+            def both(task: asyncio.Task[T]) -> None:
+                try:
+                    ended(task)
+                finally:
+                    on_done(task)
+
+            task.add_done_callback(both)
         return task
 
     def reset(self) -> None:

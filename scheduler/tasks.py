@@ -121,6 +121,8 @@ def encode_args(args: tuple[Any, ...] | list[Any]) -> str:
 
 def encode_result(result: object) -> str:
     """JSON text of a job's result; ``TypeError`` if it is not JSON (or too deep)."""
+    if result is None:  # most jobs return nothing
+        return "null"
     try:
         text = _encode(result)
     except (TypeError, ValueError, RecursionError) as exc:

@@ -131,3 +131,26 @@ async def test_a_worker_whose_scheduler_crashed_fails_with_a_clear_error(tmp_pat
     assert caught.value.exit_code == 1
     assert "floodgate-lease-batch" in str(caught.value)
     assert "crashed" in str(caught.value)
+
+
+async def test_on_done_runs_once_after_the_groups_own_bookkeeping() -> None:
+    crashes: list[str] = []
+    group = TaskGroup(on_crash=lambda: crashes.append("crash"))
+    seen: list[tuple[str, int, bool]] = []
+
+    def on_done(task: asyncio.Task[None]) -> None:
+        # the group has already forgotten the task and recorded its crash
+        seen.append((task.get_name(), len(group), group.crashed is not None))
+
+    async def ok() -> None:
+        await asyncio.sleep(0)
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    await asyncio.gather(group.start(ok(), name="ok", on_done=on_done), return_exceptions=True)
+    await asyncio.gather(group.start(boom(), name="boom", on_done=on_done), return_exceptions=True)
+    await asyncio.sleep(0)  # done callbacks run on the loop's next turn
+    assert seen == [("ok", 0, False), ("boom", 0, True)]
+    assert crashes == ["crash"]
+    assert group.crashed_in == "boom"

@@ -296,8 +296,9 @@ class Outcome:
             )
         if self.kind == "retry" and self.run_at is None:
             raise ValueError("a retry outcome needs run_at")
-        if self.result_json is not None:
-            decode_json(self.result_json, "result_json")
+        text = self.result_json
+        if text is not None and text != "null":  # "null": the common no-result case
+            decode_json(text, "result_json")
 
     @classmethod
     def done(
