@@ -14,6 +14,19 @@ Within a flow, jobs leave in the lane's claim order (rank, ``run_at``, seq).
 The clock and times live in the backlog (every process claiming the lane
 reads and writes them in the claim's transaction), so the shares hold
 across a fleet, not only within one process.
+
+A claim's cost grows with its size, not with the number of tenants: the
+durable backlogs keep every queued tenant's stored time at least the lane's
+clock (the clock only moves on, so raising a time to it changes no start
+tag), which makes ``(virtual time, tenant)`` the fair order itself, and read
+the flows a page at a time in that order (an index walk). A plan built from
+the first page knows its :attr:`FairPlan.bound`, the last flow read: it hands
+out no slot at a tag past it (an unread flow may come first) and says
+:attr:`FairPlan.short` instead; the claim reads the next page,
+:meth:`FairPlan.extend` s the plan and takes the rest. The slots of ``n`` go
+to flows among the ``n`` first in that order (each one served before a later
+one would be), so a page of ``n`` flows is enough unless some are full or
+have nothing due.
 """
 
 from __future__ import annotations
@@ -22,7 +35,15 @@ import heapq
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-__all__ = ["EQUAL_SHARES", "FAIR_ROUNDS", "NO_TENANT", "FairPlan", "FairPolicy", "plan_claim"]
+__all__ = [
+    "EQUAL_SHARES",
+    "FAIR_ROUNDS",
+    "NO_TENANT",
+    "FairPlan",
+    "FairPolicy",
+    "page_flows",
+    "plan_claim",
+]
 
 #: the stored name of the flow of jobs without a tenant (a tenant name is never empty)
 NO_TENANT = ""
@@ -64,28 +85,53 @@ class FairPlan:
     then what to store.
     """
 
-    __slots__ = ("_room", "_start", "_tag", "_weight", "clock")
+    __slots__ = ("_policy", "_room", "_start", "_tag", "_weight", "bound", "clock", "short")
 
     def __init__(
-        self, flows: Iterable[tuple[str, float, int]], clock: float, policy: FairPolicy
+        self,
+        flows: Iterable[tuple[str, float, int]],
+        clock: float,
+        policy: FairPolicy,
+        bound: tuple[float, str] | None = None,
     ) -> None:
         self.clock = clock
+        #: ``(start tag, tenant)`` of the last flow known when more may follow (``None``:
+        #: every flow is known): no slot goes to a tag after it
+        self.bound = bound
+        #: the last :meth:`take` stopped at :attr:`bound` with slots left: read on
+        self.short = False
+        self._policy = policy
         self._tag: dict[str, float] = {}
         self._start: dict[str, float] = {}
         self._room: dict[str, int] = {}
         self._weight: dict[str, float] = {}
+        self._add(flows)
+
+    def _add(self, flows: Iterable[tuple[str, float, int]]) -> None:
         for tenant, vtime, room in flows:
-            start = max(vtime, clock)
+            start = max(vtime, self.clock)
             self._tag[tenant] = self._start[tenant] = start
             self._room[tenant] = max(0, room)
-            self._weight[tenant] = policy.weight(tenant or None)
+            self._weight[tenant] = self._policy.weight(tenant or None)
+
+    def extend(
+        self, flows: Iterable[tuple[str, float, int]], bound: tuple[float, str] | None
+    ) -> None:
+        """Add the next page of flows (all after :attr:`bound`, in fair order); ``bound``
+        is now the last of them, ``None`` if no flow is left unread."""
+        self._add(flows)
+        self.bound = bound
 
     def take(self, n: int) -> dict[str, int]:
-        """Hand out up to ``n`` slots in fair order: how many each flow gets."""
+        """Hand out up to ``n`` slots in fair order: how many each flow gets (fewer, with
+        :attr:`short` set, if a slot could go to a flow after :attr:`bound`)."""
         heap = [(tag, name) for name, tag in self._tag.items() if self._room[name] > 0]
         heapq.heapify(heap)
         out: dict[str, int] = {}
+        bound = self.bound
         while heap and n > 0:
+            if bound is not None and heap[0] > bound:
+                break
             tag, name = heapq.heappop(heap)
             out[name] = out.get(name, 0) + 1
             self._room[name] -= 1
@@ -93,6 +139,7 @@ class FairPlan:
             n -= 1
             if self._room[name] > 0:
                 heapq.heappush(heap, (self._tag[name], name))
+        self.short = bound is not None and n > 0
         return out
 
     def got(self, tenant: str, asked: int, got: int) -> None:
@@ -120,22 +167,36 @@ def plan_claim(
     n: int,
     policy: FairPolicy,
     running: Mapping[str, int] | None = None,
+    bound: tuple[float, str] | None = None,
 ) -> FairPlan:
     """The :class:`FairPlan` of a claim of ``n`` slots on a lane.
 
     ``flows``: ``(tenant, queued, virtual time)`` as the backlog stores them
     (the tenant-less flow's row, if any, carries only its time); ``anonymous``:
     whether jobs without a tenant are queued (their flow may take all ``n``);
-    ``running``: live leases per tenant, when ``policy`` bounds them.
+    ``running``: live leases per tenant, when ``policy`` bounds them;
+    ``bound``: see :attr:`FairPlan.bound` (``flows`` is then the first page).
     """
     rows = list(flows)
-    room = {t: k for t, k, _ in rows if t != NO_TENANT}
-    if anonymous:
-        room[NO_TENANT] = n
-    cap = policy.max_in_flight
-    if cap is not None:
-        for tenant in room:
-            if tenant != NO_TENANT:
-                room[tenant] = min(room[tenant], cap - (running or {}).get(tenant, 0))
     times = {t: v for t, _, v in rows}
-    return FairPlan(((t, times.get(t, 0.0), k) for t, k in room.items()), clock, policy)
+    out = page_flows(rows, policy, running)
+    if anonymous:
+        out.append((NO_TENANT, times.get(NO_TENANT, 0.0), n))
+    return FairPlan(out, clock, policy, bound)
+
+
+def page_flows(
+    rows: Iterable[tuple[str, int, float]],
+    policy: FairPolicy,
+    running: Mapping[str, int] | None = None,
+) -> list[tuple[str, float, int]]:
+    """``(tenant, virtual time, room)`` of the named tenants among ``rows`` (``(tenant,
+    queued, virtual time)``): what :meth:`FairPlan.extend` takes."""
+    cap = policy.max_in_flight
+    out: list[tuple[str, float, int]] = []
+    for tenant, queued, vtime in rows:
+        if tenant == NO_TENANT:
+            continue
+        room = queued if cap is None else min(queued, cap - (running or {}).get(tenant, 0))
+        out.append((tenant, vtime, room))
+    return out

@@ -371,6 +371,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         _COUNT_QUEUED_FUNCTION_V6,
         _CLAIM_FUNCTION_V6,
     ),
+    # 7: a fair claim reads its lane's queued tenants in fair order, a page at a time
+    # (see _fair): (virtual time, tenant in code point order, as Python compares them),
+    # every queued tenant's time kept at least the lane's clock (FAIR_CLOCK lifts them)
+    (
+        "CREATE INDEX floodgate_lane_tenants_fair ON floodgate_lane_tenants"
+        ' (lane, vtime, tenant COLLATE "C") WHERE n > 0',
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -565,17 +572,37 @@ CANCEL_REQUESTED = """
 QUEUED_COUNT = "SELECT n FROM floodgate_lane_queued WHERE lane = $1"
 
 # Fair claims (see _fair), in one transaction under the lane's advisory lock.
-# Params: lane. The lane's tenants with queued jobs and the tenant-less flow's row ('').
-FAIR_TENANTS = """
-    SELECT tenant, n, vtime FROM floodgate_lane_tenants
-     WHERE lane = $1 AND (n > 0 OR tenant = '')"""
+# Params: lane. Whether any QUEUED job of the lane names a tenant (a fair claim, then).
+FAIR_ANY = """
+    SELECT EXISTS (SELECT 1 FROM floodgate_lane_tenants
+                    WHERE lane = $1 AND n > 0 AND tenant <> '')"""
 FAIR_LOCK = """
     SELECT pg_advisory_xact_lock(hashtext('floodgate.lane:' || current_schema()), hashtext($1))"""
-# Params: lane. The lane's virtual clock, and whether it has queued jobs without a tenant.
+# Params: lane. The lane's virtual clock, whether it has queued jobs without a tenant, the
+# tenant-less flow's virtual time (NULL: no row) and how many queued tenants' times behind
+# the clock were raised to it (tenants new to the lane, or passed over: the clock only
+# moves on, so their start tags stay the same, and (vtime, tenant) becomes the fair order).
 FAIR_CLOCK = """
-    SELECT coalesce((SELECT vclock FROM floodgate_lane_queued WHERE lane = $1), 0),
+    WITH c AS (
+        SELECT coalesce((SELECT vclock FROM floodgate_lane_queued WHERE lane = $1), 0) AS v
+    ), lifted AS (
+        UPDATE floodgate_lane_tenants SET vtime = (SELECT v FROM c)
+         WHERE lane = $1 AND n > 0 AND vtime < (SELECT v FROM c)
+        RETURNING 1
+    )
+    SELECT c.v,
            EXISTS (SELECT 1 FROM floodgate_jobs
-                    WHERE lane = $1 AND state = 'queued' AND tenant IS NULL)"""
+                    WHERE lane = $1 AND state = 'queued' AND tenant IS NULL),
+           (SELECT vtime FROM floodgate_lane_tenants WHERE lane = $1 AND tenant = ''),
+           (SELECT count(*) FROM lifted)
+      FROM c"""
+# Params: lane, vtime, tenant, n: the next ``n`` queued tenants after (vtime, tenant) in
+# fair order (floodgate_lane_tenants_fair): (tenant, QUEUED count, virtual time).
+FAIR_PAGE = """
+    SELECT tenant, n, vtime FROM floodgate_lane_tenants
+     WHERE lane = $1 AND n > 0 AND (vtime, tenant COLLATE "C") > ($2::float8, $3::text)
+       AND tenant <> ''
+     ORDER BY vtime, tenant COLLATE "C" LIMIT $4"""
 # Params: lane, now, owner: live leases of other owners (the lane's fleet-wide ceiling).
 FAIR_LIVE = """
     SELECT count(*) FROM floodgate_jobs
@@ -610,16 +637,19 @@ FAIR_TENANT = _FAIR_LEASE.format(
              ORDER BY rank, run_at, seq LIMIT $5 FOR UPDATE SKIP LOCKED"""
 )
 # Params: lane, tenants, vtimes (arrays), vclock: store the served flows' virtual times
-# (forgetting tenants with nothing queued) and the lane's clock.
+# and the lane's clock. A served tenant with nothing queued left has no row (the count
+# trigger dropped it) and gets none back: it returns at the lane's clock.
 FAIR_STORE = """
-    WITH t AS (
-        INSERT INTO floodgate_lane_tenants AS c (lane, tenant, vtime)
-        SELECT $1, u.tenant, u.vtime FROM unnest($2::text[], $3::float8[]) AS u(tenant, vtime)
-        ON CONFLICT (lane, tenant) DO UPDATE SET vtime = EXCLUDED.vtime
-        RETURNING c.tenant, c.n
-    ), gone AS (
-        DELETE FROM floodgate_lane_tenants d USING t
-         WHERE d.lane = $1 AND d.tenant = t.tenant AND t.n <= 0 AND t.tenant <> ''
+    WITH u AS (
+        SELECT * FROM unnest($2::text[], $3::float8[]) AS u(tenant, vtime)
+    ), upd AS (
+        UPDATE floodgate_lane_tenants c SET vtime = u.vtime FROM u
+         WHERE c.lane = $1 AND c.tenant = u.tenant AND (c.n > 0 OR c.tenant = '')
+        RETURNING c.tenant
+    ), ins AS (
+        INSERT INTO floodgate_lane_tenants (lane, tenant, vtime)
+        SELECT $1, '', u.vtime FROM u WHERE u.tenant = ''
+        ON CONFLICT (lane, tenant) DO NOTHING
     )
     UPDATE floodgate_lane_queued SET vclock = $4 WHERE lane = $1"""
 # Params: lane, limit: the tenants with most QUEUED jobs.

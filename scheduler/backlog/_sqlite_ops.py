@@ -12,6 +12,7 @@ once, by the connection's statement cache).
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, cast
@@ -20,7 +21,7 @@ from ..errors import BacklogError, Overloaded
 from ..jobs import JobState
 from . import _owners
 from . import _sqlite_schema as sql
-from ._fair import EQUAL_SHARES, FAIR_ROUNDS, NO_TENANT, FairPolicy, plan_claim
+from ._fair import EQUAL_SHARES, FAIR_ROUNDS, NO_TENANT, FairPolicy, page_flows, plan_claim
 from .base import (
     CANCELLED_ERROR,
     LEASE_LOST_FMT,
@@ -177,9 +178,8 @@ def claim(
         limit = claim_room(limit, max_running, int(live))
     if limit <= 0:
         return []
-    flows = fetch(db, sql.LANE_TENANTS, (lane,))
-    if any(str(t) != NO_TENANT for t, _, _ in flows):
-        fair = _claim_fair(db, lane, limit, owner, lease_until, now, returning, flows, tenants)
+    if fetch(db, sql.LANE_FAIR, (lane,))[0][0]:
+        fair = _claim_fair(db, lane, limit, owner, lease_until, now, returning, tenants)
         fair.sort(key=lambda sr: (*sr[1].order, sr[0]))
         return [record for _, record in fair]
     found: list[tuple[int, JobRecord]] = []
@@ -208,11 +208,13 @@ def _claim_fair(
     lease_until: float,
     now: float,
     returning: bool,
-    flows: list[Sequence[Any]],
     tenants: FairPolicy | None,
 ) -> list[tuple[int, JobRecord]]:
     """A claim on a lane whose queued jobs name tenants: expired leases first, then the
-    tenants' fair turns (see :mod:`scheduler.backlog._fair`), under the write lock."""
+    tenants' fair turns (see :mod:`scheduler.backlog._fair`), under the write lock.
+
+    Reads the lane's tenants a page of ``n`` at a time in fair order (most claims
+    need one); picks each round's jobs with one statement and leases them with one."""
     policy = tenants or EQUAL_SHARES
     lost = [int(r[0]) for r in fetch(db, sql.FLOW_LOST, (lane, now, limit))]
     found = _lease(db, lost, owner, lease_until, now, returning)
@@ -220,25 +222,41 @@ def _claim_fair(
     if n <= 0:
         return found
     found_clock = fetch(db, sql.LANE_CLOCK, (lane, lane))
-    clock, anonymous = found_clock[0] if found_clock else (0.0, 0)
+    clock, anonymous, none_time = found_clock[0] if found_clock else (0.0, 0, None)
+    clock = float(clock)
+    db.execute(sql.LIFT_VTIMES, (clock, lane, clock))
     running = None
     if policy.max_in_flight is not None:
         running = {str(t): int(k) for t, k in fetch(db, sql.TENANTS_RUNNING, (lane, now))}
-    rows = ((str(t), int(k), float(v)) for t, k, v in flows)
-    plan = plan_claim(rows, float(clock), bool(anonymous), n, policy, running)
+    rows, bound = _fair_page(db, lane, (clock, NO_TENANT), n)
+    if none_time is not None:
+        rows.append((NO_TENANT, 0, float(none_time)))
+    plan = plan_claim(rows, clock, bool(anonymous), n, policy, running, bound)
     for _ in range(FAIR_ROUNDS):
         shares = plan.take(n)
+        while plan.short and plan.bound is not None:
+            rows, bound = _fair_page(db, lane, plan.bound, n)
+            plan.extend(page_flows(rows, policy, running), bound)
+            for tenant, k in plan.take(n - sum(shares.values())).items():
+                shares[tenant] = shares.get(tenant, 0) + k
         if not shares:
             break
+        flow_of: dict[int, str] = {}
+        todo = list(shares.items())
+        for i in range(0, len(todo), _FLOWS_PER_SELECT):
+            part = todo[i : i + _FLOWS_PER_SELECT]
+            params: list[object] = []
+            for tenant, k in part:
+                named = tenant != NO_TENANT
+                params += (tenant, lane, tenant, now, k) if named else (lane, now, k)
+            query = sql.flow_seqs(tuple(t != NO_TENANT for t, _ in part))
+            flow_of.update((int(seq), str(t)) for seq, t in fetch(db, query, params))
+        got = _lease(db, list(flow_of), owner, lease_until, now, returning)
+        filled = Counter(flow_of[seq] for seq, _ in got)
         for tenant, k in shares.items():
-            if tenant == NO_TENANT:
-                seqs = fetch(db, sql.FLOW_NONE, (lane, now, k))
-            else:
-                seqs = fetch(db, sql.FLOW_TENANT, (lane, tenant, now, k))
-            got = _lease(db, [int(r[0]) for r in seqs], owner, lease_until, now, returning)
-            plan.got(tenant, k, len(got))
-            found += got
-            n -= len(got)
+            plan.got(tenant, k, filled[tenant])
+        found += got
+        n -= len(got)
         if n <= 0:
             break
     served = plan.times()
@@ -246,6 +264,20 @@ def _claim_fair(
     db.executemany(sql.PRUNE_TENANT, [(lane, t) for t in served])
     db.execute(sql.SET_VCLOCK, (plan.clock, lane))
     return found
+
+
+#: flows whose next jobs one fair claim's statement selects (SQLite allows 500 terms)
+_FLOWS_PER_SELECT = 100
+
+
+def _fair_page(
+    db: Conn, lane: str, after: tuple[float, str], n: int
+) -> tuple[list[tuple[str, int, float]], tuple[float, str] | None]:
+    """The lane's next ``n`` queued tenants after ``after`` in fair order, and the
+    plan's bound (the last of them; ``None`` when no tenant is left unread)."""
+    rows = [(str(t), int(k), float(v)) for t, k, v in fetch(db, sql.FAIR_PAGE, (lane, *after, n))]
+    bound = (rows[-1][2], rows[-1][0]) if len(rows) == n else None
+    return rows, bound
 
 
 def _lease(

@@ -154,6 +154,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             UPDATE lane_tenants SET n = n + 1 WHERE lane = NEW.lane AND tenant = NEW.tenant;
         END""",
     ),
+    # 8: a fair claim reads its lane's queued tenants in fair order, a page at a time
+    # (see _fair): (virtual time, tenant), every queued tenant's time kept at least the
+    # lane's clock (LIFT_VTIMES)
+    ("CREATE INDEX lane_tenants_fair ON lane_tenants (lane, vtime, tenant) WHERE n > 0",),
 )
 if (
     JobState.QUEUED.value,
@@ -204,14 +208,26 @@ CLAIM_RETURNING = f"""
     WHERE seq IN ({_CANDIDATES})
     RETURNING {COLUMNS}"""
 
-# Fair claims (see _fair). Params: lane. The lane's tenants with queued jobs, and the
-# tenant-less flow's row ('') if it has one: (tenant, QUEUED count, virtual time).
-LANE_TENANTS = "SELECT tenant, n, vtime FROM lane_tenants WHERE lane = ? AND (n > 0 OR tenant = '')"
-# Params: lane. The lane's virtual clock, and whether it has queued jobs without a tenant.
+# Fair claims (see _fair). Params: lane. Whether any QUEUED job of the lane names a
+# tenant (a fair claim, then).
+LANE_FAIR = "SELECT EXISTS (SELECT 1 FROM lane_tenants WHERE lane = ? AND n > 0 AND tenant <> '')"
+# Params: lane, lane. The lane's virtual clock, whether it has queued jobs without a
+# tenant, and the tenant-less flow's virtual time (NULL if it has no row).
 LANE_CLOCK = """
     SELECT vclock, EXISTS (
-        SELECT 1 FROM jobs WHERE lane = ? AND state = 'queued' AND tenant IS NULL)
+        SELECT 1 FROM jobs WHERE lane = ? AND state = 'queued' AND tenant IS NULL),
+        (SELECT vtime FROM lane_tenants WHERE lane = lane_queued.lane AND tenant = '')
     FROM lane_queued WHERE lane = ?"""
+# Params: clock, lane, clock. Raise the times of the lane's queued tenants behind its
+# clock to it (tenants new to the lane, or passed over): the clock only moves on, so
+# their start tags stay the same, and (vtime, tenant) becomes the fair order.
+LIFT_VTIMES = "UPDATE lane_tenants SET vtime = ? WHERE lane = ? AND n > 0 AND vtime < ?"
+# Params: lane, vtime, tenant, n: the next ``n`` queued tenants after (vtime, tenant) in
+# fair order (lane_tenants_fair): (tenant, QUEUED count, virtual time).
+FAIR_PAGE = """
+    SELECT tenant, n, vtime FROM lane_tenants INDEXED BY lane_tenants_fair
+    WHERE lane = ? AND n > 0 AND (vtime, tenant) > (?, ?) AND tenant <> ''
+    ORDER BY vtime, tenant LIMIT ?"""
 # Params: lane, now, n: the next due jobs of the tenant-less flow / of one tenant
 # (params: lane, tenant, now, n); expired leases of any tenant (params: lane, now, n).
 FLOW_NONE = """
@@ -221,6 +237,18 @@ FLOW_TENANT = """
     SELECT seq FROM jobs
     WHERE lane = ? AND tenant = ? AND state = 'queued' AND tenant IS NOT NULL AND run_at <= ?
     ORDER BY rank, run_at, seq LIMIT ?"""
+
+
+def flow_seqs(named: Sequence[bool]) -> str:
+    """The next due jobs of several flows in one statement: one FLOW_TENANT (``True``;
+    params: lane, tenant, now, n) or FLOW_NONE (``False``; params: lane, now, n) per
+    flow, in order. Rows: (seq, tenant or '')."""
+    return " UNION ALL ".join(
+        f"SELECT seq, ? FROM ({FLOW_TENANT})" if t else f"SELECT seq, '' FROM ({FLOW_NONE})"
+        for t in named
+    )
+
+
 FLOW_LOST = """
     SELECT seq FROM jobs WHERE lane = ? AND state = 'running' AND lease_until <= ?
     ORDER BY rank, run_at, seq LIMIT ?"""

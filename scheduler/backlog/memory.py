@@ -229,7 +229,7 @@ class MemoryBacklog(CombinedBacklogBase):
             # expired leases first (they had their turn), then the tenants' turns
             chosen = sorted(expired, key=lambda r: r.order)[:limit]
             policy = claim.tenants or EQUAL_SHARES
-            chosen += self._pop_fair(lane, limit - len(chosen), now, policy)
+            chosen += self._pop_fair(lane, limit - len(chosen), now, policy, chosen)
             chosen.sort(key=lambda r: r.order)
         else:
             due = self._pop_due((lane, NO_TENANT), limit, now)
@@ -245,8 +245,11 @@ class MemoryBacklog(CombinedBacklogBase):
             row.lease_until = claim.lease_until
         return [row.record() for row in chosen]
 
-    def _pop_fair(self, lane: str, n: int, now: float, policy: FairPolicy) -> list[_Row]:
-        """Up to ``n`` due QUEUED rows of ``lane``, shared fairly between its tenants."""
+    def _pop_fair(
+        self, lane: str, n: int, now: float, policy: FairPolicy, retaken: Sequence[_Row] = ()
+    ) -> list[_Row]:
+        """Up to ``n`` due QUEUED rows of ``lane``, shared fairly between its tenants
+        (``retaken``: expired leases this claim takes over, which count as running)."""
         if n <= 0:
             return []
         named = self._tenant_queued[lane]
@@ -259,6 +262,7 @@ class MemoryBacklog(CombinedBacklogBase):
                 and (until := self._rows[i].lease_until) is not None
                 and until > now
             )
+            running.update(row.tenant for row in retaken if row.tenant is not None)
         times = self._vtime[lane]
         flows = [(t, k, times.get(t, 0.0)) for t, k in named.items()]
         if NO_TENANT in times:

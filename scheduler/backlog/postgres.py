@@ -104,7 +104,7 @@ from ..errors import BacklogError, ConfigError, Overloaded
 from ..jobs import JobState
 from ..logs import get_logger
 from . import _postgres_schema as sql
-from ._fair import EQUAL_SHARES, FAIR_ROUNDS, NO_TENANT, plan_claim
+from ._fair import EQUAL_SHARES, FAIR_ROUNDS, NO_TENANT, page_flows, plan_claim
 from ._group_commit import GroupCommitter
 from ._template import BacklogBase, ClaimArgs
 from .base import (
@@ -471,8 +471,7 @@ class PostgresBacklog(BacklogBase):
         lease_until = claim.lease_until
 
         async def body(conn: Conn) -> list[tuple[int, JobRecord]]:
-            flows = await conn.fetch(sql.FAIR_TENANTS, lane)
-            if any(str(r[0]) != NO_TENANT for r in flows):
+            if await conn.fetchval(sql.FAIR_ANY, lane):
                 async with conn.transaction():
                     return await self._claim_fair(conn, claim)
             found: list[tuple[int, JobRecord]] = []
@@ -517,15 +516,22 @@ class PostgresBacklog(BacklogBase):
         n -= len(found)
         if n <= 0:
             return found
-        flows = await conn.fetch(sql.FAIR_TENANTS, lane)
-        clock, anonymous = await conn.fetchrow(sql.FAIR_CLOCK, lane)
+        clock, anonymous, none_time, _ = await conn.fetchrow(sql.FAIR_CLOCK, lane)
+        clock = float(clock)
         running = None
         if policy.max_in_flight is not None:
             running = {str(t): int(k) for t, k in await conn.fetch(sql.FAIR_RUNNING, lane, now)}
-        rows = ((str(t), int(k), float(v)) for t, k, v in flows)
-        plan = plan_claim(rows, float(clock), bool(anonymous), n, policy, running)
+        rows, bound = await _fair_page(conn, lane, (clock, NO_TENANT), n)
+        if none_time is not None:
+            rows.append((NO_TENANT, 0, float(none_time)))
+        plan = plan_claim(rows, clock, bool(anonymous), n, policy, running, bound)
         for _ in range(FAIR_ROUNDS):
             shares = plan.take(n)
+            while plan.short and plan.bound is not None:
+                rows, bound = await _fair_page(conn, lane, plan.bound, n)
+                plan.extend(page_flows(rows, policy, running), bound)
+                for tenant, k in plan.take(n - sum(shares.values())).items():
+                    shares[tenant] = shares.get(tenant, 0) + k
             if not shares:
                 break
             for tenant, k in shares.items():
@@ -868,6 +874,17 @@ class PostgresBacklog(BacklogBase):
 
     def __repr__(self) -> str:
         return f"<PostgresBacklog {self._where} {'open' if self._pool is not None else 'closed'}>"
+
+
+async def _fair_page(
+    conn: Conn, lane: str, after: tuple[float, str], n: int
+) -> tuple[list[tuple[str, int, float]], tuple[float, str] | None]:
+    """The lane's next ``n`` queued tenants after ``after`` in fair order, and the fair
+    plan's bound (the last of them; ``None`` when no tenant is left unread)."""
+    found = await conn.fetch(sql.FAIR_PAGE, lane, *after, n)
+    rows = [(str(t), int(k), float(v)) for t, k, v in found]
+    bound = (rows[-1][2], rows[-1][0]) if len(rows) == n else None
+    return rows, bound
 
 
 async def _decode_leased(conn: Conn, rows: list[Any], now: float) -> list[tuple[int, JobRecord]]:

@@ -246,3 +246,75 @@ async def test_a_version_5_postgres_schema_gets_tenants_and_claims_old_jobs() ->
         assert version == pg_sql.SCHEMA_VERSION
     finally:
         await pg.drop_schema(dsn, schema)
+
+
+async def test_a_version_7_sqlite_file_gets_the_fair_index_and_claims_fairly(
+    tmp_path: Path,
+) -> None:
+    """Migration 8 indexes lane_tenants in fair order. A file from before may store a
+    tenant's time below the lane's clock (its start tag is the clock): the claims still
+    go in start-tag order, ties by tenant name."""
+    path = _sqlite_file_at(tmp_path / "v7.db", 7)
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        for i, tenant in enumerate(["zed", "acme", "beta"]):
+            conn.execute(
+                "INSERT INTO jobs (id, task, lane, args, priority, state, attempts,"
+                " max_attempts, run_at, created_at, updated_at, rank, tenant)"
+                f" VALUES ('t{i}', 't', 't', '[]', 0, 'queued', 0, 3, 0, 0, 0, 0, '{tenant}')"
+            )
+        conn.execute("INSERT INTO lane_queued (lane, n, vclock) VALUES ('t', 3, 5)")
+        conn.executemany(
+            "INSERT INTO lane_tenants (lane, tenant, n, vtime) VALUES ('t', ?, 1, ?)",
+            [("zed", 1.0), ("acme", 5.0), ("beta", 7.0)],
+        )
+    async with SQLiteBacklog(path) as backlog:
+        order = []
+        for now in range(1, 5):
+            got = await backlog.claim("t", 1, owner="w", lease_seconds=10, now=now)
+            order += [r.tenant for r in got]
+        assert order == ["acme", "zed", "beta"]  # start tags 5, 5 (zed's 1 < clock), 7
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_sql.SCHEMA_VERSION
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "lane_tenants_fair" in names
+
+
+async def test_a_version_6_postgres_schema_gets_the_fair_index_and_claims_fairly() -> None:
+    """Migration 7 indexes floodgate_lane_tenants in fair order; times stored below the
+    lane's clock (start tag: the clock) still claim in start-tag order, ties by name."""
+    from scheduler.backlog.postgres import PostgresBacklog
+
+    dsn = pg.dsn_or_skip()
+    schema = pg.new_schema()
+    try:
+        raw = await _postgres_schema_at(dsn, schema, 6)
+        for i, tenant in enumerate(["zed", "acme", "beta"]):
+            await pg.execute(
+                raw,
+                "INSERT INTO floodgate_jobs (id, task, lane, args, priority, state, attempts,"
+                " max_attempts, run_at, created_at, updated_at, rank, tenant)"
+                f" VALUES ('t{i}', 't', 't', '[]', 0, 'queued', 0, 3, 0, 0, 0, 0, '{tenant}')",
+            )
+        await pg.execute(raw, "UPDATE floodgate_lane_queued SET vclock = 5 WHERE lane = 't'")
+        for tenant, vtime in [("zed", 1), ("acme", 5), ("beta", 7)]:
+            await pg.execute(
+                raw,
+                f"UPDATE floodgate_lane_tenants SET vtime = {vtime}"
+                f" WHERE lane = 't' AND tenant = '{tenant}'",
+            )
+        async with PostgresBacklog(dsn, schema=schema) as backlog:
+            order = []
+            for now in range(1, 5):
+                got = await backlog.claim("t", 1, owner="w", lease_seconds=10, now=now)
+                order += [r.tenant for r in got]
+            assert order == ["acme", "zed", "beta"]  # start tags 5, 5 (zed's 1 < clock), 7
+        [[version]] = await pg.execute(raw, pg_sql.META_VERSION)
+        assert version == pg_sql.SCHEMA_VERSION
+        [[count]] = await pg.execute(
+            raw,
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'floodgate_lane_tenants_fair'"
+            " AND schemaname = current_schema()",
+        )
+        assert count == 1
+    finally:
+        await pg.drop_schema(dsn, schema)
