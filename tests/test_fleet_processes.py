@@ -264,7 +264,8 @@ async def run_fleet(
 
         # the web apps stop, the workers drain everything and exit
         (tmp / "stop").touch()
-        codes = await asyncio.wait_for(asyncio.gather(*(m.proc.wait() for m in survivors)), 40)
+        # bounded; generous: six processes on two busy cores drain slower than on a quiet one
+        codes = await asyncio.wait_for(asyncio.gather(*(m.proc.wait() for m in survivors)), 120)
         for m in members:
             assert m.reader is not None
             await asyncio.wait_for(m.reader, 5)
