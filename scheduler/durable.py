@@ -386,10 +386,7 @@ class DurableRunner:
         ticket.attempt = record.attempts
         ticket.priority = record.priority
         ticket.trace = record.trace
-        tenant = ticket.tenant = record.tenant
-        if tenant is not None:  # its seat was taken before the claim said whose job it is
-            running = self.lane.tenant_running
-            running[tenant] = running.get(tenant, 0) + 1
+        seats.name_tenant(ticket, record.tenant)  # the seat was taken before the claim
         waited = max(0.0, clock.wall() - record.run_at)
         ticket.admitted_at = clock.now() - waited
         if ticket.cancel_reason == CANCEL_REASON:  # cancelled before it began

@@ -148,7 +148,7 @@ class Seats:
         """A seat now, or :class:`~scheduler.errors.Overloaded` (nothing is queued)."""
         if lane.queue or not self.can_take(lane) or not lane.may_run(tenant):
             lane.count_shed("queue_full", tenant)
-            raise Overloaded(lane.name, lane.retry_after(), queued=len(lane.queue), tenant=None)
+            raise Overloaded(lane.name, lane.retry_after(), queued=len(lane.queue))
         return self.admit(lane, priority, deadline, upstream, tenant)
 
     async def acquire(
@@ -427,9 +427,18 @@ class Seats:
         self.running += 1
         lane.active.add(ticket)
         ticket.state = JobState.RUNNING
-        tenant = ticket.tenant
+        if ticket.tenant is not None:
+            self._count_tenant(lane, ticket.tenant)
+
+    def name_tenant(self, ticket: Ticket, tenant: str | None) -> None:
+        """Say whose job a seat reserved for a durable claim holds (known once claimed)."""
+        ticket.tenant = tenant
         if tenant is not None:
-            lane.tenant_running[tenant] = lane.tenant_running.get(tenant, 0) + 1
+            self._count_tenant(ticket.lane, tenant)
+
+    @staticmethod
+    def _count_tenant(lane: LaneState, tenant: str) -> None:
+        lane.tenant_running[tenant] = lane.tenant_running.get(tenant, 0) + 1
 
     def release(self, lane: LaneState, ticket: Ticket) -> None:
         lane.active.discard(ticket)

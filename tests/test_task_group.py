@@ -11,12 +11,12 @@ import pytest
 from scheduler import BacklogOptions, JobState, Lane, Scheduler, SchedulerCrashed
 from scheduler.backlog import SQLiteBacklog
 from scheduler.task_group import TaskGroup
+from scheduler.tasks import Task
 
 
-async def test_a_crashed_lease_loop_stops_the_scheduler_and_releases_its_leases(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "t.db"
+def blocking_scheduler(path: Path) -> tuple[Scheduler, Task[[], None], asyncio.Event]:
+    """A durable lane whose task ``app.block`` waits for ever once started (``started``
+    is set then); heartbeats every 50 ms, so a broken lease loop shows at once."""
     sched = Scheduler(
         str(path),
         lanes=[Lane("batch", 2, durable=True)],
@@ -29,6 +29,15 @@ async def test_a_crashed_lease_loop_stops_the_scheduler_and_releases_its_leases(
     async def block() -> None:
         started.set()
         await asyncio.Event().wait()
+
+    return sched, block, started
+
+
+async def test_a_crashed_lease_loop_stops_the_scheduler_and_releases_its_leases(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.db"
+    sched, block, started = blocking_scheduler(path)
 
     reached_end_of_body = False
     submitted: list[str] = []
@@ -44,7 +53,8 @@ async def test_a_crashed_lease_loop_stops_the_scheduler_and_releases_its_leases(
                 raise RuntimeError("a bug in the lease loop")
 
             backlog.heartbeat = broken  # type: ignore[method-assign]
-            await asyncio.sleep(30)  # the crash ends this wait (bounded if it does not)
+            # the crash ends this wait (bounded if it does not)
+            await asyncio.wait_for(asyncio.Event().wait(), 30)
             reached_end_of_body = True
 
     with pytest.raises(SchedulerCrashed) as caught:
@@ -103,18 +113,7 @@ async def test_a_worker_whose_scheduler_crashed_fails_with_a_clear_error(tmp_pat
     from workers.errors import CommandError
     from workers.run import Worker
 
-    sched = Scheduler(
-        str(tmp_path / "w.db"),
-        lanes=[Lane("batch", 2, durable=True)],
-        backlog_options=BacklogOptions(lease=30.0, heartbeat=0.05, poll_interval=0.01),
-        shutdown_grace=0,
-    )
-    started = asyncio.Event()
-
-    @sched.task(name="app.block")
-    async def block() -> None:
-        started.set()
-        await asyncio.Event().wait()
+    sched, block, started = blocking_scheduler(tmp_path / "w.db")
 
     async with sched.open(run=()):
         await block.submit()

@@ -179,9 +179,18 @@ def claim(
     if limit <= 0:
         return []
     if fetch(db, sql.LANE_FAIR, (lane,))[0][0]:
-        fair = _claim_fair(db, lane, limit, owner, lease_until, now, returning, tenants)
-        fair.sort(key=lambda sr: (*sr[1].order, sr[0]))
-        return [record for _, record in fair]
+        found = _claim_fair(db, lane, limit, owner, lease_until, now, returning, tenants)
+    else:
+        found = _claim_in_order(db, lane, limit, owner, lease_until, now, returning)
+    found.sort(key=lambda sr: (*sr[1].order, sr[0]))
+    return [record for _, record in found]
+
+
+def _claim_in_order(
+    db: Conn, lane: str, limit: int, owner: str, lease_until: float, now: float, returning: bool
+) -> list[tuple[int, JobRecord]]:
+    """A claim on a lane without tenants queued: the due jobs (and expired leases) in
+    claim order, topped up past corrupt rows."""
     found: list[tuple[int, JobRecord]] = []
     while len(found) < limit:
         n = limit - len(found)
@@ -196,8 +205,7 @@ def claim(
         found += leased
         if len(leased) == len(got):  # no corrupt row: nothing to top up
             break
-    found.sort(key=lambda sr: (*sr[1].order, sr[0]))
-    return [record for _, record in found]
+    return found
 
 
 def _claim_fair(

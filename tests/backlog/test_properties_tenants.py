@@ -4,7 +4,7 @@ memory backlog, and SQLite (and PostgreSQL, when there is one) claiming exactly 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -12,19 +12,11 @@ from hypothesis import strategies as st
 
 from scheduler.backlog import Backlog
 from tests.backlog.helpers import new_job
+from tests.backlog.test_contract_tenants import Shares
 from tests.backlog.test_properties import pg_property_schema as pg_property_schema
 from tests.backlog.test_properties import run_with
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@dataclass
-class Shares:
-    weights: dict[str, float] = field(default_factory=dict)
-    max_in_flight: int | None = None
-
-    def weight(self, tenant: str | None) -> float:
-        return 1.0 if tenant is None else self.weights.get(tenant, 1.0)
 
 
 # per tenant: (jobs queued, weight); None is the flow of jobs without a tenant (weight 1)
