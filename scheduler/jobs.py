@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ._frozen import quick_init
 from .clock import Clock
 from .errors import JobCancelled, JobFailed
 
@@ -86,6 +87,7 @@ class _JobWaiter(Protocol):
     async def cancel(self, job_id: str) -> bool: ...
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, eq=False)
 class Job:
     """A durable job as last read from the backlog, and a way to await its end.

@@ -32,6 +32,8 @@ __all__ = [
 RELATIVE_ACCURACY = 0.01
 #: values below this (seconds) are reported as zero; 1 µs is finer than any clock here
 _FLOOR = 1e-6
+#: observations kept before they go into the sketch together
+_FOLD_AT = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,28 +52,43 @@ _NO_LATENCY = LatencySummary(0, None, None, None, None, None)
 
 
 class LatencyHistogram:
-    """A mergeable, bounded-memory latency sketch (seconds)."""
+    """A mergeable, bounded-memory latency sketch (seconds).
 
-    __slots__ = ("_max", "_sketch", "_sum")
+    Observations wait in a short list and go into the sketch :data:`_FOLD_AT` at
+    a time, or when read (a sketch's ``add`` costs a few µs; this is paid per job)."""
+
+    __slots__ = ("_max", "_pending", "_sketch", "_sum")
 
     def __init__(self) -> None:
         self._sketch = DDSketch(relative_accuracy=RELATIVE_ACCURACY)
+        self._pending: list[float] = []
         self._sum = 0.0
         self._max = 0.0
 
     def observe(self, seconds: float) -> None:
         if seconds < _FLOOR:
             seconds = _FLOOR
-        self._sketch.add(seconds)
+        pending = self._pending
+        pending.append(seconds)
         self._sum += seconds
         if seconds > self._max:
             self._max = seconds
+        if len(pending) >= _FOLD_AT:
+            self._fold()
+
+    def _fold(self) -> None:
+        add = self._sketch.add
+        for seconds in self._pending:
+            add(seconds)
+        self._pending.clear()
 
     @property
     def count(self) -> int:
-        return int(self._sketch.count)
+        return int(self._sketch.count) + len(self._pending)
 
     def quantile(self, q: float) -> float | None:
+        if self._pending:
+            self._fold()
         if self._sketch.count == 0:
             return None
         value = self._sketch.get_quantile_value(q)

@@ -131,3 +131,16 @@ def test_error_tree_has_one_root() -> None:
         obj = getattr(scheduler, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, scheduler.SchedulerError), name
+
+
+def test_histogram_counts_and_reads_observations_not_yet_folded() -> None:
+    hist = LatencyHistogram()
+    for v in (0.010, 0.020, 0.030):  # fewer than go into the sketch together
+        hist.observe(v)
+    assert hist.count == 3
+    assert hist.quantile(0.5) == pytest.approx(0.020, rel=0.02)
+    hist.observe(0.5)
+    summary = hist.summary()
+    assert (summary.count, summary.max) == (4, 0.5)
+    assert summary.mean == pytest.approx(0.56 / 4)
+    assert summary.p50 == pytest.approx(0.020, rel=0.02)

@@ -102,6 +102,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
+from .._frozen import quick_init
 from ..errors import (  # the backlog's errors, importable from here as before
     BacklogFull,
     BacklogLocked,
@@ -192,6 +193,7 @@ class BacklogStats:
         return int(getattr(self, name))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class NewJob:
     """A job to store. ``args_json`` is a JSON array (the task's positional args).
@@ -227,6 +229,7 @@ class NewJob:
     trace: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class JobRecord:
     """A stored job as read back. ``args`` and ``result`` are decoded JSON."""
@@ -267,6 +270,7 @@ class JobRecord:
         return (self.priority if self.rank is None else self.rank, self.run_at)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How one claimed attempt ended; build with :meth:`done`, :meth:`retry`, :meth:`dead`.

@@ -82,6 +82,7 @@ from ..jobs import JobState
 from ..logs import get_logger
 from . import _sqlite_ops as _ops
 from . import _sqlite_schema as sql
+from ._checkpointer import FALLBACK_PAGES, Checkpointer
 from ._group_commit import GroupCommitter
 from ._sqlite_ops import Conn, Submit, fetch
 from ._sqlite_readonly import open_read_only
@@ -214,6 +215,7 @@ class SQLiteBacklog(CombinedBacklogBase):
         self._dead_checked: dict[str, float] = {}  # lane -> ``now`` of its last dead-owner check
         # ``PRAGMA data_version`` at the last claim: it moves when another connection commits
         self._seen_version: int | None = None
+        self._checkpointer: Checkpointer | None = None
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -239,10 +241,20 @@ class SQLiteBacklog(CombinedBacklogBase):
                 raise BacklogError(f"backlog {self.path!r} could not switch to WAL mode ({mode})")
             await self._read(f"PRAGMA synchronous={self.synchronous}")
             await self._transaction(partial(_ops.migrate, path=self.path))
+            if self.path != ":memory:":
+                await self._read(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
+                self._checkpointer = Checkpointer(self.path, self.busy_timeout)
+                self._checkpointer.start()
         except BaseException:
             self._db = None
+            await self._stop_checkpointer()
             await db.close()
             raise
+
+    async def _stop_checkpointer(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            await asyncio.to_thread(checkpointer.stop)
 
     async def close(self) -> None:
         """Refuse new calls, write pending submits, wait for transactions, disconnect."""
@@ -254,6 +266,7 @@ class SQLiteBacklog(CombinedBacklogBase):
         if owners:  # we hold no leases any more (or they run out): forget who we were
             with contextlib.suppress(BacklogError):
                 await self._write_many(sql.DELETE_OWNER, [(o,) for o in owners])
+        await self._stop_checkpointer()
         db, self._db = self._db, None
         await db.close()
 
@@ -295,6 +308,8 @@ class SQLiteBacklog(CombinedBacklogBase):
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         self._counters.commits += 1
+        if self._checkpointer is not None:
+            self._checkpointer.poke()
         return result
 
     async def _write(self, query: str, params: Sequence[Any]) -> int:
