@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from scheduler.testing import eventually
 from workers.drill import drill, run_drill
 from workers.drill.config import PROFILES, HealthTiming, Phase, Profile, UpstreamConfig
 from workers.drill.records import InteractiveResult, RequestEvent, RunRecord
 from workers.drill.run import repeat_drill
-from workers.drill.server import serve
+from workers.drill.server import listening_socket, serve
 from workers.drill.targets import (
     drain,
     error_share,
@@ -46,6 +48,31 @@ async def complete(http: httpx.AsyncClient, lane: str = "batch") -> httpx.Respon
 
 
 # -------------------------------------------------------------- the simulated upstream
+
+
+async def test_the_upstream_s_connections_send_without_nagle_delays() -> None:
+    """Accepted connections get TCP_NODELAY (asyncio sets it only on a socket whose proto
+    is TCP): without it each answer's second write waited ~40 ms for a delayed ACK."""
+    sock = listening_socket("127.0.0.1")
+    seen: list[int] = []
+
+    async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(
+            writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        )
+        writer.close()
+
+    server = await asyncio.start_server(accepted, sock=sock)
+    try:
+        host, port = sock.getsockname()
+        _, writer = await asyncio.open_connection(host, port)
+        await eventually(lambda: seen, what="the server accepted the connection")
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert sock.proto == socket.IPPROTO_TCP
+    assert seen == [1]
 
 
 async def test_normal_answers_carry_rate_limit_headers() -> None:
