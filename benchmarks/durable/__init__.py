@@ -81,7 +81,10 @@ def _floodgate(directory: Path, sync: Sync, sizes: Sizes) -> fg.FloodgateRun:
     )
     local = asyncio.run(fg.pickup_in_process(directory / "fg-pickup.db", sizes.pickups))
     remote = asyncio.run(fg.pickup_cross_process(directory / "fg-remote.db", sizes.pickups))
-    return fg.FloodgateRun(submit, submit_many, drain, latency, local, remote)
+    # the floor: the drain's SQL alone on a file filled the same way (untimed fill)
+    asyncio.run(fg.submit_many(directory / "fg-sql.db", sync, n))
+    alone = fg.drain_sql_alone(directory / "fg-sql.db")
+    return fg.FloodgateRun(submit, submit_many, drain, latency, local, remote, alone)
 
 
 def _one_rep(root: Path, index: int, sizes: Sizes) -> Rep:

@@ -139,6 +139,48 @@ async def drain(path: Path, sync: Sync, n: int) -> Phase:
     return Phase.of(watch, n, tx)
 
 
+def drain_sql_alone(path: Path, seats: int = 8) -> Phase:
+    """The statements a drain with ``seats`` seats runs, alone: on a file ``submit``
+    filled, one plain ``sqlite3`` connection in this thread loops ``BEGIN
+    IMMEDIATE``, the ``COMPLETE`` of the last claim's jobs, the next ``CLAIM ...
+    RETURNING`` of ``seats`` jobs, ``COMMIT`` (the backlog's own SQL text and
+    pragmas), until the lane is empty. No event loop, no decoding, no job run:
+    a floor for the drain on this machine and disk, measured in the same run."""
+    import sqlite3
+
+    from scheduler.backlog import _sqlite_schema as sql
+    from scheduler.backlog._checkpointer import FALLBACK_PAGES
+
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
+        jobs, transactions = 0, 0
+        previous: list[tuple[Any, ...]] = []
+        owner = "sql-alone"
+        with stopwatch() as watch:
+            while True:
+                now = time.time()
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    sql.COMPLETE,
+                    [("done", "done", "null", None, None, None, now, row[1], "running", owner,
+                      row[7], row[7]) for row in previous],
+                )  # fmt: skip
+                where = (LANE, now, seats, LANE, now, seats, seats)
+                lease = ("running", owner, now + 15.0, now)
+                previous = db.execute(sql.CLAIM_RETURNING, lease + where).fetchall()
+                db.execute("COMMIT")
+                transactions += 1
+                jobs += len(previous)
+                if not previous:
+                    break
+        return Phase.of(watch, jobs, transactions)
+    finally:
+        db.close()
+
+
 async def latency_while_draining(path: Path, queued: int, k: int) -> Latencies:
     """``queued`` jobs stored first; then, while the lane drains them, one caller awaits
     ``k`` submits one after another. Latency of each; the drain rate meanwhile."""
@@ -232,3 +274,4 @@ class FloodgateRun:
     latency: Latencies | None = None
     pickup_local: Latencies | None = None
     pickup_remote: Latencies | None = None
+    sql_alone: Phase | None = None

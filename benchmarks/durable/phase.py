@@ -54,6 +54,8 @@ def spread(values: Sequence[float], fmt: str = "rate") -> str:
         show = fmt_rate
     elif fmt == "ms":
         show = _ms
+    elif fmt == "ratio":
+        show = _ratio
     else:
         show = _one
 
@@ -65,6 +67,10 @@ def spread(values: Sequence[float], fmt: str = "rate") -> str:
 def _ms(seconds: float) -> str:
     ms = seconds * 1000.0
     return f"{ms:.2f} ms" if ms < 10 else f"{ms:,.1f} ms"
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.2f}x"
 
 
 def _one(value: float) -> str:

@@ -70,6 +70,11 @@ def _drain(r: FloodgateRun) -> Phase:
     return r.drain
 
 
+def _sql_alone(r: FloodgateRun) -> Phase:
+    assert r.sql_alone is not None
+    return r.sql_alone
+
+
 def _enq(p: PeerRun) -> Phase:
     return p.enqueue
 
@@ -105,6 +110,11 @@ def blocks(f: Figures, judged: list[tuple[str, str, bool]]) -> list[str | Table]
          f">= {TARGET_MANY:,.0f}", verdict(ok["submit_many"])],
         ["drain of no-op jobs, defaults (jobs/s)", spread(f.rates(_drain)),
          f">= {TARGET_DRAIN:,.0f}", verdict(ok["drain (defaults)"])],
+        ["the drain's SQL alone, 8 jobs per transaction, no scheduler (jobs/s)",
+         spread(f.rates(_sql_alone)), "-", "-"],
+        ["drain with the defaults / its SQL alone",
+         spread([r.floodgate.drain.rate / r.floodgate.sql_alone.rate for r in f.reps
+                 if r.floodgate and r.floodgate.sql_alone], "ratio"), "-", "-"],
         ["event-loop CPU per submitted job, 100 submitters (µs)",
          spread(f.loop_us(_submit), "one"), "-", "-"],
         ["event-loop CPU per job, `submit_many` (µs)", spread(f.loop_us(_many), "one"), "-", "-"],
@@ -278,6 +288,13 @@ def _method(f: Figures) -> str:
             f"`async with sched:` drains them while one caller awaits {s.latency_submits:,} "
             "`task.submit(i)` one after another; each call's latency, and the jobs the lane "
             "ran meanwhile.",
+            "- The drain's SQL alone: a file filled as for the drain (N jobs by `submit_many`, "
+            "untimed), then one plain `sqlite3` connection in the benchmark's thread loops "
+            "`BEGIN IMMEDIATE`, the backlog's `COMPLETE` of the last claim's 8 jobs, its "
+            "`CLAIM ... RETURNING` of the next 8, `COMMIT`, until the lane is empty: the "
+            "SQLite work of a drain with 8 seats, without the scheduler, the event loop, "
+            "aiosqlite or decoding the rows. The drain cannot beat it on this machine and "
+            "disk with 8 jobs per transaction.",
             f"- Pickup: {s.pickups} jobs submitted at 100/s to an idle worker; from the submit "
             "returning (committed) to the job's body starting (0 if it started first). "
             "In-process: the submitter and the worker are one `async with sched:`. "
