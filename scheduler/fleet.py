@@ -46,6 +46,7 @@ from .breaker import BreakerState
 from .clock import Clock
 from .logs import get_logger
 from .metrics import FleetStats
+from .task_group import cancel_and_wait
 
 if TYPE_CHECKING:
     from .upstream import UpstreamHealth
@@ -506,10 +507,7 @@ class FleetSync:
             try:
                 await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for pending in (sleeper, waker):
-                    pending.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await pending
+                await cancel_and_wait(sleeper, waker)  # a cancel of run() itself propagates
 
     def wake(self) -> None:
         """Exchange now (a local pause or breaker change is news for the others)."""

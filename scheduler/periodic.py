@@ -22,7 +22,6 @@ is not run again (its key finds it); one purged after ``retention`` would be.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import math
 from collections.abc import Mapping
@@ -36,7 +35,7 @@ from .errors import ConfigError, SchedulerError
 from .lanes import LaneState
 from .logs import get_logger
 from .metrics import PeriodicStats
-from .task_group import TaskGroup
+from .task_group import TaskGroup, cancel_and_wait
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -164,9 +163,7 @@ class PeriodicRunner:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def _run(self) -> None:
         clock = self._clock

@@ -56,7 +56,7 @@ from .metrics import SchedulerStats
 from .periodic import MAX_CATCH_UP, PeriodicRunner, Schedule
 from .retry import RetryPolicy
 from .seats import LaneControl, Seats
-from .task_group import TaskGroup
+from .task_group import TaskGroup, cancel_and_wait
 from .tasks import DEFAULT_RETRY, Task, check_task_function, task_name
 from .tracing import Tracing
 from .upstream import Upstream
@@ -287,9 +287,7 @@ class Scheduler:
         task, self._fleet_task = self._fleet_task, None
         sync, self.gate.fleet = self.gate.fleet, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         if sync is not None:
             with contextlib.suppress(Exception):
                 await sync.sync_once()  # an operator pause asked for just before the stop

@@ -24,10 +24,25 @@ from typing import Any, TypeVar
 
 from .logs import get_logger
 
-__all__ = ["TaskGroup"]
+__all__ = ["TaskGroup", "cancel_and_wait"]
 
 T = TypeVar("T")
 _log = get_logger()
+
+
+async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel ``tasks`` and wait until each has ended.
+
+    Their own ``CancelledError`` is not raised here, but the caller's is: a
+    ``suppress(CancelledError)`` around ``await task`` would swallow both, and a
+    cancel that reached the caller just then was lost (a stop waited for ever on
+    a loop that had swallowed its own cancel this way). Nothing else the tasks
+    ended with is raised either; the task group reports crashes.
+    """
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
 
 
 class TaskGroup:

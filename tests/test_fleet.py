@@ -716,3 +716,38 @@ async def test_two_schedulers_on_one_sqlite_file_probe_a_real_upstream_once(
                         lambda h=health: h.blocked() is None, timeout=10, what="both go again"
                     )
             assert "b" not in app.asked
+
+
+class _SlowToStopClock(FakeClock):
+    """A fake clock whose sleep, once cancelled, takes a while to end (until ``release``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        try:
+            await super().sleep(seconds)
+        except asyncio.CancelledError:
+            self.stopping.set()
+            await self.release.wait()
+            raise
+
+
+async def test_a_stop_while_the_exchange_loop_tidies_up_its_timers_ends_it() -> None:
+    """The loop's cancel must not be swallowed when it arrives while the loop waits
+    for its own timer task to end (it used to loop on, and the scheduler's stop
+    waited for it for ever)."""
+    clock = _SlowToStopClock()
+    gate = HealthGate((), clock=clock)
+    sync = FleetSync(gate, MemoryFleetStore(), clock, member="a")
+    loop = asyncio.create_task(sync.run())
+    await wait_all_tasks_blocked()  # exchanged once, waiting for the timer or news
+    sync.wake()  # news: the loop cancels its timer and waits for it to end ...
+    await asyncio.wait_for(clock.stopping.wait(), 5)
+    loop.cancel()  # ... and is stopped just then
+    clock.release.set()
+    await asyncio.wait({loop}, timeout=5)
+    assert loop.done(), "the exchange loop swallowed its own cancel and ran on"
+    assert loop.cancelled()

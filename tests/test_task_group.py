@@ -10,7 +10,7 @@ import pytest
 
 from scheduler import BacklogOptions, JobState, Lane, Scheduler, SchedulerCrashed
 from scheduler.backlog import SQLiteBacklog
-from scheduler.task_group import TaskGroup
+from scheduler.task_group import TaskGroup, cancel_and_wait
 from scheduler.tasks import Task
 
 
@@ -153,3 +153,25 @@ async def test_on_done_runs_once_after_the_groups_own_bookkeeping() -> None:
     assert seen == [("ok", 0, False), ("boom", 0, True)]
     assert crashes == ["crash"]
     assert group.crashed_in == "boom"
+
+
+async def test_cancel_and_wait_ends_the_tasks_and_keeps_the_caller_s_own_cancel() -> None:
+    release = asyncio.Event()
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await release.wait()  # takes a while to end once cancelled
+
+    child = asyncio.create_task(slow_to_stop())
+    await asyncio.sleep(0)
+    stopper = asyncio.create_task(cancel_and_wait(child))
+    await asyncio.sleep(0)
+    stopper.cancel()  # the stop itself is cancelled while the child winds down
+    await asyncio.wait({stopper}, timeout=5)
+    assert stopper.cancelled(), "the caller's cancel was swallowed"
+    release.set()
+    await asyncio.wait({child}, timeout=5)
+    assert child.cancelled()
+    await cancel_and_wait()  # nothing to cancel: returns at once
