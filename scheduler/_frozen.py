@@ -56,7 +56,9 @@ def quick_init(cls: C) -> C:
     exec(source, scope)
     init = scope["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__doc__ = cls.__dict__["__init__"].__doc__
+    generated = cls.__dict__["__init__"]
+    init.__doc__ = generated.__doc__
+    init.__annotations__ = dict(generated.__annotations__)  # for help() and the docs
     init.__module__ = cls.__module__
     type.__setattr__(cls, "__init__", init)
     return cls

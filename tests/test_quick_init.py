@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,11 @@ def test_same_fields_as_the_generated_init(args: tuple[Any, ...], by_name: bool)
     assert dataclasses.astuple(quick) == dataclasses.astuple(plain)
     assert quick == Quick(a, b, c, d)
     assert repr(quick) == repr(plain)
+
+
+def test_same_signature_for_help_and_the_docs() -> None:
+    assert inspect.signature(Quick) == inspect.signature(Plain)
+    assert inspect.signature(JobRecord).parameters["trace"].default is None
 
 
 def test_still_frozen_comparable_copyable_and_replaceable() -> None:
