@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from scheduler import BacklogOptions, Scheduler, Task
+from scheduler import BacklogOptions, JobState, Scheduler, Task
 
 from .._common import stopwatch
 from .phase import TIME_LIMIT_S, Latencies, Phase
@@ -148,9 +148,12 @@ def drain_sql_alone(path: Path, seats: int = 8) -> Phase:
     a floor for the drain on this machine and disk, measured in the same run."""
     import sqlite3
 
+    from scheduler.backlog import Outcome
     from scheduler.backlog import _sqlite_schema as sql
     from scheduler.backlog._checkpointer import FALLBACK_PAGES
+    from scheduler.backlog.sqlite import _outcome_rows
 
+    running = JobState.RUNNING.value
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute("PRAGMA journal_mode=WAL")
@@ -163,13 +166,13 @@ def drain_sql_alone(path: Path, seats: int = 8) -> Phase:
             while True:
                 now = time.time()
                 db.execute("BEGIN IMMEDIATE")
-                db.executemany(
-                    sql.COMPLETE,
-                    [("done", "done", "null", None, None, None, now, row[1], "running", owner,
-                      row[7], row[7]) for row in previous],
-                )  # fmt: skip
+                # the backlog's own parameters (row[1]: the id, row[7]: the attempt)
+                done = [Outcome.done(row[1], owner, attempt=row[7]) for row in previous]
+                applied = db.executemany(sql.COMPLETE, _outcome_rows(done, now)).rowcount
+                if applied != len(done):
+                    raise RuntimeError(f"COMPLETE applied {applied} of {len(done)} outcomes")
                 where = (LANE, now, seats, LANE, now, seats, seats)
-                lease = ("running", owner, now + 15.0, now)
+                lease = (running, owner, now + 15.0, now)
                 previous = db.execute(sql.CLAIM_RETURNING, lease + where).fetchall()
                 db.execute("COMMIT")
                 transactions += 1

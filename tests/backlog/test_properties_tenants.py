@@ -135,6 +135,21 @@ async def churn(
     return rounds
 
 
+def _claims_as_memory_does(
+    kind: str,
+    steps: list[tuple[str, str | None, int, int]],
+    weights: dict[str, float],
+    cap: int | None,
+    lease: float,
+) -> None:
+    """The same churn on ``kind`` and on the memory backlog claims the same jobs."""
+
+    def claimed(backend: str) -> Any:
+        return run_with(backend, lambda b: churn(b, steps, weights, cap, lease))
+
+    assert claimed(kind) == claimed("memory")
+
+
 # leases that never lapse, or lapse after two steps (a claim takes them over first, and
 # they count against their tenant's in-flight bound)
 LEASES = st.sampled_from([1e6, 2.5])
@@ -148,10 +163,7 @@ def test_sqlite_claims_a_churning_lane_as_the_memory_backlog_does(
     cap: int | None,
     lease: float,
 ) -> None:
-    def claimed(kind: str) -> Any:
-        return run_with(kind, lambda b: churn(b, steps, weights, cap, lease))
-
-    assert claimed("sqlite") == claimed("memory")
+    _claims_as_memory_does("sqlite", steps, weights, cap, lease)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -163,7 +175,4 @@ def test_postgres_claims_a_churning_lane_as_the_memory_backlog_does(
     cap: int | None,
     lease: float,
 ) -> None:
-    def claimed(kind: str) -> Any:
-        return run_with(kind, lambda b: churn(b, steps, weights, cap, lease))
-
-    assert claimed(pg_property_schema) == claimed("memory")
+    _claims_as_memory_does(pg_property_schema, steps, weights, cap, lease)
