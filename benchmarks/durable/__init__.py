@@ -84,7 +84,11 @@ def _floodgate(directory: Path, sync: Sync, sizes: Sizes) -> fg.FloodgateRun:
     # the floor: the drain's SQL alone on a file filled the same way (untimed fill)
     asyncio.run(fg.submit_many(directory / "fg-sql.db", sync, n))
     alone = fg.drain_sql_alone(directory / "fg-sql.db")
-    return fg.FloodgateRun(submit, submit_many, drain, latency, local, remote, alone)
+    many_alone = fg.insert_sql_alone(directory / "fg-insert-many.db", many, fg.MANY_CHUNK)
+    submit_alone = fg.insert_sql_alone(directory / "fg-insert.db", n, fg.SUBMITTERS)
+    return fg.FloodgateRun(
+        submit, submit_many, drain, latency, local, remote, alone, many_alone, submit_alone
+    )
 
 
 def _one_rep(root: Path, index: int, sizes: Sizes) -> Rep:

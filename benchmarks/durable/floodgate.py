@@ -184,6 +184,54 @@ def drain_sql_alone(path: Path, seats: int = 8) -> Phase:
         db.close()
 
 
+def insert_sql_alone(path: Path, n: int, per_transaction: int) -> Phase:
+    """The inserts of ``n`` default jobs, ``per_transaction`` at a time, alone: the
+    backlog's own insert (``_sqlite_ops.insert``: the queued-count check, each job's
+    record and id, ``INSERT``, the lane count) in ``BEGIN IMMEDIATE ... COMMIT`` on
+    one plain ``sqlite3`` connection in this thread (the backlog's pragmas), with
+    the ``NewJob``s built beforehand. No event loop, no validation, no JSON
+    encoding, no ``Job`` objects: a floor for ``submit_many`` (calls of
+    ``MANY_CHUNK``) and for ``submit`` (``SUBMITTERS`` jobs per group commit)."""
+    import sqlite3
+
+    from scheduler.backlog import NewJob
+    from scheduler.backlog import _sqlite_ops as ops
+    from scheduler.backlog._checkpointer import FALLBACK_PAGES
+    from scheduler.backlog.base import job_rank
+    from scheduler.scheduler import DEFAULT_LANES
+
+    _, task = scheduler(path, "NORMAL", Runs(n))  # the task's defaults, not opened
+    lane = next(lane for lane in DEFAULT_LANES if lane.name == LANE)
+    now = time.time()
+    rank = job_rank(0.0, now, lane.aging)
+    args = [[i] for i in range(n)]
+    jobs = [
+        NewJob(task=TASK, lane=LANE, args_json=json.dumps(a), run_at=now,
+               max_attempts=task.retry.max_attempts, max_queued=lane.max_queued,
+               args=a, rank=rank)
+        for a in args
+    ]  # fmt: skip
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
+        ops.migrate(db, str(path))
+        transactions = 0
+        with stopwatch() as watch:
+            for first in range(0, n, per_transaction):
+                part = jobs[first : first + per_transaction]
+                db.execute("BEGIN IMMEDIATE")
+                [stored] = ops.insert(db, [(part, args[first : first + per_transaction], now)])
+                db.execute("COMMIT")
+                transactions += 1
+                if not isinstance(stored, list) or len(stored) != len(part):
+                    raise RuntimeError(f"the insert stored {stored!r}, not {len(part)} jobs")
+        return Phase.of(watch, n, transactions)
+    finally:
+        db.close()
+
+
 async def latency_while_draining(path: Path, queued: int, k: int) -> Latencies:
     """``queued`` jobs stored first; then, while the lane drains them, one caller awaits
     ``k`` submits one after another. Latency of each; the drain rate meanwhile."""
@@ -278,3 +326,5 @@ class FloodgateRun:
     pickup_local: Latencies | None = None
     pickup_remote: Latencies | None = None
     sql_alone: Phase | None = None
+    many_sql_alone: Phase | None = None
+    submit_sql_alone: Phase | None = None

@@ -75,12 +75,29 @@ def _sql_alone(r: FloodgateRun) -> Phase:
     return r.sql_alone
 
 
+def _many_sql_alone(r: FloodgateRun) -> Phase:
+    assert r.many_sql_alone is not None
+    return r.many_sql_alone
+
+
+def _submit_sql_alone(r: FloodgateRun) -> Phase:
+    assert r.submit_sql_alone is not None
+    return r.submit_sql_alone
+
+
 def _enq(p: PeerRun) -> Phase:
     return p.enqueue
 
 
 def _pdrain(p: PeerRun) -> Phase:
     return p.drain
+
+
+def _over_floor(
+    f: Figures, phase: Callable[[FloodgateRun], Phase], floor: Callable[[FloodgateRun], Phase]
+) -> list[float]:
+    """Each repetition's rate of ``phase`` over its ``floor`` (measured in the same run)."""
+    return [phase(r.floodgate).rate / floor(r.floodgate).rate for r in f.reps if r.floodgate]
 
 
 def verdicts(f: Figures) -> list[tuple[str, str, bool]]:
@@ -108,13 +125,19 @@ def blocks(f: Figures, judged: list[tuple[str, str, bool]]) -> list[str | Table]
          f">= {TARGET_SUBMIT:,.0f}", verdict(ok["submit"])],
         [f"`submit_many`, calls of {fg.MANY_CHUNK:,} (jobs/s)", spread(f.rates(_many)),
          f">= {TARGET_MANY:,.0f}", verdict(ok["submit_many"])],
+        [f"the backlog's insert alone, {fg.SUBMITTERS} jobs per transaction, no scheduler"
+         " (jobs/s)", spread(f.rates(_submit_sql_alone)), "-", "-"],
+        [f"the backlog's insert alone, {fg.MANY_CHUNK:,} jobs per transaction, no scheduler"
+         " (jobs/s)", spread(f.rates(_many_sql_alone)), "-", "-"],
+        ["submit / its insert alone; `submit_many` / its insert alone",
+         f"{spread(_over_floor(f, _submit, _submit_sql_alone), 'ratio')}; "
+         f"{spread(_over_floor(f, _many, _many_sql_alone), 'ratio')}", "-", "-"],
         ["drain of no-op jobs, defaults (jobs/s)", spread(f.rates(_drain)),
          f">= {TARGET_DRAIN:,.0f}", verdict(ok["drain (defaults)"])],
         ["the drain's SQL alone, 8 jobs per transaction, no scheduler (jobs/s)",
          spread(f.rates(_sql_alone)), "-", "-"],
         ["drain with the defaults / its SQL alone",
-         spread([r.floodgate.drain.rate / r.floodgate.sql_alone.rate for r in f.reps
-                 if r.floodgate and r.floodgate.sql_alone], "ratio"), "-", "-"],
+         spread(_over_floor(f, _drain, _sql_alone), "ratio"), "-", "-"],
         ["event-loop CPU per submitted job, 100 submitters (µs)",
          spread(f.loop_us(_submit), "one"), "-", "-"],
         ["event-loop CPU per job, `submit_many` (µs)", spread(f.loop_us(_many), "one"), "-", "-"],
@@ -295,6 +318,14 @@ def _method(f: Figures) -> str:
             "SQLite work of a drain with 8 seats, without the scheduler, the event loop, "
             "aiosqlite or decoding the rows. The drain cannot beat it on this machine and "
             "disk with 8 jobs per transaction.",
+            "- The backlog's insert alone: the `NewJob`s of N (and of M) default jobs built "
+            "untimed, then one plain `sqlite3` connection in the benchmark's thread runs the "
+            "backlog's own insert (`_sqlite_ops.insert`: the lane-count check, each job's "
+            "record and id, the `INSERT`, the lane count) in `BEGIN IMMEDIATE ... COMMIT`, "
+            f"{fg.SUBMITTERS} jobs per transaction (as `submit`'s group commits take them) and "
+            f"{fg.MANY_CHUNK:,} (as a `submit_many` call): what the backlog's thread does for "
+            "a submit, without the event loop, aiosqlite, validation, JSON encoding or the "
+            "`Job` objects. Neither submit path can beat it on this machine and disk.",
             f"- Pickup: {s.pickups} jobs submitted at 100/s to an idle worker; from the submit "
             "returning (committed) to the job's body starting (0 if it started first). "
             "In-process: the submitter and the worker are one `async with sched:`. "
