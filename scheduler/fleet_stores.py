@@ -22,7 +22,7 @@ import functools
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from .backlog import Backlog, SQLiteBacklog
@@ -156,12 +156,28 @@ def _view(
     )
 
 
-class SQLiteFleetStore:
-    """The fleet tables in the backlog's SQLite file (its own connection, in a thread)."""
+#: runs ``work(conn)`` in one transaction on another component's connection
+#: (:meth:`SQLiteBacklog.side_transaction`)
+SideTransaction = Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
 
-    def __init__(self, path: str, *, busy_timeout: float = 0.5) -> None:
+
+class SQLiteFleetStore:
+    """The fleet tables in the backlog's SQLite file.
+
+    Beside an open backlog of this process (``writer``: its ``side_transaction``),
+    each exchange is a transaction on the backlog's own connection, queued in turn
+    with its writes. Otherwise (``writer=None``: a command-line tool, a test) the
+    store opens its own connection and runs it in a thread; SQLite's busy handler
+    then waits up to ``busy_timeout`` for the write lock.
+    """
+
+    def __init__(
+        self, path: str, *, busy_timeout: float = 0.5, writer: SideTransaction | None = None
+    ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
+        self._writer = writer
+        self._schema_made = False  # on the writer's connection
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._in_use = threading.Lock()
@@ -186,7 +202,15 @@ class SQLiteFleetStore:
 
     async def _run(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         async with self._lock:
-            return await asyncio.to_thread(self._transaction, work)
+            if self._writer is None:
+                return await asyncio.to_thread(self._transaction, work)
+            if self._closed:
+                raise sqlite3.ProgrammingError("the fleet store is closed")
+            if self._schema_made:
+                return await self._writer(work)
+            result = await self._writer(functools.partial(_with_schema, work))
+            self._schema_made = True
+            return result
 
     def _transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         # a cancelled caller does not stop its thread: the connection is used by one
@@ -265,6 +289,12 @@ class SQLiteFleetStore:
             if self._conn is not None:
                 conn, self._conn = self._conn, None
                 conn.close()
+
+
+def _with_schema(work: Callable[[sqlite3.Connection], Any], conn: sqlite3.Connection) -> Any:
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    return work(conn)
 
 
 class PostgresFleetStore:
@@ -366,7 +396,8 @@ class PostgresFleetStore:
 def fleet_store_for(backlog: Backlog) -> FleetStore | None:
     """The fleet store beside ``backlog`` (``None``: it is not shared, e.g. in memory)."""
     if isinstance(backlog, SQLiteBacklog):
-        return SQLiteFleetStore(str(backlog.path))
+        writer = None if backlog.read_only else backlog.side_transaction
+        return SQLiteFleetStore(str(backlog.path), writer=writer)
     if "asyncpg" in sys.modules:  # a PostgresBacklog exists only once asyncpg is imported
         from .backlog.postgres import PostgresBacklog
 

@@ -666,6 +666,72 @@ async def test_a_cancelled_exchange_never_shares_the_connection_with_close(
             await store.exchange("late", 1.0, (), (), 3.0)
 
 
+async def test_a_fleet_exchange_beside_a_busy_backlog_waits_its_turn_instead_of_failing(
+    tmp_path: Path,
+) -> None:
+    """Beside this process's backlog, an exchange runs on the backlog's connection, in
+    turn with its writes: held behind a backlog transaction that keeps the write lock
+    far past the store's busy timeout, it waits and succeeds (a second connection
+    failed "database is locked", as under back-to-back group commits)."""
+    import threading
+
+    from scheduler.backlog import SQLiteBacklog
+    from scheduler.fleet_stores import fleet_store_for
+
+    backlog = SQLiteBacklog(str(tmp_path / "b.db"))
+    await backlog.open()
+    try:
+        store = fleet_store_for(backlog)
+        assert isinstance(store, SQLiteFleetStore)
+        store.busy_timeout = 0.01  # what a second connection would wait for the lock
+        held, release = threading.Event(), threading.Event()
+        commits = backlog.stats().commits
+
+        def long_write(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO lane_queued (lane, n) VALUES ('x', 0)")
+            held.set()
+            assert release.wait(10), "the test never released the write lock"
+
+        writing = asyncio.create_task(backlog._transaction(long_write))
+        await asyncio.to_thread(held.wait, 10)
+        holds = [Hold("llm", "retry_after", 1e12, "a")]
+        exchange = asyncio.create_task(store.exchange("a", 1.0, holds, ["llm"], 3.0))
+        await asyncio.sleep(0.05)  # 5x the busy timeout, with the lock held
+        assert not exchange.done()  # waiting its turn, not failed
+        release.set()
+        view = await exchange
+        await writing
+        assert [h.by for h in view.holds] == ["a"]
+        assert backlog.stats().commits == commits + 1  # the exchange is not the backlog's
+        assert await backlog.queued_count("x") == 0  # the backlog's own write committed
+        await store.close()
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            await store.exchange("late", 1.0, (), (), 3.0)
+    finally:
+        await backlog.close()
+
+
+async def test_a_read_only_backlog_gets_a_fleet_store_of_its_own_connection(
+    tmp_path: Path,
+) -> None:
+    from scheduler.backlog import SQLiteBacklog
+    from scheduler.fleet_stores import fleet_store_for
+
+    path = str(tmp_path / "b.db")
+    writable = SQLiteBacklog(path)
+    await writable.open()
+    await writable.close()
+    backlog = SQLiteBacklog(path, read_only=True)
+    await backlog.open()
+    try:
+        store = fleet_store_for(backlog)
+        assert isinstance(store, SQLiteFleetStore)
+        assert await store.operator() is None  # read through its own connection
+        await store.close()
+    finally:
+        await backlog.close()
+
+
 class _Health:
     """An ASGI app answering ``GET /health?who=X`` with ``status``, counting who asked."""
 
