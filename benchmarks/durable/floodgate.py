@@ -17,9 +17,13 @@ registered no-op task; no ``BacklogOptions``), each on a fresh SQLite file:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
+import sqlite3
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -146,19 +150,12 @@ def drain_sql_alone(path: Path, seats: int = 8) -> Phase:
     RETURNING`` of ``seats`` jobs, ``COMMIT`` (the backlog's own SQL text and
     pragmas), until the lane is empty. No event loop, no decoding, no job run:
     a floor for the drain on this machine and disk, measured in the same run."""
-    import sqlite3
-
     from scheduler.backlog import Outcome
     from scheduler.backlog import _sqlite_schema as sql
-    from scheduler.backlog._checkpointer import FALLBACK_PAGES
     from scheduler.backlog.sqlite import _outcome_rows
 
     running = JobState.RUNNING.value
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
+    with _plain_connection(path) as db:
         jobs, transactions = 0, 0
         previous: list[tuple[Any, ...]] = []
         owner = "sql-alone"
@@ -180,8 +177,6 @@ def drain_sql_alone(path: Path, seats: int = 8) -> Phase:
                 if not previous:
                     break
         return Phase.of(watch, jobs, transactions)
-    finally:
-        db.close()
 
 
 def insert_sql_alone(path: Path, n: int, per_transaction: int) -> Phase:
@@ -192,12 +187,10 @@ def insert_sql_alone(path: Path, n: int, per_transaction: int) -> Phase:
     the ``NewJob``s built beforehand. No event loop, no validation, no JSON
     encoding, no ``Job`` objects: a floor for ``submit_many`` (calls of
     ``MANY_CHUNK``) and for ``submit`` (``SUBMITTERS`` jobs per group commit)."""
-    import sqlite3
-
     from scheduler.backlog import NewJob
     from scheduler.backlog import _sqlite_ops as ops
-    from scheduler.backlog._checkpointer import FALLBACK_PAGES
     from scheduler.backlog.base import job_rank
+    from scheduler.backlog.sqlite import _in_transaction
     from scheduler.scheduler import DEFAULT_LANES
 
     _, task = scheduler(path, "NORMAL", Runs(n))  # the task's defaults, not opened
@@ -211,23 +204,31 @@ def insert_sql_alone(path: Path, n: int, per_transaction: int) -> Phase:
                args=a, rank=rank)
         for a in args
     ]  # fmt: skip
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
+    with _plain_connection(path) as db:
         ops.migrate(db, str(path))
         transactions = 0
         with stopwatch() as watch:
             for first in range(0, n, per_transaction):
                 part = jobs[first : first + per_transaction]
-                db.execute("BEGIN IMMEDIATE")
-                [stored] = ops.insert(db, [(part, args[first : first + per_transaction], now)])
-                db.execute("COMMIT")
+                batch = [(part, args[first : first + per_transaction], now)]
+                [stored] = _in_transaction(db, functools.partial(ops.insert, batch=batch))
                 transactions += 1
                 if not isinstance(stored, list) or len(stored) != len(part):
                     raise RuntimeError(f"the insert stored {stored!r}, not {len(part)} jobs")
         return Phase.of(watch, n, transactions)
+
+
+@contextlib.contextmanager
+def _plain_connection(path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain ``sqlite3`` connection to ``path`` with the backlog's pragmas."""
+    from scheduler.backlog._checkpointer import FALLBACK_PAGES
+
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
+        yield db
     finally:
         db.close()
 

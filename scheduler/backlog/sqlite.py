@@ -291,24 +291,27 @@ class SQLiteBacklog(CombinedBacklogBase):
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 
-    async def _transaction(self, body: Callable[[Conn], T]) -> T:
+    async def _transaction(self, body: Callable[[Conn], T], *, backlog: bool = True) -> T:
         """``body(conn)`` inside ``BEGIN IMMEDIATE ... COMMIT``, all on the connection's
         thread (in this task's context, so context variables read the same there).
+        ``backlog=False``: another component's tables (not counted in ``commits``, not
+        a commit point).
 
         Shielded: a cancelled caller stops waiting, but the transaction still
         commits or rolls back before the connection is used again.
         """
         if self.read_only:
             raise BacklogError(f"backlog {self.path!r} was opened read-only: no writes")
-        return await self._to_the_end(self._run_transaction(self._live(), body))
+        return await self._to_the_end(self._run_transaction(self._live(), body, backlog))
 
-    async def _run_transaction(self, db: Db, body: Callable[[Conn], T]) -> T:
+    async def _run_transaction(self, db: Db, body: Callable[[Conn], T], backlog: bool) -> T:
         try:
             run = contextvars.copy_context().run
-            result: T = await _on_thread(db, run, _in_transaction, db._conn, body)
+            result: T = await _on_thread(db, run, _in_transaction, db._conn, body, backlog)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
-        self._counters.commits += 1
+        if backlog:
+            self._counters.commits += 1
         if self._checkpointer is not None:
             self._checkpointer.poke()
         return result
@@ -320,20 +323,7 @@ class SQLiteBacklog(CombinedBacklogBase):
         the write lock by polling, and can lose it to back-to-back group commits for
         its whole busy timeout. Shielded like the backlog's writes; not counted in
         ``stats().commits``. ``sqlite3`` errors are raised as ``BacklogError``."""
-        if self.read_only:
-            raise BacklogError(f"backlog {self.path!r} was opened read-only: no writes")
-        db = self._live()
-
-        async def run() -> T:
-            try:
-                result: T = await _on_thread(db, _in_transaction, db._conn, work, False)
-            except sqlite3.Error as exc:
-                raise self._error(exc) from exc
-            if self._checkpointer is not None:
-                self._checkpointer.poke()
-            return result
-
-        return await self._to_the_end(run())
+        return await self._transaction(work, backlog=False)
 
     async def _write(self, query: str, params: Sequence[Any]) -> int:
         def body(db: Conn) -> int:
