@@ -34,6 +34,8 @@ from pathlib import Path
 
 from workers.provenance import source_commit
 
+from ._cpus import round_trip
+
 __all__ = [
     "DSN_ENV",
     "FULL_RUN_TIME",
@@ -395,8 +397,16 @@ def _machine_facts() -> list[list[str]]:
         ["cpu", _cpu_model()],
         ["platform", platform.platform()],
         ["load average at the end (1, 5, 15 min; this run included)", _load_average()],
+        ["a thread round trip (a queue each way), across CPUs; on one CPU", _round_trips()],
         ["floodgate commit", _git_commit()],
     ]
+
+
+def _round_trips() -> str:
+    """What handing work to another thread and back costs here (see ``_cpus``)."""
+    across, one = round_trip(), round_trip(pinned=True)
+    shown = "-" if math.isnan(one) else f"{one * 1e6:.1f} µs"
+    return f"{across * 1e6:.1f} µs; {shown}"
 
 
 def _load_average() -> str:

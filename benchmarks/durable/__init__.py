@@ -11,7 +11,9 @@ Targets (issue 10): submit with 100 submitters >= 50,000 jobs/s; ``submit_many``
 >= 200,000 jobs/s; drain of no-op jobs with the defaults >= 20,000 jobs/s; submit
 latency p50 < 1 ms while the same process drains; pickup p50 of an idle worker
 < 1 ms in-process and < 20 ms from another process; peak RSS with 1,000,000
-queued jobs < 200 MB. Event-loop CPU per job is reported, not judged.
+queued jobs < 200 MB. Event-loop CPU per job is reported, not judged; so are
+submit and drain run again with the process on one CPU (``taskset -c N``), which
+shows what handing work between threads costs on the machine (see ``_cpus``).
 
 Run: ``python -m benchmarks --only durable --repeat 5`` (or ``python -m
 benchmarks.durable``; ``--quick`` for a smoke run, ``--record`` to write
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._common import Options, Outcome, fmt_rate, progress, verdict, write_report
+from .._cpus import one_cpu
 from . import floodgate as fg
 from .memory import measure as measure_memory
 from .peers import PEERS, PeerRun, Sync
@@ -86,9 +89,17 @@ def _floodgate(directory: Path, sync: Sync, sizes: Sizes) -> fg.FloodgateRun:
     alone = fg.drain_sql_alone(directory / "fg-sql.db")
     many_alone = fg.insert_sql_alone(directory / "fg-insert-many.db", many, fg.MANY_CHUNK)
     submit_alone = fg.insert_sql_alone(directory / "fg-insert.db", n, fg.SUBMITTERS)
+    # the same submit and drain with the process on one CPU (``taskset -c N``): its
+    # threads then hand work to each other without waking another CPU
+    one_submit = one_drain = None
+    with one_cpu() as cpu:
+        if cpu is not None:
+            one_submit = asyncio.run(fg.submit(directory / "fg-one-cpu.db", sync, n))
+            one_drain = asyncio.run(fg.drain(directory / "fg-one-cpu.db", sync, n))
     return fg.FloodgateRun(
-        submit, submit_many, drain, latency, local, remote, alone, many_alone, submit_alone
-    )
+        submit, submit_many, drain, latency, local, remote, alone, many_alone, submit_alone,
+        one_submit, one_drain,
+    )  # fmt: skip
 
 
 def _one_rep(root: Path, index: int, sizes: Sizes) -> Rep:
@@ -123,13 +134,22 @@ def _rep_line(rep: Rep) -> str:
     assert f.pickup_remote
     return (
         f"submit {fmt_rate(f.submit.rate)}/s, submit_many {fmt_rate(f.submit_many.rate)}/s, "
-        f"drain {fmt_rate(f.drain.rate)}/s; submit p50 while draining "
+        f"drain {fmt_rate(f.drain.rate)}/s{_one_cpu_line(f)}; submit p50 while draining "
         f"{f.latency.p(50) * 1e3:.2f} ms; pickup p50 {f.pickup_local.p(50) * 1e3:.2f} ms "
         f"in-process, {f.pickup_remote.p(50) * 1e3:.1f} ms cross-process; "
         + "; ".join(
             f"{name} {fmt_rate(p.enqueue.rate)}/{fmt_rate(p.drain.rate)}"
             for name, p in rep.peers.items()
         )
+    )
+
+
+def _one_cpu_line(f: fg.FloodgateRun) -> str:
+    if f.submit_one_cpu is None or f.drain_one_cpu is None:
+        return ""
+    return (
+        f" (on one CPU: submit {fmt_rate(f.submit_one_cpu.rate)}/s, "
+        f"drain {fmt_rate(f.drain_one_cpu.rate)}/s)"
     )
 
 

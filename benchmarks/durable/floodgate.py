@@ -329,3 +329,6 @@ class FloodgateRun:
     sql_alone: Phase | None = None
     many_sql_alone: Phase | None = None
     submit_sql_alone: Phase | None = None
+    # submit and drain again with the process on one CPU (``None``: only one CPU here)
+    submit_one_cpu: Phase | None = None
+    drain_one_cpu: Phase | None = None
