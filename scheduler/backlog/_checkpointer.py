@@ -75,7 +75,9 @@ class Checkpointer:
             conn = sqlite3.connect(
                 self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
             )
-            while True:
+            # looked at before each wait: a stop that set the poke just before this
+            # thread cleared it (below) is not lost, nor its join left hanging
+            while not self._stopping.is_set():
                 self._wanted.wait()
                 if self._stopping.wait(self.delay):
                     return

@@ -128,3 +128,45 @@ async def test_the_backlog_checkpoints_off_its_commits(tmp_path: Path) -> None:
     # nothing was lost on the way: a fresh open reads every job
     async with SQLiteBacklog(path) as again:
         assert (await again.counts()) == {"batch": {"queued": 1000}}
+
+
+class _StopLandsBeforeTheClear(threading.Event):
+    """The checkpointer's ``_wanted``: its first ``clear()`` lets a ``stop()`` land just
+    before it (between the thread's delay and its clear), as it may on any run."""
+
+    def __init__(self, checkpointer: Checkpointer) -> None:
+        super().__init__()
+        self.checkpointer = checkpointer
+        self.raced = False
+
+    def clear(self) -> None:
+        if not self.raced:
+            self.raced = True
+            self.checkpointer._stopping.set()  # what stop() does before its join
+            self.set()
+        super().clear()
+
+
+def test_a_stop_landing_while_the_thread_clears_its_poke_still_ends_the_thread(
+    tmp_path: Path,
+) -> None:
+    """A stop that set the poke just before the thread cleared it was lost: the thread
+    checkpointed, then waited for a poke for ever, and the backlog's close hung in
+    ``stop()``'s join (seen once in a benchmark loop)."""
+    path = tmp_path / "w.db"
+    conn = _writer(path)
+    _write(conn, 5)
+    checkpointer = Checkpointer(str(path), 5.0, delay=0.001)
+    wanted = checkpointer._wanted = _StopLandsBeforeTheClear(checkpointer)
+    checkpointer.start()
+    thread = checkpointer._thread
+    assert thread is not None
+    try:
+        checkpointer.poke()
+        thread.join(timeout=5.0)  # returns at once when the thread ends
+        assert wanted.raced
+        assert not thread.is_alive(), "the checkpointer thread missed the stop"
+        assert checkpointer.checkpoints == 1  # the poke it had taken was served
+    finally:
+        checkpointer.stop()
+        conn.close()
