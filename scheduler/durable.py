@@ -21,6 +21,7 @@ claimed while the lane cannot run it.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import os
 import socket
 import traceback
@@ -65,6 +66,36 @@ _CANCEL_POLL_PUSHED = 5.0
 #: seconds before the first look again after a claim found nothing, when the one
 #: before found work (doubling up to ``poll_interval``)
 _RECHECK_AFTER_WORK = 0.05
+#: due times (jobs submitted or retried here with a later ``run_at``) a runner keeps
+#: to wake for; beyond it the latest half are forgotten (the lane's poll finds them)
+_MAX_DUES = 1024
+#: seconds past a due time the claim is made at, so its ``now`` has reached ``run_at``
+_DUE_SLACK = 0.001
+
+
+class DueTimes:
+    """Wall times at which jobs fall due, earliest first (a heap), at most
+    :data:`_MAX_DUES`: beyond that the latest half are forgotten."""
+
+    __slots__ = ("_heap",)
+
+    def __init__(self) -> None:
+        self._heap: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, when: float) -> None:
+        heapq.heappush(self._heap, when)
+        if len(self._heap) > _MAX_DUES:
+            self._heap = heapq.nsmallest(_MAX_DUES // 2, self._heap)  # sorted: a heap
+
+    def next_after(self, moment: float) -> float | None:
+        """The earliest due time later than ``moment`` (those up to it are dropped)."""
+        heap = self._heap
+        while heap and heap[0] <= moment:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,7 +108,8 @@ class BacklogOptions:
         heartbeat: seconds between lease extensions (default ``lease / 3``).
         poll_interval: how often an idle lane looks for work submitted by
             other processes (local submits wake it at once, and so does a
-            PostgreSQL ``NOTIFY``).
+            PostgreSQL ``NOTIFY``; a job submitted or retried here to run later
+            wakes it when it falls due).
         claim_batch: most jobs claimed in one backlog call.
         retention: seconds a finished (``DONE``) job is kept before it is purged.
         synchronous: SQLite ``synchronous``: ``"NORMAL"`` (WAL; survives a
@@ -145,6 +177,9 @@ class DurableRunner:
         self._count_queued_fn = count_queued
         self._stopping = False
         self._wakeup: asyncio.Future[None] | None = None
+        #: when jobs of this lane submitted or retried here fall due: an idle lane
+        #: claims then, not at its next poll
+        self._dues = DueTimes()
         #: the jobs claimed here and not yet ended, by job id (their leases are ours)
         self._tickets: dict[str, Ticket] = {}
         self._unsubscribe: Callable[[], None] | None = None
@@ -223,6 +258,21 @@ class DurableRunner:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def due_at(self, when: float) -> None:
+        """A job of this lane falls due at wall time ``when`` (submitted or retried in
+        this process with a later ``run_at``): claim then, not at the next poll.
+        Jobs due later that other processes stored are found by the poll."""
+        self._dues.add(when)
+        self.wake()  # an idle claim loop looks at the new due time
+
+    def _next_due_in(self, claimed_at: float) -> float | None:
+        """Seconds until the earliest due time later than ``claimed_at`` (the wall time
+        a claim was made at: jobs due by then were claimable), ``None`` if none."""
+        due = self._dues.next_after(claimed_at)
+        if due is None:
+            return None
+        return max(0.0, due - self._clock.wall()) + _DUE_SLACK
+
     async def _sleep(self, seconds: float | None) -> None:
         """Wait for :meth:`wake` or ``seconds`` of the scheduler's clock."""
         loop = asyncio.get_running_loop()
@@ -254,6 +304,7 @@ class DurableRunner:
                 await self._sleep(None)  # a seat frees, the gate opens, or we stop
                 continue
             outcomes = self._take_outcomes()
+            claimed_at = clock.wall()
             try:
                 records = await self._claim(len(tickets), outcomes)
             except BacklogError as exc:
@@ -284,7 +335,8 @@ class DurableRunner:
                 # because the lane's ceiling is full across processes (their leases
                 # end within moments), so look again soon, backing off to the poll
                 idle_from = clock.now()
-                await self._idle(recheck)
+                due_in = self._next_due_in(claimed_at)
+                await self._idle(recheck if due_in is None else min(recheck, due_in))
                 if clock.now() - idle_from >= recheck:  # not woken early
                     recheck = min(recheck * 2, options.poll_interval)
 
@@ -617,6 +669,9 @@ class DurableRunner:
         self.lane.backlog_queued += len(releases) + sum(o.kind == "retry" for o in outcomes)
         if outcomes:
             self._on_finished([o.job_id for o in outcomes])
+            for outcome in outcomes:
+                if outcome.kind == "retry" and outcome.run_at is not None:
+                    self.due_at(outcome.run_at)  # its backoff ends then: claim it on time
 
     def _put_back(self, outcomes: list[Outcome]) -> None:
         """Outcomes a failed claim did not write: first in line for the flush loop."""

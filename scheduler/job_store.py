@@ -57,7 +57,7 @@ class JobStore:
     def __init__(
         self,
         backlog: Backlog,
-        wake: Callable[[str], None],
+        wake: Callable[[str, float | None], None],
         *,
         owner: _JobWaiter,
         clock: Clock,
@@ -215,7 +215,8 @@ class JobStore:
             raise self._full(lane, exc.queued, len(new)) from None
         lane.admitted += len(records)
         lane.backlog_queued += len(records)
-        self._wake(lane.name)
+        # the lane's runner here claims the jobs now or, due later, when they fall due
+        self._wake(lane.name, due if due > now else None)
         return [self.job_from(record) for record in records]
 
     def _full(self, lane: LaneState, queued: int | None, jobs: int) -> Overloaded:
@@ -390,7 +391,7 @@ class JobStore:
         )
         if count:
             for name in self._lanes:
-                self._wake(name)
+                self._wake(name, None)
         return count
 
 

@@ -294,10 +294,15 @@ class Scheduler:
             await sync.leave()
             await sync.store.close()
 
-    def _wake_runner(self, lane: str) -> None:
+    def _wake_runner(self, lane: str, due: float | None = None) -> None:
+        """The lane's runner here may claim now or, ``due`` (a wall time), then."""
         runner = self._runners.get(lane)
-        if runner is not None:
+        if runner is None:
+            return
+        if due is None:
             runner.wake()
+        else:
+            runner.due_at(due)
 
     def _wake_runners(self) -> None:
         for runner in self._runners.values():
