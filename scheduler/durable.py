@@ -669,9 +669,11 @@ class DurableRunner:
         self.lane.backlog_queued += len(releases) + sum(o.kind == "retry" for o in outcomes)
         if outcomes:
             self._on_finished([o.job_id for o in outcomes])
-            for outcome in outcomes:
-                if outcome.kind == "retry" and outcome.run_at is not None:
-                    self.due_at(outcome.run_at)  # its backoff ends then: claim it on time
+            retries = [o.run_at for o in outcomes if o.kind == "retry" and o.run_at is not None]
+            for when in retries:  # their backoffs end then: claim them on time
+                self._dues.add(when)
+            if retries:
+                self.wake()
 
     def _put_back(self, outcomes: list[Outcome]) -> None:
         """Outcomes a failed claim did not write: first in line for the flush loop."""
