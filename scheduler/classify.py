@@ -16,8 +16,11 @@ anything else                          other            yes        nobody
 =====================================  ===============  =========  ==============
 
 A ``Retry-After`` header (seconds or an HTTP-date) on the failed response is
-honored. Malformed values are ignored and absurd ones clamped, with a
-``upstream.bad_header`` warning: a header never crashes a dispatcher.
+honored. On a 429, ``retry-after-ms`` (OpenAI, Azure) is read first, and a
+whole-second Retry-After gives way to the 429's own rate-limit headers when
+they say which budget ran out and that it is full again sooner (see
+:func:`throttle_wait`). Malformed values are ignored and absurd ones clamped,
+with a ``upstream.bad_header`` warning: a header never crashes a dispatcher.
 
 :func:`httpx_event_hooks` feeds every response's rate-limit headers
 (``x-ratelimit-remaining-requests`` / ``-tokens`` and their resets) to the
@@ -61,6 +64,7 @@ __all__ = [
     "parse_duration",
     "parse_rate_limit_headers",
     "parse_retry_after",
+    "throttle_wait",
 ]
 
 _log = get_logger()
@@ -119,9 +123,11 @@ def classify(exc: BaseException | None, *, now: float) -> Classified:
         return SUCCESS
     if isinstance(exc, httpx.HTTPStatusError):
         status = exc.response.status_code
-        retry_after = parse_retry_after(exc.response.headers.get("retry-after"), now=now)
+        headers = exc.response.headers
+        retry_after = parse_retry_after(headers.get("retry-after"), now=now)
         if status == 429:
             kind = FailureKind.RATE_LIMITED
+            retry_after = throttle_wait(headers, retry_after)
         elif status >= 500:
             kind = FailureKind.SERVER_ERROR
         elif status == 408:
@@ -265,6 +271,53 @@ def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitInfo:
         limit_tokens=_count(headers, "x-ratelimit-limit-tokens"),
         reset_tokens=parse_duration(headers.get("x-ratelimit-reset-tokens")),
     )
+
+
+def throttle_wait(headers: Mapping[str, str], retry_after: float | None) -> float | None:
+    """Seconds a 429 asks for (``None``: it does not say).
+
+    - ``retry-after-ms`` (OpenAI, Azure), when readable, is the wait to the millisecond.
+    - Otherwise ``retry_after`` (the parsed ``Retry-After``), except when it is only
+      the time until an exhausted budget is full again, rounded up to a whole
+      second: the 429's own ``x-ratelimit-remaining-requests`` / ``-tokens`` say
+      ``0`` and their resets say that budget is full in ``r`` s, with
+      ``Retry-After <= max(1, ceil(r))``. Then the wait is ``r`` (at least its
+      last digit's unit): ``Retry-After: 1`` for a bucket full again in 120 ms
+      holds work for 120 ms, not a second. A Retry-After longer than the budget's
+      reset says something else (an overloaded upstream) and is honored as is, and
+      so is one on a 429 whose headers show no exhausted budget (a concurrency cap).
+    """
+    precise = headers.get("retry-after-ms")
+    if precise is not None:
+        try:
+            millis = float(precise.strip())
+        except ValueError:
+            millis = math.nan
+        if math.isfinite(millis):
+            return _clamp(millis / 1000.0, "retry-after-ms")
+        _warn("retry-after-ms", precise, "not a number of milliseconds; ignored")
+    if retry_after is None:
+        return None
+    refill = _refill_time(headers)
+    if refill is None or retry_after > max(1.0, math.ceil(refill)):
+        return retry_after
+    return min(retry_after, refill)
+
+
+def _refill_time(headers: Mapping[str, str]) -> float | None:
+    """Seconds until every budget the headers show exhausted is full again
+    (``None``: none shown exhausted, or one's reset unknown)."""
+    waits: list[float] = []
+    for kind in ("requests", "tokens"):
+        remaining = _count(headers, f"x-ratelimit-remaining-{kind}")
+        if remaining is None or remaining > 0:
+            continue
+        raw = headers.get(f"x-ratelimit-reset-{kind}")
+        reset, unit = parse_duration(raw), duration_resolution(raw)
+        if reset is None or unit is None:
+            return None
+        waits.append(max(reset, unit))
+    return max(waits) if waits else None
 
 
 def httpx_event_hooks(

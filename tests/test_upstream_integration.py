@@ -7,6 +7,7 @@ The simulated LLM API of the drill answers 503 (+ Retry-After) while down and
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -105,3 +106,32 @@ async def test_an_outage_stops_the_hammering_and_recovery_drains_everything(
     assert during_outage <= 15
     assert app.counts[("outage", 503)] <= 30
     assert app.counts[("recovery", 200)] == 100
+
+
+@pytest.mark.parametrize(
+    "llm", [UpstreamConfig(rate_limit=40.0, burst=2.0, service_time=0.01)], indirect=True
+)
+async def test_a_429_holds_work_until_its_budget_refills_not_a_whole_second(
+    llm: tuple[SimulatedLLM, str], tmp_path: Path
+) -> None:
+    """The upstream answers ``Retry-After: 1`` with ``x-ratelimit-remaining-requests:
+    0`` and a reset of at most 50 ms: the batch lane waits for the reset, so no gap
+    between two requests comes near the second a Retry-After pause would take."""
+    app, url = llm
+    sched = drainer(tmp_path / "refill.db", BreakerConfig(consecutive_failures=1000))
+    async with httpx.AsyncClient(base_url=url, event_hooks=httpx_event_hooks(sched, "llm")) as http:
+
+        @sched.task(upstream="llm", retry=RetryPolicy(max_attempts=20, base=0.01, cap=0.05))
+        async def complete(i: int) -> int:
+            (await http.post("/v1/complete")).raise_for_status()
+            return i
+
+        async with sched:
+            jobs = await complete.submit_many([[i] for i in range(30)])
+            results = [await job.result(timeout=20) for job in jobs]
+    assert results == list(range(30))
+    throttled = [e for e in app.events if e.status == 429]
+    assert throttled, "the burst of 2 should have been exceeded at least once"
+    arrivals = sorted(e.t for e in app.events)
+    longest = max(b - a for a, b in itertools.pairwise(arrivals))
+    assert longest < 0.9, f"{len(throttled)} 429s, longest gap {longest:.3f} s"

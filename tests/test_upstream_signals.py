@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -20,6 +21,7 @@ from scheduler.classify import (
     parse_duration,
     parse_rate_limit_headers,
     parse_retry_after,
+    throttle_wait,
 )
 from scheduler.limits import AdaptiveThrottle, AIMDLimit, TokenBucket
 
@@ -116,6 +118,111 @@ def test_rate_limit_headers_and_reset_durations() -> None:
     assert parse_duration("20") == 20.0
     assert parse_duration("later") is None
     assert parse_rate_limit_headers({"x-ratelimit-remaining-requests": "-3"}).empty
+
+
+def wait_of_429(**headers: str) -> float | None:
+    return classify(status_error(429, **headers), now=NOW).retry_after
+
+
+def test_a_429_waits_for_its_exhausted_budget_not_a_rounded_up_second() -> None:
+    spent = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "120ms"}
+    assert wait_of_429(**{"retry-after": "1"}, **spent) == pytest.approx(0.12)
+    # the tokens budget ran out: its reset; both ran out: the later reset
+    tokens = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "0.4s"}
+    assert wait_of_429(**{"retry-after": "1"}, **tokens) == pytest.approx(0.4)
+    assert wait_of_429(**{"retry-after": "1"}, **spent, **tokens) == pytest.approx(0.4)
+    # a reset of "0s" says the budget is full within its last digit's unit
+    zero = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "0s"}
+    assert wait_of_429(**{"retry-after": "1"}, **zero) == 1.0
+    later = {**spent, "x-ratelimit-reset-requests": "2.5s"}
+    assert wait_of_429(**{"retry-after": "3"}, **later) == 2.5
+    # a 503's Retry-After is the upstream's word on its health: never shortened
+    error = status_error(503, **{"retry-after": "1"}, **spent)
+    assert classify(error, now=NOW).retry_after == 1.0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # more than the budget's reset rounded up: the upstream asks for more quiet
+        {"retry-after": "30", "x-ratelimit-remaining-requests": "0",
+         "x-ratelimit-reset-requests": "120ms"},
+        # no budget shown exhausted (a concurrency cap, an overload): as given
+        {"retry-after": "1", "x-ratelimit-remaining-requests": "3",
+         "x-ratelimit-reset-requests": "120ms"},
+        {"retry-after": "1"},
+        # an exhausted budget whose reset is missing or unreadable: as given
+        {"retry-after": "1", "x-ratelimit-remaining-requests": "0"},
+        {"retry-after": "1", "x-ratelimit-remaining-requests": "0",
+         "x-ratelimit-reset-requests": "soon"},
+        {"retry-after": "1", "x-ratelimit-remaining-requests": "0",
+         "x-ratelimit-reset-requests": "50ms", "x-ratelimit-remaining-tokens": "0"},
+    ],
+)  # fmt: skip
+def test_a_429s_retry_after_is_kept_unless_its_headers_name_a_sooner_refill(
+    headers: dict[str, str],
+) -> None:
+    assert wait_of_429(**headers) == float(headers["retry-after"])
+
+
+def test_retry_after_ms_is_read_first_and_a_bad_one_is_ignored_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="floodgate")
+    assert wait_of_429(**{"retry-after-ms": "250", "retry-after": "1"}) == 0.25
+    assert wait_of_429(**{"retry-after-ms": "1500"}) == 1.5
+    assert not caplog.records
+    assert wait_of_429(**{"retry-after-ms": "9e9"}) == 3600.0  # clamped, like Retry-After
+    assert wait_of_429(**{"retry-after-ms": "soon", "retry-after": "2"}) == 2.0
+    assert wait_of_429(**{"retry-after-ms": "nan"}) is None
+    bad = [r.msg for r in caplog.records if r.msg["event"] == "upstream.bad_header"]  # type: ignore[index]
+    assert [(m["header"], m["problem"]) for m in bad] == [  # type: ignore[index]
+        ("retry-after-ms", "clamped to 3600s"),
+        ("retry-after-ms", "not a number of milliseconds; ignored"),
+        ("retry-after-ms", "not a number of milliseconds; ignored"),
+    ]
+
+
+_RESET = st.one_of(
+    st.floats(0, 120).map(lambda s: f"{s:.3f}s"),
+    st.integers(0, 120_000).map(lambda ms: f"{ms}ms"),
+    st.integers(0, 120),
+).map(str)
+
+
+@given(
+    retry_after=st.integers(0, 120),
+    remaining_requests=st.sampled_from(["0", "1", "7"]),
+    reset_requests=_RESET,
+    remaining_tokens=st.sampled_from([None, "0", "500"]),
+    reset_tokens=_RESET,
+)
+def test_a_shortened_wait_never_ends_before_the_exhausted_budgets_refill(
+    retry_after: int,
+    remaining_requests: str,
+    reset_requests: str,
+    remaining_tokens: str | None,
+    reset_tokens: str,
+) -> None:
+    headers = {
+        "x-ratelimit-remaining-requests": remaining_requests,
+        "x-ratelimit-reset-requests": reset_requests,
+        "x-ratelimit-reset-tokens": reset_tokens,
+    }
+    if remaining_tokens is not None:
+        headers["x-ratelimit-remaining-tokens"] = remaining_tokens
+    wait = throttle_wait(headers, float(retry_after))
+    assert wait is not None
+    assert wait <= retry_after  # never longer than the upstream asked
+    exhausted = [
+        parse_duration(headers[f"x-ratelimit-reset-{kind}"])
+        for kind, left in (("requests", remaining_requests), ("tokens", remaining_tokens))
+        if left == "0"
+    ]
+    if wait < retry_after:  # shortened: only to a refill the headers promise
+        assert exhausted
+        assert wait >= max(r for r in exhausted if r is not None)
+        assert retry_after <= max(1, math.ceil(wait))
 
 
 def test_aimd_slow_start_then_additive_then_one_cut_per_round_trip() -> None:
