@@ -7,6 +7,7 @@ The simulated LLM API of the drill answers 503 (+ Retry-After) while down and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from scheduler import (
     Lane,
     RetryPolicy,
     Scheduler,
+    Task,
     Upstream,
     httpx_event_hooks,
 )
@@ -47,13 +49,11 @@ def drainer(db: Path, breaker: BreakerConfig) -> Scheduler:
     )
 
 
-@pytest.mark.parametrize("llm", [UpstreamConfig(down_retry_after=1)], indirect=True)
-async def test_retry_after_holds_the_whole_upstream_to_the_second(
-    llm: tuple[SimulatedLLM, str], tmp_path: Path
-) -> None:
-    app, url = llm
-    app.set_phase("outage", "down")
-    sched = drainer(tmp_path / "ra.db", BreakerConfig(consecutive_failures=1000))
+@contextlib.asynccontextmanager
+async def hooked_drain(url: str, db: Path) -> AsyncIterator[Task[[int], int]]:
+    """A running :func:`drainer` (breaker kept closed) whose task ``complete(i)``
+    posts to the upstream through a client with the rate-limit header hooks."""
+    sched = drainer(db, BreakerConfig(consecutive_failures=1000))
     async with httpx.AsyncClient(base_url=url, event_hooks=httpx_event_hooks(sched, "llm")) as http:
 
         @sched.task(upstream="llm", retry=RetryPolicy(max_attempts=20, base=0.01, cap=0.05))
@@ -62,13 +62,23 @@ async def test_retry_after_holds_the_whole_upstream_to_the_second(
             return i
 
         async with sched:
-            jobs = [await complete.submit(i) for i in range(20)]
-            await eventually(lambda: app.events, timeout=5)
-            first = app.events[0]
-            # the first one after the pause
-            await eventually(lambda: len(app.events) >= 2, timeout=5)
-            app.set_phase("recovery", "normal")
-            results = [await job.result(timeout=20) for job in jobs]
+            yield complete
+
+
+@pytest.mark.parametrize("llm", [UpstreamConfig(down_retry_after=1)], indirect=True)
+async def test_retry_after_holds_the_whole_upstream_to_the_second(
+    llm: tuple[SimulatedLLM, str], tmp_path: Path
+) -> None:
+    app, url = llm
+    app.set_phase("outage", "down")
+    async with hooked_drain(url, tmp_path / "ra.db") as complete:
+        jobs = [await complete.submit(i) for i in range(20)]
+        await eventually(lambda: app.events, timeout=5)
+        first = app.events[0]
+        # the first one after the pause
+        await eventually(lambda: len(app.events) >= 2, timeout=5)
+        app.set_phase("recovery", "normal")
+        results = [await job.result(timeout=20) for job in jobs]
     assert results == list(range(20))
     after = app.events[1]
     # nothing reached the upstream during the second it asked for
@@ -118,17 +128,9 @@ async def test_a_429_holds_work_until_its_budget_refills_not_a_whole_second(
     0`` and a reset of at most 50 ms: the batch lane waits for the reset, so no gap
     between two requests comes near the second a Retry-After pause would take."""
     app, url = llm
-    sched = drainer(tmp_path / "refill.db", BreakerConfig(consecutive_failures=1000))
-    async with httpx.AsyncClient(base_url=url, event_hooks=httpx_event_hooks(sched, "llm")) as http:
-
-        @sched.task(upstream="llm", retry=RetryPolicy(max_attempts=20, base=0.01, cap=0.05))
-        async def complete(i: int) -> int:
-            (await http.post("/v1/complete")).raise_for_status()
-            return i
-
-        async with sched:
-            jobs = await complete.submit_many([[i] for i in range(30)])
-            results = [await job.result(timeout=20) for job in jobs]
+    async with hooked_drain(url, tmp_path / "refill.db") as complete:
+        jobs = await complete.submit_many([[i] for i in range(30)])
+        results = [await job.result(timeout=20) for job in jobs]
     assert results == list(range(30))
     throttled = [e for e in app.events if e.status == 429]
     assert throttled, "the burst of 2 should have been exceeded at least once"
