@@ -239,6 +239,7 @@ class RateLimitInfo:
     remaining_tokens: float | None = None
     limit_tokens: float | None = None
     reset_tokens: float | None = None
+    reset_tokens_resolution: float | None = None  # the unit of its last digit (s)
 
     @property
     def empty(self) -> bool:
@@ -270,6 +271,7 @@ def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitInfo:
         remaining_tokens=_count(headers, "x-ratelimit-remaining-tokens"),
         limit_tokens=_count(headers, "x-ratelimit-limit-tokens"),
         reset_tokens=parse_duration(headers.get("x-ratelimit-reset-tokens")),
+        reset_tokens_resolution=duration_resolution(headers.get("x-ratelimit-reset-tokens")),
     )
 
 
@@ -307,13 +309,14 @@ def throttle_wait(headers: Mapping[str, str], retry_after: float | None) -> floa
 def _refill_time(headers: Mapping[str, str]) -> float | None:
     """Seconds until every budget the headers show exhausted is full again
     (``None``: none shown exhausted, or one's reset unknown)."""
+    info = parse_rate_limit_headers(headers)
     waits: list[float] = []
-    for kind in ("requests", "tokens"):
-        remaining = _count(headers, f"x-ratelimit-remaining-{kind}")
+    for remaining, reset, unit in (
+        (info.remaining_requests, info.reset_requests, info.reset_requests_resolution),
+        (info.remaining_tokens, info.reset_tokens, info.reset_tokens_resolution),
+    ):
         if remaining is None or remaining > 0:
             continue
-        raw = headers.get(f"x-ratelimit-reset-{kind}")
-        reset, unit = parse_duration(raw), duration_resolution(raw)
         if reset is None or unit is None:
             return None
         waits.append(max(reset, unit))
