@@ -77,7 +77,7 @@ from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
-from ..errors import BacklogError, ConfigError, Overloaded
+from ..errors import BacklogError, BacklogLocked, ConfigError, Overloaded
 from ..jobs import JobState
 from ..logs import get_logger
 from . import _sqlite_ops as _ops
@@ -237,7 +237,7 @@ class SQLiteBacklog(CombinedBacklogBase):
             raise self._error(exc) from exc
         self._db, self._closing = db, False
         try:
-            mode = (await self._read("PRAGMA journal_mode=WAL"))[0][0]
+            mode = await self._switch_to_wal()
             if str(mode).lower() != "wal" and self.path != ":memory:":
                 raise BacklogError(f"backlog {self.path!r} could not switch to WAL mode ({mode})")
             await self._read(f"PRAGMA synchronous={self.synchronous}")
@@ -251,6 +251,27 @@ class SQLiteBacklog(CombinedBacklogBase):
             await self._stop_checkpointer()
             await db.close()
             raise
+
+    async def _switch_to_wal(self) -> str:
+        """``PRAGMA journal_mode=WAL``; the journal mode it reports.
+
+        Processes starting together on a new file race to switch it: each holds a
+        shared lock and wants the exclusive one, and SQLite breaks that deadlock by
+        answering one of them "database is locked" at once, without waiting out
+        ``busy_timeout``. So a lock error is tried again, after 5 ms doubling to
+        100 ms, until ``busy_timeout`` has passed.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.busy_timeout
+        pause = 0.005
+        while True:
+            try:
+                return str((await self._read("PRAGMA journal_mode=WAL"))[0][0])
+            except BacklogLocked:
+                if loop.time() + pause > give_up:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 0.1)
 
     async def _stop_checkpointer(self) -> None:
         checkpointer, self._checkpointer = self._checkpointer, None
