@@ -7,11 +7,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scheduler import ConfigError, JobFailed, JobState, Lane, Scheduler
 from scheduler.tasks import MAX_JSON_DEPTH, encode_args, encode_result
@@ -109,6 +112,36 @@ def test_encoders_check_depth_without_recursion() -> None:
     cyclic.append(cyclic)
     with pytest.raises(TypeError, match=r"argument 0 .*not JSON-serializable"):
         encode_args((cyclic,))
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**90), max_value=2**90)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(JSON, max_size=4), JSON)
+def test_encoders_write_what_the_standard_encoder_writes(args: list[Any], result: Any) -> None:
+    """The encoders call CPython's C encoder directly: the text is the one
+    ``json.dumps(..., allow_nan=False, separators=(",", ":"))`` gives."""
+    standard = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+    assert encode_args(args) == standard(args)
+    assert encode_args(tuple(args)) == standard(args)
+    assert encode_result(result) == standard(result)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, {1j: 1}, {"k": object()}, b"bytes"])
+def test_encoders_refuse_what_is_not_json(bad: Any) -> None:
+    with pytest.raises(TypeError, match=r"argument 1 .*not JSON-serializable"):
+        encode_args([1, [bad]] if isinstance(bad, float) else [1, bad])
+    with pytest.raises(TypeError, match="not JSON"):
+        encode_result(bad)
 
 
 @pytest.mark.parametrize("grace", [math.nan, math.inf, -math.inf, -1, -0.5])

@@ -11,6 +11,7 @@ once, by the connection's statement cache).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -31,8 +32,12 @@ from .base import (
     bounded_lanes,
     bounded_tenants,
     claim_room,
+    new_job_ids,
     new_record,
 )
+
+#: compact JSON of the [id, args] pairs of INSERT_RUN
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 __all__ = [
     "Conn",
@@ -111,6 +116,7 @@ def insert(db: Conn, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
     verdicts = admit(calls, queued, [k for k in known if k is not None], tenant_queued)
     inserts: list[tuple[Any, ...]] = []
     results: list[list[JobRecord] | Overloaded] = []
+    ids = iter(new_job_ids(sum(len(jobs) for jobs in calls)))
     for (jobs, args, when), refused in zip(batch, verdicts, strict=True):
         if refused is not None:
             results.append(refused)
@@ -121,7 +127,7 @@ def insert(db: Conn, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
             if job.key is not None and job.key in known:
                 records.append(known[job.key])
                 continue
-            record = new_record(job, job_args, now)
+            record = new_record(job, job_args, now, next(ids))
             if job.key is not None:
                 known[job.key] = record
             inserts.append(
@@ -132,7 +138,7 @@ def insert(db: Conn, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
             records.append(record)
         results.append(records)
     if inserts:
-        db.executemany(sql.INSERT, inserts)
+        _insert_rows(db, inserts)
         added: dict[str, int] = {}
         for row in inserts:
             added[row[2]] = added.get(row[2], 0) + 1
@@ -149,6 +155,39 @@ def insert(db: Conn, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
             db.executemany(create, list(per_tenant))
             db.executemany(add, [(n, lane, t) for (lane, t), n in per_tenant.items()])
     return results
+
+
+#: rows in a run of alike rows worth one INSERT_RUN rather than executemany
+_RUN_MIN = 4
+
+
+def _insert_rows(db: Conn, rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` (``sql.INSERT``'s parameters) in order: each run of at least
+    :data:`_RUN_MIN` keyless rows alike but for ``id`` and ``args`` as one
+    ``INSERT_RUN``, the others with ``executemany``."""
+    single: list[tuple[Any, ...]] = []
+    start = 0
+    while start < len(rows):
+        first = rows[start]
+        end = start + 1
+        if first[10] is None:  # no key
+            shape = first[1:3] + first[4:10] + first[11:]
+            while end < len(rows) and rows[end][10] is None:
+                row = rows[end]
+                if row[1:3] + row[4:10] + row[11:] != shape:
+                    break
+                end += 1
+        if end - start < _RUN_MIN:
+            single.extend(rows[start:end])
+        else:
+            if single:
+                db.executemany(sql.INSERT, single)
+                single = []
+            pairs = _encode([[row[0], row[3]] for row in rows[start:end]])
+            db.execute(sql.INSERT_RUN, (*first[1:3], *first[4:10], *first[11:], pairs))
+        start = end
+    if single:
+        db.executemany(sql.INSERT, single)
 
 
 def claim(
