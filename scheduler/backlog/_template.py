@@ -97,7 +97,7 @@ class BacklogBase(AsyncContext, ABC):
     def __init__(self, label: str) -> None:
         self._label = label
         self._counters = Counters()
-        self._inflight: set[asyncio.Task[Any]] = set()
+        self._inflight: set[asyncio.Future[Any]] = set()  # writes under way
 
     # -- the open check ---------------------------------------------------------------
 

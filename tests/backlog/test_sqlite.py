@@ -219,6 +219,40 @@ async def test_a_cancelled_call_leaves_the_connection_usable(sqlite_backlog: SQL
     assert len(await sqlite_backlog.claim("batch", 10, owner="w2", lease_seconds=5, now=6)) == 10
 
 
+async def test_a_write_whose_caller_was_cancelled_is_counted_and_awaited_at_close(
+    db_path: Path,
+) -> None:
+    """The transaction runs on as a plain future: its commit is counted, and ``close``
+    waits for it, though nobody awaits it any more."""
+    backlog = SQLiteBacklog(db_path)
+    await backlog.open()
+    await backlog.submit([new_job(i) for i in range(4)], now=0)
+    before = backlog.stats().commits
+    task = asyncio.create_task(backlog.claim("batch", 4, owner=OWNER, lease_seconds=5, now=1))
+    await asyncio.sleep(0)  # queued on the connection's thread
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await backlog.close()  # waits for the claim's transaction
+    assert backlog.stats().commits == before + 1
+    with raw(db_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'running'").fetchone() == (4,)
+
+
+async def test_a_failed_write_raises_backlog_error_to_its_caller(
+    sqlite_backlog: SQLiteBacklog,
+) -> None:
+    def body(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO no_such_table VALUES (1)")
+
+    before = sqlite_backlog.stats().commits
+    with pytest.raises(BacklogError, match="no such table"):
+        await sqlite_backlog.side_transaction(body)
+    assert sqlite_backlog.stats().commits == before
+    await sqlite_backlog.submit([new_job(1)], now=0)  # the connection is usable
+    assert sqlite_backlog.stats().commits == before + 1
+
+
 def test_sqlite_errors_map_to_backlog_errors() -> None:
     def err(code: int, text: str) -> sqlite3.Error:
         exc = sqlite3.OperationalError(text)
