@@ -155,6 +155,8 @@ def drain_sql_alone(path: Path, seats: int = 8) -> Phase:
     from scheduler.backlog.sqlite import _outcome_rows
 
     running = JobState.RUNNING.value
+    clock = time.perf_counter
+    parts = dict.fromkeys(SQL_PARTS, 0.0)
     with _plain_connection(path) as db:
         jobs, transactions = 0, 0
         previous: list[tuple[Any, ...]] = []
@@ -162,21 +164,34 @@ def drain_sql_alone(path: Path, seats: int = 8) -> Phase:
         with stopwatch() as watch:
             while True:
                 now = time.time()
-                db.execute("BEGIN IMMEDIATE")
                 # the backlog's own parameters (row[1]: the id, row[7]: the attempt)
                 done = [Outcome.done(row[1], owner, attempt=row[7]) for row in previous]
-                applied = db.executemany(sql.COMPLETE, _outcome_rows(done, now)).rowcount
-                if applied != len(done):
-                    raise RuntimeError(f"COMPLETE applied {applied} of {len(done)} outcomes")
+                rows = _outcome_rows(done, now)
                 where = (LANE, now, seats, LANE, now, seats, seats)
                 lease = (running, owner, now + 15.0, now)
+                t0 = clock()
+                db.execute("BEGIN IMMEDIATE")
+                t1 = clock()
+                applied = db.executemany(sql.COMPLETE, rows).rowcount
+                t2 = clock()
                 previous = db.execute(sql.CLAIM_RETURNING, lease + where).fetchall()
+                t3 = clock()
                 db.execute("COMMIT")
+                t4 = clock()
+                spent = (t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+                for name, seconds in zip(SQL_PARTS, spent, strict=True):
+                    parts[name] += seconds
+                if applied != len(done):
+                    raise RuntimeError(f"COMPLETE applied {applied} of {len(done)} outcomes")
                 transactions += 1
                 jobs += len(previous)
                 if not previous:
                     break
-        return Phase.of(watch, jobs, transactions)
+        return Phase.of(watch, jobs, transactions, parts)
+
+
+#: the parts of :func:`drain_sql_alone`'s transactions, timed one by one
+SQL_PARTS = ("BEGIN IMMEDIATE", "COMPLETE", "CLAIM ... RETURNING", "COMMIT")
 
 
 def insert_sql_alone(path: Path, n: int, per_transaction: int) -> Phase:

@@ -19,10 +19,25 @@ class Phase:
     thread_cpu: float  # the timing thread (Floodgate: the event loop's)
     process_cpu: float  # every thread of the process
     transactions: int = 0
+    #: wall seconds of each named part of the phase (the SQL floors: each statement)
+    parts: tuple[tuple[str, float], ...] = ()
 
     @classmethod
-    def of(cls, watch: Stopwatch, jobs: int, transactions: int = 0) -> Phase:
-        return cls(jobs, watch.seconds, watch.thread_cpu, watch.process_cpu, transactions)
+    def of(
+        cls,
+        watch: Stopwatch,
+        jobs: int,
+        transactions: int = 0,
+        parts: dict[str, float] | None = None,
+    ) -> Phase:
+        return cls(
+            jobs, watch.seconds, watch.thread_cpu, watch.process_cpu, transactions,
+            tuple((parts or {}).items()),
+        )  # fmt: skip
+
+    def part_us(self, name: str) -> float:
+        """Microseconds per transaction spent in part ``name``."""
+        return dict(self.parts)[name] / max(1, self.transactions) * 1e6
 
     @property
     def rate(self) -> float:

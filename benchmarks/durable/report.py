@@ -161,6 +161,10 @@ def blocks(f: Figures, judged: list[tuple[str, str, bool]]) -> list[str | Table]
          f">= {TARGET_DRAIN:,.0f}", verdict(ok["drain (defaults)"])],
         ["the drain's SQL alone, 8 jobs per transaction, no scheduler (jobs/s)",
          spread(f.rates(_sql_alone)), "-", "-"],
+        ["... of which, per transaction (µs): "
+         + ", ".join(f"{name}" for name in fg.SQL_PARTS),
+         " / ".join(spread([p.part_us(name) for p in f.fg(_sql_alone)], "one")
+                    for name in fg.SQL_PARTS), "-", "-"],
         ["drain with the defaults / its SQL alone",
          spread(_over_floor(f, _drain, _sql_alone), "ratio"), "-", "-"],
         ["submit and drain again, the process on one CPU (`taskset -c N`; jobs/s)",
