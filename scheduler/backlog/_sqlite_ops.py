@@ -164,17 +164,19 @@ _RUN_MIN = 4
 def _insert_rows(db: Conn, rows: list[tuple[Any, ...]]) -> None:
     """Insert ``rows`` (``sql.INSERT``'s parameters) in order: each run of at least
     :data:`_RUN_MIN` keyless rows alike but for ``id`` and ``args`` as one
-    ``INSERT_RUN``, the others with ``executemany``."""
+    ``INSERT_RUN``, the others with ``executemany``. Only ASCII ``args`` text (what
+    the scheduler's encoder writes) joins a run; other text is bound as it is, so it
+    is stored, or refused, exactly as before runs existed."""
     single: list[tuple[Any, ...]] = []
     start = 0
     while start < len(rows):
         first = rows[start]
         end = start + 1
-        if first[10] is None:  # no key
+        if first[10] is None and first[3].isascii():  # no key, plain text
             shape = first[1:3] + first[4:10] + first[11:]
             while end < len(rows) and rows[end][10] is None:
                 row = rows[end]
-                if row[1:3] + row[4:10] + row[11:] != shape:
+                if not row[3].isascii() or row[1:3] + row[4:10] + row[11:] != shape:
                     break
                 end += 1
         if end - start < _RUN_MIN:

@@ -110,6 +110,35 @@ def test_a_run_and_single_rows_keep_their_order(tmp_path: Path) -> None:
     assert stored == [(r[0], r[3], r[4], r[10]) for r in rows]
 
 
+def test_text_that_is_not_ascii_is_stored_as_bound(tmp_path: Path) -> None:
+    """Args text with characters beyond ASCII (a caller's own encoder) is bound row by
+    row, stored as given; a lone surrogate is refused as before, storing nothing."""
+    conn = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
+    ops.migrate(conn, "b.db")
+    ids = iter(new_job_ids(20))
+
+    def row(args: str) -> tuple[Any, ...]:
+        return (next(ids), "t", "batch", args, 0.0, "queued", 3, 0.0, 1.0, 1.0, None, None,
+                None, 0.0, None, None)  # fmt: skip
+
+    rows = [row('["é"]'), *(row(f'["{i}🙂"]') for i in range(5)), row("[1]")]
+    conn.execute("BEGIN IMMEDIATE")
+    ops._insert_rows(conn, rows)
+    conn.execute("COMMIT")
+    assert [r[0] for r in conn.execute("SELECT args FROM jobs ORDER BY seq")] == [
+        r[3] for r in rows
+    ]
+    bad = [row(f"[{i}]") for i in range(5)] + [row('["' + chr(0xD800) + '"]')]
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        ops._insert_rows(conn, bad)
+    except UnicodeEncodeError:
+        conn.execute("ROLLBACK")
+    else:
+        raise AssertionError("a lone surrogate was stored")
+    assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone() == (len(rows),)
+
+
 def test_new_job_ids_are_fresh_time_ordered_hex() -> None:
     ids = new_job_ids(1000)
     assert len(set(ids)) == 1000
