@@ -161,6 +161,12 @@ def insert(db: Conn, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
 _RUN_MIN = 4
 
 
+def _shared(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The columns of an ``sql.INSERT`` row that a run's rows share (all but ``id``,
+    ``args`` and ``key``), in ``sql.INSERT_RUN``'s parameter order."""
+    return row[1:3] + row[4:10] + row[11:]
+
+
 def _insert_rows(db: Conn, rows: list[tuple[Any, ...]]) -> None:
     """Insert ``rows`` (``sql.INSERT``'s parameters) in order: each run of at least
     :data:`_RUN_MIN` keyless rows alike but for ``id`` and ``args`` as one
@@ -173,10 +179,10 @@ def _insert_rows(db: Conn, rows: list[tuple[Any, ...]]) -> None:
         first = rows[start]
         end = start + 1
         if first[10] is None and first[3].isascii():  # no key, plain text
-            shape = first[1:3] + first[4:10] + first[11:]
+            shape = _shared(first)
             while end < len(rows) and rows[end][10] is None:
                 row = rows[end]
-                if not row[3].isascii() or row[1:3] + row[4:10] + row[11:] != shape:
+                if not row[3].isascii() or _shared(row) != shape:
                     break
                 end += 1
         if end - start < _RUN_MIN:
@@ -186,7 +192,7 @@ def _insert_rows(db: Conn, rows: list[tuple[Any, ...]]) -> None:
                 db.executemany(sql.INSERT, single)
                 single = []
             pairs = _encode([[row[0], row[3]] for row in rows[start:end]])
-            db.execute(sql.INSERT_RUN, (*first[1:3], *first[4:10], *first[11:], pairs))
+            db.execute(sql.INSERT_RUN, (*shape, pairs))
         start = end
     if single:
         db.executemany(sql.INSERT, single)

@@ -481,11 +481,11 @@ def new_job_id() -> str:
     """A fresh job id: 32 hex digits, milliseconds since the epoch (12) then 80 random
     bits (20). Time-ordered, so inserts land at the end of the id index (uuid4's land
     anywhere in it), and as hard to guess as before: ids may be handed to users."""
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return new_job_ids(1)[0]
 
 
 def new_job_ids(n: int) -> list[str]:
-    """``n`` fresh job ids as :func:`new_job_id` makes them, with one clock read and one
+    """``n`` fresh job ids (see :func:`new_job_id`), with one clock read and one
     ``os.urandom`` call for all of them."""
     stamp = f"{time.time_ns() // 1_000_000:012x}"
     noise = os.urandom(10 * n).hex()

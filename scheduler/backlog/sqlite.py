@@ -122,27 +122,23 @@ _PURGE_CHUNK = 5000  # rows deleted per purge transaction
 
 
 async def _on_thread(db: Db, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` on the connection's own thread: one hop, in the order queued.
-
-    aiosqlite has no public call for this; its ``_execute`` is what each of its
-    public methods does, so it stays as stable as they are.
-    """
-    execute: Callable[..., Awaitable[T]] = db._execute
-    return await execute(fn, *args)
+    """``fn(*args)`` on the connection's own thread: one hop, in the order queued."""
+    return await _queue_on_thread(db, fn, *args)
 
 
 def _queue_on_thread(db: Db, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-    """Queue ``fn(*args)`` on the connection's thread, as :func:`_on_thread` does, and
-    return its future without awaiting it.
+    """Queue ``fn(*args)`` on the connection's thread; return its future, not awaited.
 
-    aiosqlite's worker takes ``(future, function)`` pairs from ``_tx`` and resolves the
-    future from its thread; ``_execute`` puts one there and awaits it. Putting it there
-    directly lets a transaction be tracked and shielded as a plain future, with no task
-    of its own: a task costs a turn of the event loop to start and two more to pass its
-    result on, paid by every claim and group commit."""
+    aiosqlite has no public call for this: its worker takes ``(future, function)``
+    pairs from ``_tx`` and resolves the future from its thread, which is what its
+    ``_execute`` does before awaiting the future. Putting the pair there directly lets
+    a transaction be tracked and shielded as a plain future, with no task of its own:
+    a task costs a turn of the event loop to start and two more to pass its result on,
+    paid by every claim and group commit. Closed: ``ValueError``, as ``_execute``."""
     tx = getattr(db, "_tx", None)
-    if tx is None:  # an aiosqlite without that queue: the public way, as a task
-        return asyncio.ensure_future(_on_thread(db, fn, *args))
+    if tx is None:  # an aiosqlite without that queue: its own call, as a task
+        execute: Callable[..., Awaitable[T]] = db._execute
+        return asyncio.ensure_future(execute(fn, *args))
     if not db._running or db._connection is None:
         raise ValueError("Connection closed")
     future: asyncio.Future[T] = asyncio.get_running_loop().create_future()

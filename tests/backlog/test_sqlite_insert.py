@@ -89,20 +89,21 @@ def test_every_job_is_stored_as_given_in_order(spec: list[Any], calls: int) -> N
     assert rows == expected  # the args text byte for byte, in submit order
 
 
+def _row(args: str, priority: float = 0.0, key: str | None = None) -> tuple[Any, ...]:
+    """``sql.INSERT``'s parameters for a fresh job of task ``t`` in ``batch``."""
+    return (new_job_ids(1)[0], "t", "batch", args, priority, "queued", 3, 0.0, 1.0, 1.0, key,
+            None, None, priority, None, None)  # fmt: skip
+
+
 def test_a_run_and_single_rows_keep_their_order(tmp_path: Path) -> None:
     """Alike rows (one INSERT_RUN) between rows that differ (executemany), on one
     plain connection: the stored order is the given order."""
     conn = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
     ops.migrate(conn, "b.db")
-    ids = iter(new_job_ids(12))
 
-    def row(args: str, priority: float = 0.0, key: str | None = None) -> tuple[Any, ...]:
-        return (next(ids), "t", "batch", args, priority, "queued", 3, 0.0, 1.0, 1.0, key, None,
-                None, priority, None, None)  # fmt: skip
-
-    rows = [row("[0]", 1.0), row("[1]", 2.0)]
-    rows += [row(f"[{i}]") for i in range(2, 8)]  # a run of six
-    rows += [row("[8]", key="k"), row("[9]"), row("[10]"), row("[11]", 3.0)]
+    rows = [_row("[0]", 1.0), _row("[1]", 2.0)]
+    rows += [_row(f"[{i}]") for i in range(2, 8)]  # a run of six
+    rows += [_row("[8]", key="k"), _row("[9]"), _row("[10]"), _row("[11]", 3.0)]
     conn.execute("BEGIN IMMEDIATE")
     ops._insert_rows(conn, rows)
     conn.execute("COMMIT")
@@ -115,20 +116,15 @@ def test_text_that_is_not_ascii_is_stored_as_bound(tmp_path: Path) -> None:
     row, stored as given; a lone surrogate is refused as before, storing nothing."""
     conn = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
     ops.migrate(conn, "b.db")
-    ids = iter(new_job_ids(20))
 
-    def row(args: str) -> tuple[Any, ...]:
-        return (next(ids), "t", "batch", args, 0.0, "queued", 3, 0.0, 1.0, 1.0, None, None,
-                None, 0.0, None, None)  # fmt: skip
-
-    rows = [row('["é"]'), *(row(f'["{i}🙂"]') for i in range(5)), row("[1]")]
+    rows = [_row('["é"]'), *(_row(f'["{i}🙂"]') for i in range(5)), _row("[1]")]
     conn.execute("BEGIN IMMEDIATE")
     ops._insert_rows(conn, rows)
     conn.execute("COMMIT")
     assert [r[0] for r in conn.execute("SELECT args FROM jobs ORDER BY seq")] == [
         r[3] for r in rows
     ]
-    bad = [row(f"[{i}]") for i in range(5)] + [row('["' + chr(0xD800) + '"]')]
+    bad = [_row(f"[{i}]") for i in range(5)] + [_row('["' + chr(0xD800) + '"]')]
     conn.execute("BEGIN IMMEDIATE")
     try:
         ops._insert_rows(conn, bad)
