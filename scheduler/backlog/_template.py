@@ -79,6 +79,8 @@ class Counters:
     notified: int = 0
     reconnects: int = 0
     unheard_released: int = 0
+    inline_commits: int = 0
+    inline_busy: int = 0
 
 
 class BacklogBase(AsyncContext, ABC):

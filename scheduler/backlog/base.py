@@ -185,6 +185,12 @@ class BacklogStats:
     #: jobs a claim took whose answer was lost with the connection, given back by the
     #: next claim (PostgreSQL)
     unheard_released: int = 0
+    #: of ``commits``, the small writes run on the event loop's own thread, not the
+    #: connection's (SQLite ``synchronous="NORMAL"``; see ``_sqlite_thread``)
+    inline_commits: int = 0
+    #: small writes that would have run inline but found the write lock held, and
+    #: went to the connection's thread to wait for it (SQLite)
+    inline_busy: int = 0
 
     def __getitem__(self, name: str) -> int:
         """``stats()["claimed"]``: the counters by name, as when ``stats()`` was a dict."""

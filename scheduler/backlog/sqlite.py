@@ -28,23 +28,25 @@ or ``kill -9`` (commits are in the WAL before ``submit`` returns) but the last
 commits may be lost on power loss or an OS crash; ``"FULL"`` also fsyncs the
 WAL at every commit, surviving power loss at some cost in commit latency.
 
-Writes: every write is one ``BEGIN IMMEDIATE`` transaction, run to its end
-even if the awaiting caller is cancelled. A transaction is one plain function
-run on the connection's thread (aiosqlite's), begin to commit: one thread hop
-per transaction, not one per statement, and nothing else on the connection can
-run in between (calls queue in order for that thread). Concurrent ``submit()`` calls are
-*group-committed*: callers queue their rows and await a future; one flusher
-task writes everything queued (up to ``batch_max`` rows) in one transaction
-and resolves the futures, so each ``submit`` returns once its own rows are
-committed, and N concurrent submitters cost far fewer than N commits.
-``claim`` is one ``UPDATE ... WHERE seq IN (SELECT ... LIMIT ?) RETURNING``
-(select-then-update on SQLite < 3.35); with ``max_running`` it first counts
-other owners' live leases of the lane in the same ``BEGIN IMMEDIATE``
-transaction, which holds the write lock, so claimers in other processes
-cannot interleave.
-``complete``/``heartbeat``/``release``
-are one ``executemany`` transaction each; ``complete_and_claim`` runs the
-``complete`` statement and then the claim in one transaction (one commit).
+Writes: every write is one ``BEGIN IMMEDIATE`` transaction, run to its end even
+if the awaiting caller is cancelled. A transaction is one plain function run on
+the connection's thread (aiosqlite's), begin to commit: one thread hop per
+transaction, not one per statement, and nothing else on the connection can run
+in between (calls queue in order for that thread). A small write (a claim,
+outcomes, a group commit of at most ``INLINE_ROWS`` rows) asked for while that
+thread is idle runs inline on the event loop's thread instead, never waiting for
+a lock (see :mod:`._sqlite_thread`; ``synchronous="NORMAL"`` only). Concurrent
+``submit()`` calls are *group-committed*: callers queue their rows and await a
+future; one flusher task writes everything queued (up to ``batch_max`` rows) in
+one transaction and resolves the futures, so each ``submit`` returns once its
+own rows are committed, and N concurrent submitters cost far fewer than N
+commits. ``claim`` is one ``UPDATE ... WHERE seq IN (SELECT ... LIMIT ?)
+RETURNING`` (select-then-update on SQLite < 3.35); with ``max_running`` it first
+counts other owners' live leases of the lane in the same ``BEGIN IMMEDIATE``
+transaction, which holds the write lock, so claimers in other processes cannot
+interleave. ``complete``/``heartbeat``/``release`` are one ``executemany``
+transaction each; ``complete_and_claim`` runs the ``complete`` statement and
+then the claim in one transaction (one commit).
 
 Queue bounds: a group commit reads its bounded lanes' ``lane_queued`` counts
 inside its ``BEGIN IMMEDIATE`` transaction (one row per lane, however deep the
@@ -71,7 +73,7 @@ import contextlib
 import contextvars
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Literal, TypeVar
 
@@ -86,6 +88,7 @@ from ._checkpointer import FALLBACK_PAGES, Checkpointer
 from ._group_commit import GroupCommitter
 from ._sqlite_ops import Conn, Submit, fetch
 from ._sqlite_readonly import open_read_only
+from ._sqlite_thread import INLINE_ROWS, Busy, ConnectionRunner, queue_on_thread
 from ._template import ClaimArgs, CombinedBacklogBase
 from .base import CANCELLED_ERROR, JobRecord, NewJob, Outcome
 
@@ -121,31 +124,6 @@ _STATES = {state.value: state for state in JobState}
 _PURGE_CHUNK = 5000  # rows deleted per purge transaction
 
 
-async def _on_thread(db: Db, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` on the connection's own thread: one hop, in the order queued."""
-    return await _queue_on_thread(db, fn, *args)
-
-
-def _queue_on_thread(db: Db, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-    """Queue ``fn(*args)`` on the connection's thread; return its future, not awaited.
-
-    aiosqlite has no public call for this: its worker takes ``(future, function)``
-    pairs from ``_tx`` and resolves the future from its thread, which is what its
-    ``_execute`` does before awaiting the future. Putting the pair there directly lets
-    a transaction be tracked and shielded as a plain future, with no task of its own:
-    a task costs a turn of the event loop to start and two more to pass its result on,
-    paid by every claim and group commit. Closed: ``ValueError``, as ``_execute``."""
-    tx = getattr(db, "_tx", None)
-    if tx is None:  # an aiosqlite without that queue: its own call, as a task
-        execute: Callable[..., Awaitable[T]] = db._execute
-        return asyncio.ensure_future(execute(fn, *args))
-    if not db._running or db._connection is None:
-        raise ValueError("Connection closed")
-    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-    tx.put_nowait((future, partial(fn, *args)))
-    return future
-
-
 def _stamp(path: str) -> tuple[int, int] | None:
     """Size and modification time of ``path`` (``None``: no such file)."""
     try:
@@ -164,6 +142,11 @@ def _in_transaction(conn: Conn, body: Callable[[Conn], T], backlog: bool = True)
     """On the connection's thread: ``BEGIN IMMEDIATE``, ``body``, ``COMMIT``; rolled
     back if anything fails. ``backlog``: a write of the backlog's own (a commit point)."""
     conn.execute("BEGIN IMMEDIATE")
+    return _to_commit(conn, body, backlog)
+
+
+def _to_commit(conn: Conn, body: Callable[[Conn], T], backlog: bool = True) -> T:
+    """After ``BEGIN IMMEDIATE``: ``body``, ``COMMIT``; rolled back if anything fails."""
     try:
         result = body(conn)
         if backlog:
@@ -223,6 +206,7 @@ class SQLiteBacklog(CombinedBacklogBase):
         self.read_only = read_only
         self.use_returning = HAS_RETURNING
         self._db: Db | None = None
+        self._runner: ConnectionRunner | None = None  # set while open (writable)
         self._closing = False
         self._committer = GroupCommitter[Submit, list[JobRecord]](
             self._write_submits, batch_max=batch_max
@@ -247,10 +231,16 @@ class SQLiteBacklog(CombinedBacklogBase):
             # Probe with plain sqlite3 first: when aiosqlite's own connect fails, its
             # worker thread outlives the call and can report to a loop already closed.
             await asyncio.to_thread(_probe, self.path, self.busy_timeout)
-            db = await aiosqlite.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+            db = await aiosqlite.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None,
+                check_same_thread=False,  # small writes run inline (see _sqlite_thread)
+            )  # fmt: skip
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         self._db, self._closing = db, False
+        self._runner = ConnectionRunner(
+            db, self.busy_timeout, inline_allowed=self.synchronous == "NORMAL"
+        )
         try:
             mode = await self._switch_to_wal()
             if str(mode).lower() != "wal" and self.path != ":memory:":
@@ -262,7 +252,7 @@ class SQLiteBacklog(CombinedBacklogBase):
                 self._checkpointer = Checkpointer(self.path, self.busy_timeout)
                 self._checkpointer.start()
         except BaseException:
-            self._db = None
+            self._db, self._runner = None, None
             await self._stop_checkpointer()
             await db.close()
             raise
@@ -304,7 +294,7 @@ class SQLiteBacklog(CombinedBacklogBase):
             with contextlib.suppress(BacklogError):
                 await self._write_many(sql.DELETE_OWNER, [(o,) for o in owners])
         await self._stop_checkpointer()
-        db, self._db = self._db, None
+        db, self._db, self._runner = self._db, None, None
         await db.close()
 
     # -- plumbing -------------------------------------------------------------------
@@ -323,15 +313,26 @@ class SQLiteBacklog(CombinedBacklogBase):
     async def _read(self, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         try:
             db = self._live()
-            return await _on_thread(db, fetch, db._conn, query, params)
+            return await self._on_thread(db, fetch, db._conn, query, params)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 
-    async def _transaction(self, body: Callable[[Conn], T], *, backlog: bool = True) -> T:
-        """``body(conn)`` inside ``BEGIN IMMEDIATE ... COMMIT``, all on the connection's
-        thread (in this task's context, so context variables read the same there).
-        ``backlog=False``: another component's tables (not counted in ``commits``, not
-        a commit point).
+    def _on_thread(self, db: Db, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """``fn(*args)`` queued on the connection's thread (``ValueError``: closed)."""
+        runner = self._runner
+        if runner is None or runner.db is not db:  # read-only: aiosqlite's thread only
+            return queue_on_thread(db, fn, *args)
+        return runner.on_thread(fn, *args)
+
+    async def _transaction(
+        self, body: Callable[[Conn], T], *, backlog: bool = True, rows: int | None = None
+    ) -> T:
+        """``body(conn)`` inside ``BEGIN IMMEDIATE ... COMMIT``, on the connection's
+        thread (in this task's context, so context variables read the same there), or
+        inline on this one when ``rows`` (the rows it touches; ``None``: unknown) is at
+        most ``INLINE_ROWS``, the thread is idle and the write lock is free (see
+        ``_sqlite_thread``). ``backlog=False``: another component's tables (not counted
+        in ``commits``, not a commit point).
 
         Shielded: a cancelled caller stops waiting, but the transaction still
         commits or rolls back before the connection is used again.
@@ -339,9 +340,21 @@ class SQLiteBacklog(CombinedBacklogBase):
         if self.read_only:
             raise BacklogError(f"backlog {self.path!r} was opened read-only: no writes")
         db = self._live()
+        runner = self._runner
+        if runner is not None and rows is not None and rows <= INLINE_ROWS and runner.can_inline():
+            try:
+                result = runner.inline(partial(_to_commit, body=body, backlog=backlog))
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            if not isinstance(result, Busy):
+                self._counters.inline_commits += backlog
+                self._committed(backlog)
+                await asyncio.sleep(0)  # an awaited write still lets others run
+                return result
+            self._counters.inline_busy += 1
         run = contextvars.copy_context().run
         try:
-            write = _queue_on_thread(db, run, _in_transaction, db._conn, body, backlog)
+            write = self._on_thread(db, run, _in_transaction, db._conn, body, backlog)
         except ValueError as exc:  # closed under us
             raise BacklogError(f"backlog {self.path!r} is closed") from exc
         self._inflight.add(write)
@@ -352,12 +365,16 @@ class SQLiteBacklog(CombinedBacklogBase):
             raise self._error(exc) from exc
 
     def _written(self, write: asyncio.Future[Any], *, backlog: bool) -> None:
-        """A transaction ended (whether or not its caller still waits): count a commit,
-        wake the checkpointer, and take the error if there was one (the caller converts
-        it, if it still waits)."""
+        """A transaction on the thread ended (whether or not its caller still waits):
+        count it (see :meth:`_committed`), or leave its error to the caller (who
+        converts it, if it still waits)."""
         self._inflight.discard(write)
         if write.cancelled() or write.exception() is not None:
             return
+        self._committed(backlog)
+
+    def _committed(self, backlog: bool) -> None:
+        """A transaction committed: count a commit, wake the checkpointer."""
         if backlog:
             self._counters.commits += 1
         if self._checkpointer is not None:
@@ -379,13 +396,14 @@ class SQLiteBacklog(CombinedBacklogBase):
         return await self._transaction(body)
 
     async def _write_many(self, query: str, params: list[tuple[Any, ...]]) -> int:
+        """``query`` once per tuple of ``params``: one row each (by id), so small."""
         if not params:
             return 0
 
         def body(db: Conn) -> int:
             return db.executemany(query, params).rowcount
 
-        return await self._transaction(body)
+        return await self._transaction(body, rows=len(params))
 
     # -- submit: group commit -------------------------------------------------------
 
@@ -395,13 +413,15 @@ class SQLiteBacklog(CombinedBacklogBase):
         return await self._committer.put((jobs, args, now), len(jobs))
 
     async def _write_submits(self, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
-        return await self._transaction(partial(_ops.insert, batch=batch))
+        rows = sum(len(jobs) for jobs, _, _ in batch)
+        return await self._transaction(partial(_ops.insert, batch=batch), rows=rows)
 
     # -- claim and outcomes -----------------------------------------------------------
 
     async def _claim(self, claim: ClaimArgs) -> list[JobRecord]:
         reclaimed: list[tuple[str, int]] = []
-        records = await self._transaction(partial(self._claim_ops, claim, reclaimed))
+        body = partial(self._claim_ops, claim, reclaimed)
+        records = await self._transaction(body, rows=claim.limit)
         self._claimed(claim, reclaimed)
         return records
 
@@ -443,7 +463,7 @@ class SQLiteBacklog(CombinedBacklogBase):
             applied = db.executemany(sql.COMPLETE, params).rowcount
             return applied, self._claim_ops(claim, reclaimed, db)
 
-        applied, records = await self._transaction(body)
+        applied, records = await self._transaction(body, rows=len(params) + claim.limit)
         self._claimed(claim, reclaimed)
         return applied, records
 
@@ -535,7 +555,7 @@ class SQLiteBacklog(CombinedBacklogBase):
             db.execute(sql.CANCEL_RUNNING, (now, job_id))
             return _STATES.get(found[0][0], JobState.DEAD)  # unreadable: read as DEAD
 
-        return await self._transaction(body)
+        return await self._transaction(body, rows=1)
 
     async def _cancel_task(self, task: str | None, tenant: str | None, now: float) -> int:
         match = (task, task, tenant, tenant)

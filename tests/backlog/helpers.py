@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from scheduler.backlog import NewJob
@@ -29,3 +33,14 @@ def new_job(
         max_attempts=max_attempts,
         deadline_at=deadline_at,
     )
+
+
+@contextlib.contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection to the backlog file, in autocommit mode (another
+    process's view of it)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from scheduler import BacklogError, JobState
 from scheduler.backlog import BacklogFull, BacklogLocked, Outcome, SQLiteBacklog
 from scheduler.backlog import _sqlite_schema as sql
 from scheduler.backlog._sqlite_schema import SCHEMA_VERSION, translate_error
-from tests.backlog.helpers import new_job
+from tests.backlog.helpers import new_job, raw
 
 OWNER = "w1"
 
@@ -24,16 +24,6 @@ OWNER = "w1"
 async def sqlite_backlog(db_path: Path) -> AsyncIterator[SQLiteBacklog]:
     async with SQLiteBacklog(db_path) as backlog:
         yield backlog
-
-
-@contextlib.contextmanager
-def raw(path: Path) -> Iterator[sqlite3.Connection]:
-    """A plain sqlite3 connection to the backlog file, in autocommit mode."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 async def test_file_is_wal_versioned_and_indexed(
