@@ -207,21 +207,20 @@ def blocks(f: Figures, judged: list[tuple[str, str, bool]]) -> list[str | Table]
         "Ratios: " + _ratios(f),
         "## Floodgate: where the time goes (the median repetition)",
         _diagnostics(f),
-        "Event-loop CPU is the CPU time of the thread running asyncio (all of Floodgate's "
-        "Python code but what runs inside a transaction) per job; other threads are "
-        "aiosqlite's connection thread (SQLite, and each transaction's statements). When "
-        "neither is near 100 % of wall time, the process waits: for the other thread, or "
-        "for a CPU held by other work on the machine (see the load average above). The "
-        "default `batch` lane has 8 seats, and its ceiling holds across processes by "
-        "counting leases, so a worker leases at most 8 jobs at a time: each drain "
-        "transaction writes up to 8 outcomes and claims up to 8 jobs, and the event loop "
-        "and the SQLite thread take turns (one waits while the other works). Each turn "
-        "hands work to the other thread, and the thread that waits goes to sleep; the "
-        "header's thread round trip is what one hand-over and back costs on this machine "
-        "when the two threads sit on different CPUs and on one. The GIL runs one of them "
-        "at a time anyway, so where waking another CPU is dear (a virtual machine that "
-        "halts idle vCPUs), a worker process held to one CPU (`taskset -c N`) loses "
-        "little parallelism and saves those wake-ups: the rows 'on one CPU' above.",
+        "Event-loop CPU is the CPU time of the thread running asyncio, per job: all of "
+        "Floodgate's Python code and, since small writes run inline on that thread (a "
+        "claim, outcomes, a group commit of at most 128 rows, while the connection's "
+        "thread is idle: `_sqlite_thread`), their SQLite statements too. Other threads "
+        "are aiosqlite's connection thread (the bigger writes, such as a `submit_many` "
+        "call, and the reads) and the WAL checkpointer. When neither is near 100 % of "
+        "wall time, the process waits: for the other thread, or for a CPU held by other "
+        "work on the machine (see the load average above). The default `batch` lane has "
+        "8 seats, and its ceiling holds across processes by counting leases, so a worker "
+        "leases at most 8 jobs at a time: each drain transaction writes up to 8 outcomes "
+        "and claims up to 8 jobs. A write that goes to the connection's thread costs a "
+        "hand-over there and back: the header's thread round trip, across CPUs and on "
+        "one. The rows 'on one CPU' show what holding the process to one CPU "
+        "(`taskset -c N`) changes on this machine.",
         "## Memory with many queued jobs",
         memory_table(f.memory),
         "## Per repetition (synchronous=NORMAL)",
