@@ -4,13 +4,13 @@ Every statement runs on the connection's own thread (aiosqlite's), in the order
 queued, except a *small write* asked for while that thread has nothing queued
 or running: it runs at once on the event loop's thread ("inline").
 
-Why: a hand-over to another thread and back cost 10-116 µs on the 2-vCPU
-machines the benchmarks ran on (more when the two threads sit on different
-CPUs), and the two threads then take turns with the GIL. A drain's claim of 8
-jobs or a group commit of a hundred submits spends about 250 µs in SQLite, and
-less when SQLite runs where the Python around it runs. Inline writes made the
-drain 1.3-1.6x and 100-submitter submits 1.1-1.5x faster there, and cut the
-submit latency while draining by a third (``docs/benchmarks.md#inline-writes``).
+Why: a hand-over to another thread and back cost 10-100 µs on the 2-vCPU
+virtual machines the benchmarks ran on (the more when the two threads sit on
+different CPUs), and the two threads then took turns with the GIL, each idle
+about half the time. A drain's claim of 8 jobs costs about 280 µs of SQLite.
+Run inline, the drain with the defaults went 1.2-2.1x as fast and the submit
+latency while draining fell from 1.8 to 1.1 ms
+(``docs/benchmarks.md#inline-writes``).
 
 What keeps the event loop safe:
 
