@@ -69,10 +69,11 @@ def scheduler(path: Path, sync: Sync, runs: Runs) -> tuple[Scheduler, Task[Any, 
     return sched, task
 
 
-def transactions(sched: Scheduler) -> int:
-    """SQLite transactions so far (the backlog's own counter, ``stats().backlog``)."""
+def transactions(sched: Scheduler) -> tuple[int, int]:
+    """SQLite transactions so far, and how many of them ran inline on the event loop's
+    thread (the backlog's own counters, ``stats().backlog``)."""
     backlog = sched.stats().backlog
-    return 0 if backlog is None else backlog.commits
+    return (0, 0) if backlog is None else (backlog.commits, backlog.inline_commits)
 
 
 def _expect(counts: dict[str, dict[str, int]], want: dict[str, int], what: str) -> None:
@@ -106,10 +107,10 @@ async def submit(path: Path, sync: Sync, n: int) -> Phase:
         with stopwatch() as watch:
             async with asyncio.timeout(TIME_LIMIT_S):
                 await _submitters(task, n, SUBMITTERS)
-        tx = transactions(sched) - before
+        tx, inline = (a - b for a, b in zip(transactions(sched), before, strict=True))
         counts = await sched.backlog_counts()
     _expect(counts, {"queued": n}, f"submit ({SUBMITTERS} submitters)")
-    return Phase.of(watch, n, tx)
+    return Phase.of(watch, n, tx, inline=inline)
 
 
 async def submit_many(path: Path, sync: Sync, n: int) -> Phase:
@@ -123,10 +124,10 @@ async def submit_many(path: Path, sync: Sync, n: int) -> Phase:
                     jobs = await task.submit_many([[i] for i in range(first, last)])
                     if len(jobs) != last - first:
                         raise RuntimeError("submit_many returned the wrong number of jobs")
-        tx = transactions(sched) - before
+        tx, inline = (a - b for a, b in zip(transactions(sched), before, strict=True))
         counts = await sched.backlog_counts()
     _expect(counts, {"queued": n}, "submit_many")
-    return Phase.of(watch, n, tx)
+    return Phase.of(watch, n, tx, inline=inline)
 
 
 async def drain(path: Path, sync: Sync, n: int) -> Phase:
@@ -138,9 +139,9 @@ async def drain(path: Path, sync: Sync, n: int) -> Phase:
         with stopwatch() as watch:
             async with asyncio.timeout(TIME_LIMIT_S):
                 counts = await _until_done(sched, runs, n)
-        tx = transactions(sched) - before
+        tx, inline = (a - b for a, b in zip(transactions(sched), before, strict=True))
     _expect(counts, {"done": n}, "drain")
-    return Phase.of(watch, n, tx)
+    return Phase.of(watch, n, tx, inline=inline)
 
 
 def drain_sql_alone(path: Path, seats: int = 8) -> Phase:
@@ -204,6 +205,7 @@ def insert_sql_alone(path: Path, n: int, per_transaction: int) -> Phase:
     ``MANY_CHUNK``) and for ``submit`` (``SUBMITTERS`` jobs per group commit)."""
     from scheduler.backlog import NewJob
     from scheduler.backlog import _sqlite_ops as ops
+    from scheduler.backlog._sqlite_ops import Submit
     from scheduler.backlog.base import job_rank
     from scheduler.backlog.sqlite import _in_transaction
     from scheduler.scheduler import DEFAULT_LANES
@@ -225,7 +227,7 @@ def insert_sql_alone(path: Path, n: int, per_transaction: int) -> Phase:
         with stopwatch() as watch:
             for first in range(0, n, per_transaction):
                 part = jobs[first : first + per_transaction]
-                batch = [(part, args[first : first + per_transaction], now)]
+                batch: list[Submit] = [(part, list(args[first : first + per_transaction]), now)]
                 [stored] = _in_transaction(db, functools.partial(ops.insert, batch=batch))
                 transactions += 1
                 if not isinstance(stored, list) or len(stored) != len(part):

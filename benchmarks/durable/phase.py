@@ -19,6 +19,8 @@ class Phase:
     thread_cpu: float  # the timing thread (Floodgate: the event loop's)
     process_cpu: float  # every thread of the process
     transactions: int = 0
+    #: of ``transactions``, those run inline on the event loop's thread
+    inline: int = 0
     #: wall seconds of each named part of the phase (the SQL floors: each statement)
     parts: tuple[tuple[str, float], ...] = ()
 
@@ -29,9 +31,11 @@ class Phase:
         jobs: int,
         transactions: int = 0,
         parts: dict[str, float] | None = None,
+        *,
+        inline: int = 0,
     ) -> Phase:
         return cls(
-            jobs, watch.seconds, watch.thread_cpu, watch.process_cpu, transactions,
+            jobs, watch.seconds, watch.thread_cpu, watch.process_cpu, transactions, inline,
             tuple((parts or {}).items()),
         )  # fmt: skip
 

@@ -282,12 +282,13 @@ def _diagnostics(f: Figures) -> Table:
         per_tx = p.jobs / p.transactions if p.transactions else float("nan")
         return [
             label, f"{p.jobs:,}", f"{p.seconds:.2f}", _pct(p.thread_cpu, p.seconds),
-            _pct(other, p.seconds), f"{p.transactions:,}", f"{per_tx:.1f}",
+            _pct(other, p.seconds), f"{p.transactions:,}", _pct(p.inline, p.transactions),
+            f"{per_tx:.1f}",
         ]  # fmt: skip
 
     return Table(
         ["phase", "jobs", "wall s", "event loop CPU / wall", "other threads CPU / wall",
-         "SQLite transactions", "jobs per transaction"],
+         "SQLite transactions", "of which inline", "jobs per transaction"],
         [row(f"submit, {fg.SUBMITTERS} submitters", f.fg(_submit)),
          row("submit_many", f.fg(_many)), row("drain (defaults)", f.fg(_drain))],
     )  # fmt: skip
