@@ -115,6 +115,12 @@ class BacklogOptions:
         synchronous: SQLite ``synchronous``: ``"NORMAL"`` (WAL; survives a
             process crash or ``kill -9``) or ``"FULL"`` (also survives power loss).
         busy_timeout: seconds SQLite waits for another process's write lock.
+        inline_writes: let small SQLite writes (a claim, outcomes, a group commit
+            of at most 128 rows) run on the event loop's thread while the
+            connection's thread is idle; they never wait for a lock, but a
+            write that stalls in the OS (a slow or network disk) stalls the
+            loop with it. ``False`` keeps every statement on the connection's
+            thread (slower: see ``docs/benchmarks.md#inline-writes``).
     """
 
     lease: float = 15.0
@@ -124,6 +130,7 @@ class BacklogOptions:
     retention: float = 7 * 86400.0
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     busy_timeout: float = 5.0
+    inline_writes: bool = True
 
     def __post_init__(self) -> None:
         from ._validate import check_int, check_number
@@ -135,6 +142,8 @@ class BacklogOptions:
         check_int("claim_batch", self.claim_batch, minimum=1)
         check_number("retention", self.retention, minimum=0)
         check_number("busy_timeout", self.busy_timeout, minimum=0)
+        if not isinstance(self.inline_writes, bool):
+            raise TypeError(f"inline_writes must be a bool, got {self.inline_writes!r}")
 
     @property
     def heartbeat_interval(self) -> float:

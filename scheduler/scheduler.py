@@ -233,7 +233,10 @@ class Scheduler:
     async def _open_backlog(self) -> None:
         opts = self.backlog_options
         backlog = make_backlog(
-            self.backlog, synchronous=opts.synchronous, busy_timeout=opts.busy_timeout
+            self.backlog,
+            synchronous=opts.synchronous,
+            busy_timeout=opts.busy_timeout,
+            inline_writes=opts.inline_writes,
         )
         await backlog.open()
         store = JobStore(

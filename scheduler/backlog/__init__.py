@@ -61,6 +61,7 @@ def make_backlog(
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
     busy_timeout: float = 5.0,
     batch_max: int = 512,
+    inline_writes: bool = True,
 ) -> Backlog:
     """The backlog for a ``Scheduler(backlog=...)`` string.
 
@@ -85,5 +86,9 @@ def make_backlog(
 
         return PostgresBacklog(target, batch_max=batch_max)
     return SQLiteBacklog(
-        target, synchronous=synchronous, busy_timeout=busy_timeout, batch_max=batch_max
+        target,
+        synchronous=synchronous,
+        busy_timeout=busy_timeout,
+        batch_max=batch_max,
+        inline_writes=inline_writes,
     )

@@ -192,9 +192,12 @@ class SQLiteBacklog(CombinedBacklogBase):
         busy_timeout: float = 5.0,
         batch_max: int = 512,
         read_only: bool = False,
+        inline_writes: bool = True,
     ) -> None:
         """``read_only``: open the file with ``mode=ro`` (no migration, WAL switch or
-        write; see ``_sqlite_readonly``); every write raises ``BacklogError``."""
+        write; see ``_sqlite_readonly``); every write raises ``BacklogError``.
+        ``inline_writes``: small writes may run on the event loop's thread (see
+        ``_sqlite_thread``; only with ``synchronous="NORMAL"``)."""
         if synchronous not in ("NORMAL", "FULL"):
             raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
         if busy_timeout < 0 or batch_max < 1:
@@ -204,6 +207,7 @@ class SQLiteBacklog(CombinedBacklogBase):
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.read_only = read_only
+        self.inline_writes = inline_writes
         self.use_returning = HAS_RETURNING
         self._db: Db | None = None
         self._runner: ConnectionRunner | None = None  # set while open (writable)
@@ -239,7 +243,9 @@ class SQLiteBacklog(CombinedBacklogBase):
             raise self._error(exc) from exc
         self._db, self._closing = db, False
         self._runner = ConnectionRunner(
-            db, self.busy_timeout, inline_allowed=self.synchronous == "NORMAL"
+            db,
+            self.busy_timeout,
+            inline_allowed=self.inline_writes and self.synchronous == "NORMAL",
         )
         try:
             mode = await self._switch_to_wal()

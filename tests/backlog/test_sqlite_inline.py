@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler import BacklogError, JobState
+from scheduler import BacklogError, BacklogOptions, JobState, Scheduler
 from scheduler.backlog import Outcome, SQLiteBacklog
 from scheduler.backlog._sqlite_thread import INLINE_ROWS
 from tests.backlog.helpers import new_job, raw
@@ -39,11 +40,40 @@ async def test_small_writes_run_inline_when_the_thread_is_idle(db_path: Path) ->
         assert conn.execute("SELECT state FROM jobs").fetchall() == [("done",)]
 
 
-async def test_full_synchronous_and_big_writes_stay_on_the_thread(db_path: Path) -> None:
-    async with SQLiteBacklog(db_path, synchronous="FULL") as full:
-        await full.submit([new_job(1)], now=0)
-        await full.claim("batch", 1, owner=OWNER, lease_seconds=5, now=1)
-        assert full.stats().inline_commits == 0
+@pytest.mark.parametrize(
+    "options", [{"synchronous": "FULL"}, {"inline_writes": False}], ids=["FULL", "switched-off"]
+)
+async def test_full_synchronous_or_switched_off_never_runs_inline(
+    db_path: Path, options: dict[str, Any]
+) -> None:
+    async with SQLiteBacklog(db_path, **options) as backlog:
+        await backlog.submit([new_job(1)], now=0)
+        [job] = await backlog.claim("batch", 1, owner=OWNER, lease_seconds=5, now=1)
+        await backlog.complete([Outcome.done(job.id, OWNER)], now=2)
+        stats = backlog.stats()
+        assert (stats.commits, stats.inline_commits) == (4, 0)  # the migration, 3 writes
+
+
+async def test_the_scheduler_passes_inline_writes_on(db_path: Path) -> None:
+    """``BacklogOptions(inline_writes=...)`` reaches the SQLite backlog; on by default."""
+    for options, inline in ((None, True), (BacklogOptions(inline_writes=False), False)):
+        sched = Scheduler(str(db_path), backlog_options=options)
+        task = sched.task(_noop, name="tests.inline.noop")
+        async with sched.open(run=()):
+            for i in range(3):  # the first may queue behind the fleet's start-up write
+                await task.submit(i)
+            backlog = sched.stats().backlog
+            assert backlog is not None
+            assert (backlog.inline_commits > 0) is inline
+    with pytest.raises(TypeError, match="inline_writes must be a bool"):
+        BacklogOptions(inline_writes="no")  # type: ignore[arg-type]
+
+
+async def _noop(i: int) -> None:
+    return None
+
+
+async def test_big_writes_stay_on_the_thread(db_path: Path) -> None:
     async with SQLiteBacklog(db_path) as backlog:
         commits, inline, _ = counted(backlog)
         jobs = await backlog.submit([new_job(i) for i in range(INLINE_ROWS + 1)], now=2)
