@@ -24,6 +24,13 @@ What keeps the event loop safe:
   to ``busy_timeout`` as before;
 - the thread and the loop never use the connection at once: inline only when
   every call queued on the thread has come back.
+
+What it does not protect against: a write that stalls in the OS (a slow or
+network disk) stalls the loop with it (``BacklogOptions(inline_writes=False)``
+keeps every write on the thread), and a commit that finds the ``-wal`` file past
+``wal_autocheckpoint`` pages (64 MiB: only when the checkpointer thread has
+fallen far behind, say behind a long reader) checkpoints inside that commit,
+inline or not.
 """
 
 from __future__ import annotations
