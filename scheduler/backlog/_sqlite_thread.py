@@ -43,7 +43,7 @@ from typing import Any, Final, TypeVar
 
 import aiosqlite
 
-__all__ = ["BUSY", "INLINE_ROWS", "Busy", "ConnectionRunner"]
+__all__ = ["BUSY", "INLINE_ROWS", "Busy", "ConnectionRunner", "queue_on_thread"]
 
 T = TypeVar("T")
 Conn = sqlite3.Connection
@@ -90,7 +90,7 @@ class ConnectionRunner:
     """Runs calls on one aiosqlite connection: queued on its thread, or inline.
 
     ``inline_allowed``: whether small writes may run inline at all (the backlog
-    passes ``synchronous == "NORMAL"``). ``busy_timeout``: seconds, the
+    passes its ``inline_writes`` and ``synchronous == "NORMAL"``). ``busy_timeout``: seconds, the
     connection's own, restored before any call queued on the thread.
     """
 
@@ -104,7 +104,8 @@ class ConnectionRunner:
     def on_thread(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """``fn(*args)`` queued on the connection's thread (``ValueError``: closed)."""
         if self._no_wait:  # FIFO: this runs before ``fn`` and any later thread call
-            queue_on_thread(self.db, _set_busy_timeout, self.db._conn, self._busy_ms)
+            restore = queue_on_thread(self.db, _set_busy_timeout, self.db._conn, self._busy_ms)
+            restore.add_done_callback(_retrieved)  # a failure shows in ``fn``'s answer
             self._no_wait = False
         future = queue_on_thread(self.db, fn, *args)
         self._queued += 1
@@ -133,6 +134,11 @@ class ConnectionRunner:
                 raise
             return BUSY
         return begun(conn)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _set_busy_timeout(conn: Conn, ms: int) -> None:
