@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from ._validate import check_number
 from .backlog import Backlog, JobRecord, NewJob
-from .backlog.base import job_rank
+from .backlog.base import SubmitsRuns, job_rank
 from .clock import Clock
 from .errors import ConfigError, Overloaded, UnknownJob
 from .jobs import Job, JobState, _JobWaiter
@@ -182,6 +182,19 @@ class JobStore:
         rank = job_rank(priority, due, lane.config.aging)
         tenant_bound = None if tenant is None else lane.tenant_max_queued
         trace = self._tracing.carrier()
+        if unkeyed > 1 and unkeyed == len(keys) and isinstance(self.backlog, SubmitsRuns):
+            template = NewJob(
+                task=name, lane=lane_name, args_json="[]", priority=float(priority),
+                run_at=due, max_attempts=attempts, deadline_at=deadline_at, cost=job_cost,
+                max_queued=bound, rank=rank, tenant=tenant, tenant_max_queued=tenant_bound,
+                trace=trace,
+            )  # fmt: skip
+            try:
+                ids = await self.backlog.submit_run(template, texts, items, now=now)
+            except Overloaded as exc:
+                raise self._refused(lane, exc, len(texts)) from None
+            self._stored(lane, len(ids), due, now)
+            return [self._queued_job(template, job_id, now) for job_id in ids]
         new = [
             NewJob(
                 task=name,
@@ -204,20 +217,48 @@ class JobStore:
         ]
         try:
             records = await self.backlog.submit(new, now=now)
-        except Overloaded as exc:  # the backlog's own count, across every process
-            if exc.tenant is not None:  # the tenant's own bound
-                lane.count_shed("tenant_queue_full", exc.tenant)
-                raise Overloaded(
-                    lane.name, lane.retry_after(), queued=exc.queued, tenant=exc.tenant
-                ) from None
-            lane.count_shed("queue_full")
-            lane.backlog_queued = max(lane.backlog_queued, exc.queued or 0)
-            raise self._full(lane, exc.queued, len(new)) from None
-        lane.admitted += len(records)
-        lane.backlog_queued += len(records)
+        except Overloaded as exc:
+            raise self._refused(lane, exc, len(new)) from None
+        self._stored(lane, len(records), due, now)
+        return [self.job_from(record) for record in records]
+
+    def _refused(self, lane: LaneState, exc: Overloaded, jobs: int) -> Overloaded:
+        """The lane's ``Overloaded`` for the backlog's own (its count, across every
+        process), counted as shed."""
+        if exc.tenant is not None:  # the tenant's own bound
+            lane.count_shed("tenant_queue_full", exc.tenant)
+            return Overloaded(lane.name, lane.retry_after(), queued=exc.queued, tenant=exc.tenant)
+        lane.count_shed("queue_full")
+        lane.backlog_queued = max(lane.backlog_queued, exc.queued or 0)
+        return self._full(lane, exc.queued, jobs)
+
+    def _stored(self, lane: LaneState, jobs: int, due: float, now: float) -> None:
+        lane.admitted += jobs
+        lane.backlog_queued += jobs
         # the lane's runner here claims the jobs now or, due later, when they fall due
         self._wake(lane.name, due if due > now else None)
-        return [self.job_from(record) for record in records]
+
+    def _queued_job(self, stored: NewJob, job_id: str, now: float) -> Job:
+        """The job of a run just stored (as :meth:`job_from` its record would give)."""
+        return Job(
+            id=job_id,
+            task=stored.task,
+            lane=stored.lane,
+            state=JobState.QUEUED,
+            attempts=0,
+            max_attempts=stored.max_attempts,
+            priority=float(stored.priority),
+            run_at=float(stored.run_at),
+            created_at=now,
+            updated_at=now,
+            key=None,
+            error=None,
+            traceback=None,
+            _value=None,
+            _owner=self._owner,
+            cost=stored.cost,
+            tenant=stored.tenant,
+        )
 
     def _full(self, lane: LaneState, queued: int | None, jobs: int) -> Overloaded:
         """The lane's ``Overloaded``; for more than one job, saying none of them was stored."""

@@ -221,3 +221,46 @@ def test_under_a_bound_submit_many_stores_all_or_nothing(
         assert bulk == single
     else:
         assert bulk == ([], [], "overloaded")
+
+
+def _fields(job: Any) -> tuple[Any, ...]:
+    return (
+        job.id, job.task, job.lane, job.state, job.attempts, job.max_attempts, job.priority,
+        job.run_at, job.created_at, job.updated_at, job.key, job.error, job.traceback,
+        job.cost, job.tenant,
+    )  # fmt: skip
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    args=st.lists(st.lists(st.integers(-9, 9), max_size=2), min_size=2, max_size=30),
+    priority=st.floats(-3, 3, allow_nan=False),
+    delay=st.one_of(st.none(), st.floats(0, 100)),
+    cost=st.one_of(st.none(), st.integers(0, 50)),
+    tenant=st.one_of(st.none(), st.sampled_from(["acme", "globex"])),
+)
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_keyless_call_returns_each_job_as_stored(
+    kind: str,
+    args: list[list[int]],
+    priority: float,
+    delay: float | None,
+    cost: int | None,
+    tenant: str | None,
+) -> None:
+    """Without keys the jobs go in as one run (SQLite: no record per job): each job
+    handed back equals the job read back from the backlog, field by field."""
+
+    async def main(directory: str) -> None:
+        target = ":memory:" if kind == "memory" else str(Path(directory) / "jobs.db")
+        sched = make(target)
+        async with sched.open(run=()):
+            jobs = await sched.tasks["double"].submit_many(
+                args, priority=priority, delay=delay, cost=cost, tenant=tenant
+            )
+            for job in jobs:
+                assert _fields(job) == _fields(await job.refresh())
+            assert sched.stats().backlog.submitted == len(args)  # type: ignore[union-attr]
+
+    with tempfile.TemporaryDirectory() as directory:
+        asyncio.run(main(directory))

@@ -16,7 +16,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any, cast, overload
 
 from ..errors import BacklogError, Overloaded
 from ..jobs import JobState
@@ -34,6 +34,7 @@ from .base import (
     claim_room,
     new_job_ids,
     new_record,
+    with_args,
 )
 
 #: compact JSON of the [id, args] pairs of INSERT_RUN
@@ -41,6 +42,7 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 __all__ = [
     "Conn",
+    "JobRun",
     "Submit",
     "claim",
     "fetch",
@@ -85,22 +87,51 @@ def migrate(db: Conn, path: str) -> None:
         db.execute(f"PRAGMA user_version={int(sql.SCHEMA_VERSION)}")
 
 
-def insert(db: Conn, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
-    """Insert a batch of submits; one record list per submit, in order.
+class JobRun(Sequence[NewJob]):
+    """The jobs of a run (``SubmitsRuns.submit_run``) as one :data:`Submit`'s jobs:
+    ``template`` but for each one's ``args_json``. :func:`insert` stores them without
+    a ``NewJob`` or a ``JobRecord`` each; a job is made only when one is asked for."""
+
+    __slots__ = ("template", "texts")
+
+    def __init__(self, template: NewJob, texts: list[str]) -> None:
+        self.template = template
+        self.texts = texts
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @overload
+    def __getitem__(self, index: int) -> NewJob: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[NewJob]: ...
+    def __getitem__(self, index: int | slice) -> NewJob | list[NewJob]:
+        if isinstance(index, slice):
+            return [with_args(self.template, t, None) for t in self.texts[index]]
+        return with_args(self.template, self.texts[index], None)
+
+    def shapes(self) -> list[NewJob]:
+        """The template once per job: what the lane and tenant bounds look at."""
+        return [self.template] * len(self.texts)
+
+
+def insert(db: Conn, batch: list[Submit]) -> list[list[JobRecord] | list[str] | Overloaded]:
+    """Insert a batch of submits; one record list per submit, in order (a
+    :class:`JobRun`'s: the ids of its jobs).
 
     A key already stored, or seen earlier in the batch, is not inserted again:
     its existing record is returned in its place. A submit that does not fit
     its lanes' ``max_queued`` gets its ``Overloaded`` instead and stores
     nothing (the counts are read under the write lock the insert is made under).
     """
-    keys = sorted({job.key for jobs, _, _ in batch for job in jobs if job.key is not None})
+    calls = [jobs.shapes() if isinstance(jobs, JobRun) else jobs for jobs, _, _ in batch]
+    keys = sorted({job.key for jobs in calls for job in jobs if job.key is not None})
     known: dict[str | None, JobRecord] = {}
     for i in range(0, len(keys), _KEY_CHUNK):
         chunk = keys[i : i + _KEY_CHUNK]
         for row in fetch(db, sql.select_by_keys(len(chunk)), chunk):
             record = sql.decode_row(row)[1]
             known[record.key] = record
-    calls = [jobs for jobs, _, _ in batch]
     lanes = bounded_lanes(calls)
     queued: dict[str, int] = {}
     if lanes:
@@ -114,14 +145,25 @@ def insert(db: Conn, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
         for lane, tenant, n in fetch(db, sql.tenant_counts(len(part)), params):
             tenant_queued[(str(lane), str(tenant))] = int(n)
     verdicts = admit(calls, queued, [k for k in known if k is not None], tenant_queued)
-    inserts: list[tuple[Any, ...]] = []
-    results: list[list[JobRecord] | Overloaded] = []
+    inserts: list[tuple[Any, ...]] = []  # rows not inserted yet, in order
+    added: Counter[str] = Counter()  # new QUEUED jobs per lane
+    per_tenant: Counter[tuple[str, str]] = Counter()
+    results: list[list[JobRecord] | list[str] | Overloaded] = []
     ids = iter(new_job_ids(sum(len(jobs) for jobs in calls)))
     for (jobs, args, when), refused in zip(batch, verdicts, strict=True):
         if refused is not None:
             results.append(refused)
             continue
         now = float(when)
+        if isinstance(jobs, JobRun) and all(t.isascii() for t in jobs.texts):
+            _insert_rows(db, inserts)  # the rows of the calls before it go first
+            inserts = []
+            results.append(_insert_run(db, jobs, [next(ids) for _ in jobs.texts], now))
+            template = jobs.template
+            added[template.lane] += len(jobs)
+            if template.tenant is not None:
+                per_tenant[(template.lane, template.tenant)] += len(jobs)
+            continue
         records: list[JobRecord] = []
         for job, job_args in zip(jobs, args, strict=True):
             if job.key is not None and job.key in known:
@@ -135,26 +177,36 @@ def insert(db: Conn, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
                  job.max_attempts, record.run_at, now, now, job.key, job.deadline_at,
                  record.cost, record.rank, job.tenant, job.trace)
             )  # fmt: skip
+            added[job.lane] += 1
+            if job.tenant is not None:
+                per_tenant[(job.lane, job.tenant)] += 1
             records.append(record)
-        results.append(records)
-    if inserts:
-        _insert_rows(db, inserts)
-        added: dict[str, int] = {}
-        for row in inserts:
-            added[row[2]] = added.get(row[2], 0) + 1
+        results.append([r.id for r in records] if isinstance(jobs, JobRun) else records)
+    _insert_rows(db, inserts)
+    if added:
         create, add = sql.ADD_QUEUED
         db.executemany(create, [(lane,) for lane in added])
         db.executemany(add, [(n, lane) for lane, n in added.items()])
-        per_tenant: dict[tuple[str, str], int] = {}
-        for row in inserts:
-            if row[14] is not None:
-                flow = (row[2], row[14])
-                per_tenant[flow] = per_tenant.get(flow, 0) + 1
-        if per_tenant:
-            create, add = sql.ADD_TENANT_QUEUED
-            db.executemany(create, list(per_tenant))
-            db.executemany(add, [(n, lane, t) for (lane, t), n in per_tenant.items()])
+    if per_tenant:
+        create, add = sql.ADD_TENANT_QUEUED
+        db.executemany(create, list(per_tenant))
+        db.executemany(add, [(n, lane, t) for (lane, t), n in per_tenant.items()])
     return results
+
+
+def _insert_run(db: Conn, run: JobRun, ids: list[str], now: float) -> list[str]:
+    """A run's rows, ASCII ``args`` text only (see :func:`_insert_rows`), in one
+    ``INSERT_RUN``; their ids."""
+    t = run.template
+    shape = (
+        t.task, t.lane, float(t.priority), _Q, t.max_attempts, float(t.run_at), now, now,
+        t.deadline_at, None if t.cost is None else float(t.cost),
+        float(t.priority) if t.rank is None else float(t.rank), t.tenant, t.trace,
+    )  # fmt: skip
+    db.execute(
+        sql.INSERT_RUN, (*shape, _encode([[i, a] for i, a in zip(ids, run.texts, strict=True)]))
+    )
+    return ids
 
 
 #: rows in a run of alike rows worth one INSERT_RUN rather than executemany

@@ -41,6 +41,7 @@ from .base import (
     check_requeue_args,
     may_claim,
     validate_new_job,
+    with_args,
 )
 
 __all__ = ["BacklogBase", "ClaimArgs", "CombinedBacklogBase", "Counters"]
@@ -163,6 +164,38 @@ class BacklogBase(AsyncContext, ABC):
         records = await self._submit(jobs, args, now)
         self._counters.submitted += len(records)
         return records
+
+    async def submit_run(
+        self,
+        template: NewJob,
+        args_json: Sequence[str],
+        args: Sequence[list[Any]],
+        *,
+        now: float,
+    ) -> list[str]:
+        """See :class:`~scheduler.backlog.base.SubmitsRuns`."""
+        self._check_open()
+        if template.key is not None:
+            raise ValueError("the jobs of a run have no key: submit keyed jobs one by one")
+        if len(args_json) != len(args):
+            raise ValueError(f"{len(args_json)} args_json for {len(args)} args")
+        for text in args_json:
+            if type(text) is not str:
+                raise ValueError(f"args_json must be str, got {type(text).__name__}")
+        validate_new_job(with_args(template, "[]", []))
+        if not args_json:
+            return []
+        ids = await self._submit_run(template, list(args_json), list(args), now)
+        self._counters.submitted += len(ids)
+        return ids
+
+    async def _submit_run(
+        self, template: NewJob, texts: list[str], args: list[list[Any]], now: float
+    ) -> list[str]:
+        """Store a run (checked; not empty): by default one ``NewJob`` each, through
+        :meth:`_submit`."""
+        jobs = [with_args(template, t, a) for t, a in zip(texts, args, strict=True)]
+        return [record.id for record in await self._submit(jobs, args, now)]
 
     async def claim(
         self,

@@ -85,6 +85,12 @@ has ``complete_and_claim`` (see :class:`CompletesAndClaims`): exactly
 (one commit), so a worker that drains a lane pays one commit per cycle instead
 of two. Callers fall back to the two calls when a backend lacks it.
 
+Optional: ``submit_run(template, args_json, args, now=)`` (see
+:class:`SubmitsRuns`) stores many jobs alike but for their args, as ``submit``
+would store them one ``NewJob`` each, and returns their ids: ``submit_many``
+without keys uses it. The built-in backends get it from ``BacklogBase``; the
+SQLite one writes the run as one ``INSERT`` with no record per job.
+
 ``stats()`` (plain, not async) returns the object's :class:`BacklogStats`. The
 built-in backends get it, the open check and the argument checks from
 :class:`~scheduler.backlog._template.BacklogBase` and implement its ``_``-prefixed
@@ -129,6 +135,7 @@ __all__ = [
     "Outcome",
     "OutcomeKind",
     "PushesCancels",
+    "SubmitsRuns",
     "WaitsForWork",
 ]
 
@@ -698,6 +705,35 @@ class CompletesAndClaims(Protocol):
         order). A failure stores neither the outcomes nor the claim.
         """
         ...
+
+
+@runtime_checkable
+class SubmitsRuns(Protocol):
+    """A backlog that stores many jobs alike but for their args at once (optional)."""
+
+    async def submit_run(
+        self,
+        template: NewJob,
+        args_json: Sequence[str],
+        args: Sequence[list[Any]],
+        *,
+        now: float,
+    ) -> list[str]:
+        """Store one job per item of ``args_json``, each ``template`` but for its args
+        (``args``: each one decoded; ``template`` has no key), all or none as
+        :meth:`Backlog.submit`; the new jobs' ids, in order."""
+        ...
+
+
+def with_args(template: NewJob, args_json: str, args: list[Any] | None) -> NewJob:
+    """``template`` with other args: one job of a run (see :class:`SubmitsRuns`)."""
+    t = template
+    return NewJob(
+        task=t.task, lane=t.lane, args_json=args_json, priority=t.priority, run_at=t.run_at,
+        key=t.key, max_attempts=t.max_attempts, deadline_at=t.deadline_at, cost=t.cost,
+        max_queued=t.max_queued, args=args, rank=t.rank, tenant=t.tenant,
+        tenant_max_queued=t.tenant_max_queued, trace=t.trace,
+    )  # fmt: skip
 
 
 @runtime_checkable

@@ -75,7 +75,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import aiosqlite
 
@@ -182,7 +182,7 @@ def _outcome_rows(outcomes: Sequence[Outcome], now: float) -> list[tuple[Any, ..
 class SQLiteBacklog(CombinedBacklogBase):
     """A :class:`~scheduler.backlog.base.Backlog` in one SQLite file; see the module docstring."""
 
-    _committer: GroupCommitter[Submit, list[JobRecord]]
+    _committer: GroupCommitter[Submit, list[JobRecord] | list[str]]
 
     def __init__(
         self,
@@ -212,7 +212,7 @@ class SQLiteBacklog(CombinedBacklogBase):
         self._db: Db | None = None
         self._runner: ConnectionRunner | None = None  # set while open (writable)
         self._closing = False
-        self._committer = GroupCommitter[Submit, list[JobRecord]](
+        self._committer = GroupCommitter[Submit, list[JobRecord] | list[str]](
             self._write_submits, batch_max=batch_max
         )
         self._owners: set[str] = set()  # lease owners registered by this connection
@@ -416,9 +416,18 @@ class SQLiteBacklog(CombinedBacklogBase):
     async def _submit(
         self, jobs: Sequence[NewJob], args: list[list[Any]], now: float
     ) -> list[JobRecord]:
-        return await self._committer.put((jobs, args, now), len(jobs))
+        return cast(list[JobRecord], await self._committer.put((jobs, args, now), len(jobs)))
 
-    async def _write_submits(self, batch: list[Submit]) -> list[list[JobRecord] | Overloaded]:
+    async def _submit_run(
+        self, template: NewJob, texts: list[str], args: list[list[Any]], now: float
+    ) -> list[str]:
+        """A run in the group commit as one submit: one ``INSERT_RUN``, no record each."""
+        run = _ops.JobRun(template, texts)
+        return cast(list[str], await self._committer.put((run, args, now), len(texts)))
+
+    async def _write_submits(
+        self, batch: list[Submit]
+    ) -> list[list[JobRecord] | list[str] | Overloaded]:
         rows = sum(len(jobs) for jobs, _, _ in batch)
         return await self._transaction(partial(_ops.insert, batch=batch), rows=rows)
 
