@@ -87,7 +87,7 @@ def _floodgate(directory: Path, sync: Sync, sizes: Sizes) -> fg.FloodgateRun:
     # the floor: the drain's SQL alone on a file filled the same way (untimed fill)
     asyncio.run(fg.submit_many(directory / "fg-sql.db", sync, n))
     alone = fg.drain_sql_alone(directory / "fg-sql.db")
-    many_alone = fg.insert_sql_alone(directory / "fg-insert-many.db", many, fg.MANY_CHUNK)
+    many_alone = fg.insert_sql_alone(directory / "fg-insert-many.db", many, fg.MANY_CHUNK, run=True)
     submit_alone = fg.insert_sql_alone(directory / "fg-insert.db", n, fg.SUBMITTERS)
     # the same submit and drain with the process on one CPU (``taskset -c N``): its
     # threads then hand work to each other without waking another CPU

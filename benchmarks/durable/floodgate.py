@@ -23,8 +23,8 @@ import json
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -195,14 +195,16 @@ def drain_sql_alone(path: Path, seats: int = 8) -> Phase:
 SQL_PARTS = ("BEGIN IMMEDIATE", "COMPLETE", "CLAIM ... RETURNING", "COMMIT")
 
 
-def insert_sql_alone(path: Path, n: int, per_transaction: int) -> Phase:
+def insert_sql_alone(path: Path, n: int, per_transaction: int, *, run: bool = False) -> Phase:
     """The inserts of ``n`` default jobs, ``per_transaction`` at a time, alone: the
     backlog's own insert (``_sqlite_ops.insert``: the queued-count check, each job's
     record and id, ``INSERT``, the lane count) in ``BEGIN IMMEDIATE ... COMMIT`` on
     one plain ``sqlite3`` connection in this thread (the backlog's pragmas), with
-    the ``NewJob``s built beforehand. No event loop, no validation, no JSON
-    encoding, no ``Job`` objects: a floor for ``submit_many`` (calls of
-    ``MANY_CHUNK``) and for ``submit`` (``SUBMITTERS`` jobs per group commit)."""
+    the ``NewJob``s (``run``: one template and the args texts, as a ``submit_many``
+    call without keys hands them over) built beforehand. No event loop, no
+    validation, no JSON encoding, no ``Job`` objects: a floor for ``submit_many``
+    (calls of ``MANY_CHUNK``, as a run) and for ``submit`` (``SUBMITTERS`` jobs per
+    group commit)."""
     from scheduler.backlog import NewJob
     from scheduler.backlog import _sqlite_ops as ops
     from scheduler.backlog._sqlite_ops import Submit
@@ -226,7 +228,10 @@ def insert_sql_alone(path: Path, n: int, per_transaction: int) -> Phase:
         transactions = 0
         with stopwatch() as watch:
             for first in range(0, n, per_transaction):
-                part = jobs[first : first + per_transaction]
+                part: Sequence[NewJob] = jobs[first : first + per_transaction]
+                if run:
+                    texts = [job.args_json for job in part]
+                    part = ops.JobRun(replace(part[0], args_json="[]", args=None), texts)
                 batch: list[Submit] = [(part, list(args[first : first + per_transaction]), now)]
                 [stored] = _in_transaction(db, functools.partial(ops.insert, batch=batch))
                 transactions += 1

@@ -152,8 +152,8 @@ def blocks(f: Figures, judged: list[tuple[str, str, bool]]) -> list[str | Table]
          f">= {TARGET_MANY:,.0f}", verdict(ok["submit_many"])],
         [f"the backlog's insert alone, {fg.SUBMITTERS} jobs per transaction, no scheduler"
          " (jobs/s)", spread(f.rates(_submit_sql_alone)), "-", "-"],
-        [f"the backlog's insert alone, {fg.MANY_CHUNK:,} jobs per transaction, no scheduler"
-         " (jobs/s)", spread(f.rates(_many_sql_alone)), "-", "-"],
+        [f"the backlog's insert alone, {fg.MANY_CHUNK:,} jobs per transaction as one run, "
+         "no scheduler (jobs/s)", spread(f.rates(_many_sql_alone)), "-", "-"],
         ["submit / its insert alone; `submit_many` / its insert alone",
          f"{spread(_over_floor(f, _submit, _submit_sql_alone), 'ratio')}; "
          f"{spread(_over_floor(f, _many, _many_sql_alone), 'ratio')}", "-", "-"],
@@ -363,7 +363,9 @@ def _method(f: Figures) -> str:
             "backlog's own insert (`_sqlite_ops.insert`: the lane-count check, each job's "
             "record and id, the `INSERT`, the lane count) in `BEGIN IMMEDIATE ... COMMIT`, "
             f"{fg.SUBMITTERS} jobs per transaction (as `submit`'s group commits take them) and "
-            f"{fg.MANY_CHUNK:,} (as a `submit_many` call): what the backlog's thread does for "
+            f"{fg.MANY_CHUNK:,} as one run (as a `submit_many` call without keys hands them "
+            "over: one template and the args texts, stored with no record per job): what "
+            "the backlog does for "
             "a submit, without the event loop, aiosqlite, validation, JSON encoding or the "
             "`Job` objects. Neither submit path can beat it on this machine and disk.",
             "- On one CPU: submit and drain as above on a fresh file, run again with the "
