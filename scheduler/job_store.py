@@ -195,24 +195,12 @@ class JobStore:
                 raise self._refused(lane, exc, len(texts)) from None
             self._stored(lane, len(ids), due, now)
             return [self._queued_job(template, job_id, now) for job_id in ids]
+        level = float(priority)
+        shared = (attempts, deadline_at, job_cost, bound)
+        tail = (rank, tenant, tenant_bound, trace)
+        # positional, in NewJob's field order (as base.with_args; tests pin it)
         new = [
-            NewJob(
-                task=name,
-                lane=lane_name,
-                args_json=text,
-                priority=float(priority),
-                run_at=due,
-                key=key,
-                max_attempts=attempts,
-                deadline_at=deadline_at,
-                cost=job_cost,
-                max_queued=bound,
-                args=item,
-                rank=rank,
-                tenant=tenant,
-                tenant_max_queued=tenant_bound,
-                trace=trace,
-            )
+            NewJob(name, lane_name, text, level, due, key, *shared, item, *tail)
             for item, text, key in zip(items, texts, keys, strict=True)
         ]
         try:

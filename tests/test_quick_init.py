@@ -159,6 +159,27 @@ def test_the_positional_constructions_match_the_field_order() -> None:
     fields = [f.name for f in dataclasses.fields(Job)]
     built = store.job_from(record)
     assert [getattr(built, f) for f in fields] == [getattr(keyword, f) for f in fields]
+    from scheduler.backlog.base import with_args
+
+    assert with_args(job, "[2]", [2]) == dataclasses.replace(job, args_json="[2]", args=[2])
+    moved = with_args(job, "[2]", [2])
+    assert [getattr(moved, f.name) for f in dataclasses.fields(NewJob)] == [
+        "t",
+        "l",
+        "[2]",
+        2.0,
+        3.0,
+        "k",
+        4,
+        5.0,
+        6.0,
+        7,
+        [2],
+        8.0,
+        "acme",
+        9,
+        "{}",
+    ]
     queued = store._queued_job(job, "id3", 10.0)
     assert [getattr(queued, f) for f in fields] == [
         "id3", "t", "l", JobState.QUEUED, 0, 4, 2.0, 3.0, 10.0, 10.0, None, None, None,

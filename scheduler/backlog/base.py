@@ -716,13 +716,13 @@ class SubmitsRuns(Protocol):
 
 
 def with_args(template: NewJob, args_json: str, args: list[Any] | None) -> NewJob:
-    """``template`` with other args: one job of a run (see :class:`SubmitsRuns`)."""
+    """``template`` with other args: one job of a run (see :class:`SubmitsRuns`).
+    Positional, in ``NewJob``'s field order (tests pin it)."""
     t = template
     return NewJob(
-        task=t.task, lane=t.lane, args_json=args_json, priority=t.priority, run_at=t.run_at,
-        key=t.key, max_attempts=t.max_attempts, deadline_at=t.deadline_at, cost=t.cost,
-        max_queued=t.max_queued, args=args, rank=t.rank, tenant=t.tenant,
-        tenant_max_queued=t.tenant_max_queued, trace=t.trace,
+        t.task, t.lane, args_json, t.priority, t.run_at, t.key, t.max_attempts,
+        t.deadline_at, t.cost, t.max_queued, args, t.rank, t.tenant, t.tenant_max_queued,
+        t.trace,
     )  # fmt: skip
 
 
