@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from ._validate import check_number
 from .backlog import Backlog, JobRecord, NewJob
-from .backlog.base import SubmitsRuns, job_rank
+from .backlog.base import SubmitsRuns, job_rank, with_args
 from .clock import Clock
 from .errors import ConfigError, Overloaded, UnknownJob
 from .jobs import Job, JobState, _JobWaiter
@@ -181,26 +181,21 @@ class JobStore:
         )
         rank = job_rank(priority, due, lane.config.aging)
         tenant_bound = None if tenant is None else lane.tenant_max_queued
-        trace = self._tracing.carrier()
+        template = NewJob(
+            task=name, lane=lane_name, args_json="[]", priority=float(priority), run_at=due,
+            max_attempts=attempts, deadline_at=deadline_at, cost=job_cost, max_queued=bound,
+            rank=rank, tenant=tenant, tenant_max_queued=tenant_bound,
+            trace=self._tracing.carrier(),
+        )  # fmt: skip
         if unkeyed > 1 and unkeyed == len(keys) and isinstance(self.backlog, SubmitsRuns):
-            template = NewJob(
-                task=name, lane=lane_name, args_json="[]", priority=float(priority),
-                run_at=due, max_attempts=attempts, deadline_at=deadline_at, cost=job_cost,
-                max_queued=bound, rank=rank, tenant=tenant, tenant_max_queued=tenant_bound,
-                trace=trace,
-            )  # fmt: skip
             try:
                 ids = await self.backlog.submit_run(template, texts, items, now=now)
             except Overloaded as exc:
                 raise self._refused(lane, exc, len(texts)) from None
             self._stored(lane, len(ids), due, now)
             return [self._queued_job(template, job_id, now) for job_id in ids]
-        level = float(priority)
-        shared = (attempts, deadline_at, job_cost, bound)
-        tail = (rank, tenant, tenant_bound, trace)
-        # positional, in NewJob's field order (as base.with_args; tests pin it)
         new = [
-            NewJob(name, lane_name, text, level, due, key, *shared, item, *tail)
+            with_args(template, text, item, key)
             for item, text, key in zip(items, texts, keys, strict=True)
         ]
         try:

@@ -90,8 +90,9 @@ class ConnectionRunner:
     """Runs calls on one aiosqlite connection: queued on its thread, or inline.
 
     ``inline_allowed``: whether small writes may run inline at all (the backlog
-    passes its ``inline_writes`` and ``synchronous == "NORMAL"``). ``busy_timeout``: seconds, the
-    connection's own, restored before any call queued on the thread.
+    passes its ``inline_writes`` and ``synchronous == "NORMAL"``).
+    ``busy_timeout``: seconds, the connection's own, restored before any call
+    queued on the thread.
     """
 
     def __init__(self, db: aiosqlite.Connection, busy_timeout: float, *, inline_allowed: bool):

@@ -105,7 +105,7 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
+from types import EllipsisType, TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 from .._frozen import quick_init
@@ -715,12 +715,18 @@ class SubmitsRuns(Protocol):
         ...
 
 
-def with_args(template: NewJob, args_json: str, args: list[Any] | None) -> NewJob:
-    """``template`` with other args: one job of a run (see :class:`SubmitsRuns`).
-    Positional, in ``NewJob``'s field order (tests pin it)."""
+def with_args(
+    template: NewJob,
+    args_json: str,
+    args: list[Any] | None,
+    key: str | EllipsisType | None = ...,
+) -> NewJob:
+    """``template`` with a job's own args (and ``key``, if given: the template's
+    otherwise). Positional, in ``NewJob``'s field order (tests pin it)."""
     t = template
+    own_key = t.key if isinstance(key, EllipsisType) else key
     return NewJob(
-        t.task, t.lane, args_json, t.priority, t.run_at, t.key, t.max_attempts,
+        t.task, t.lane, args_json, t.priority, t.run_at, own_key, t.max_attempts,
         t.deadline_at, t.cost, t.max_queued, args, t.rank, t.tenant, t.tenant_max_queued,
         t.trace,
     )  # fmt: skip

@@ -325,10 +325,9 @@ class SQLiteBacklog(CombinedBacklogBase):
 
     def _on_thread(self, db: Db, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """``fn(*args)`` queued on the connection's thread (``ValueError``: closed)."""
-        runner = self._runner
-        if runner is None or runner.db is not db:  # read-only: aiosqlite's thread only
+        if self._runner is None:  # read-only: aiosqlite's thread only
             return queue_on_thread(db, fn, *args)
-        return runner.on_thread(fn, *args)
+        return self._runner.on_thread(fn, *args)
 
     async def _transaction(
         self, body: Callable[[Conn], T], *, backlog: bool = True, rows: int | None = None
@@ -353,8 +352,7 @@ class SQLiteBacklog(CombinedBacklogBase):
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
             if not isinstance(result, Busy):
-                self._counters.inline_commits += backlog
-                self._committed(backlog)
+                self._committed(backlog, inline=True)
                 await asyncio.sleep(0)  # an awaited write still lets others run
                 return result
             self._counters.inline_busy += 1
@@ -379,10 +377,13 @@ class SQLiteBacklog(CombinedBacklogBase):
             return
         self._committed(backlog)
 
-    def _committed(self, backlog: bool) -> None:
-        """A transaction committed: count a commit, wake the checkpointer."""
+    def _committed(self, backlog: bool, *, inline: bool = False) -> None:
+        """A transaction committed: count a commit (``inline``: run on the event
+        loop's thread), wake the checkpointer."""
         if backlog:
             self._counters.commits += 1
+            if inline:
+                self._counters.inline_commits += 1
         if self._checkpointer is not None:
             self._checkpointer.poke()
 
