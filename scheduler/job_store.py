@@ -17,11 +17,12 @@ import asyncio
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ._validate import check_number
 from .backlog import Backlog, JobRecord, NewJob
-from .backlog.base import SubmitsRuns, job_rank, with_args
+from .backlog._run_stream import CHUNK, STREAM_MIN
+from .backlog.base import StreamsRuns, SubmitsRuns, job_rank, with_args
 from .clock import Clock
 from .errors import ConfigError, Overloaded, UnknownJob
 from .jobs import Job, JobState, _JobWaiter
@@ -95,9 +96,8 @@ class JobStore:
         items = [list(args)]
         texts = [encode_args(items[0])]
         _check_key(key, "key")
-        [job] = await self._store(
-            task, lane, items, texts, [key], priority, run_at, delay, deadline, cost, tenant
-        )
+        shared = _Shared(priority, run_at, delay, deadline, cost, tenant)
+        [job] = await self._store(task, lane, items, texts, [key], shared)
         return job
 
     async def submit_many(
@@ -120,6 +120,9 @@ class JobStore:
             raise TypeError(
                 f"args_list must be a list of argument lists, got {type(args_list).__name__}"
             )
+        if keys is None and len(args_list) >= STREAM_MIN and isinstance(self.backlog, StreamsRuns):
+            shared = _Shared(priority, run_at, delay, deadline, cost, tenant)
+            return await self._stream(task, lane, args_list, shared)
         items = [_item(i, item) for i, item in enumerate(args_list)]
         texts = [_encode_item(i, item) for i, item in enumerate(items)]
         if keys is None:
@@ -134,9 +137,8 @@ class JobStore:
                 _check_key(key, f"keys[{i}]")
         if not texts:
             return []
-        return await self._store(
-            task, lane, items, texts, key_list, priority, run_at, delay, deadline, cost, tenant
-        )
+        shared = _Shared(priority, run_at, delay, deadline, cost, tenant)
+        return await self._store(task, lane, items, texts, key_list, shared)
 
     async def _store(
         self,
@@ -145,48 +147,11 @@ class JobStore:
         items: list[list[Any]],
         texts: list[str],
         keys: list[str | None],
-        priority: float,
-        run_at: float | datetime | None,
-        delay: float | None,
-        deadline: float | None,
-        cost: float | None,
-        tenant: str | None,
+        shared: _Shared,
     ) -> list[Job]:
         """Validate the options shared by the jobs, check the room, store them at once."""
-        check_number("priority", priority, minimum=-math.inf)
-        check_tenant(tenant)
-        job_cost = None if cost is None else check_number("cost", cost, minimum=0)
-        now = self._clock.wall()
-        if run_at is not None and delay is not None:
-            raise ConfigError("give run_at= or delay=, not both")
-        if isinstance(run_at, datetime):
-            if run_at.tzinfo is None:
-                raise ConfigError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
-            due = run_at.timestamp()
-        elif run_at is not None:
-            due = check_number("run_at", run_at, minimum=0)
-        else:
-            due = now + (0.0 if delay is None else check_number("delay", delay, minimum=0))
-        deadline_at = None
-        if deadline is not None:
-            deadline_at = due + check_number("deadline", deadline, minimum=0, exclusive=True)
         unkeyed = keys.count(None)
-        if unkeyed:  # a stored key needs no room: the backlog gives its job back
-            await self._check_room(lane, unkeyed)
-        name, lane_name, attempts, bound = (
-            task.name,
-            lane.name,
-            task.retry.max_attempts,
-            lane.max_queued,
-        )
-        rank = job_rank(priority, due, lane.config.aging)
-        tenant_bound = None if tenant is None else lane.tenant_max_queued
-        template = NewJob(
-            task=name, lane=lane_name, args_json="[]", priority=float(priority), run_at=due,
-            max_attempts=attempts, deadline_at=deadline_at, cost=job_cost, max_queued=bound,
-            rank=rank, tenant=tenant, tenant_max_queued=tenant_bound,
-            trace=self._tracing.carrier(),
-        )  # fmt: skip
+        template, due, now = await self._template(task, lane, unkeyed, shared)
         if unkeyed > 1 and unkeyed == len(keys) and isinstance(self.backlog, SubmitsRuns):
             try:
                 ids = await self.backlog.submit_run(template, texts, items, now=now)
@@ -204,6 +169,84 @@ class JobStore:
             raise self._refused(lane, exc, len(new)) from None
         self._stored(lane, len(records), due, now)
         return [self.job_from(record) for record in records]
+
+    async def _stream(
+        self,
+        task: Task[Any, Any],
+        lane: LaneState,
+        args_list: Sequence[Sequence[Any]],
+        shared: _Shared,
+    ) -> list[Job]:
+        """A big keyless ``submit_many``: each chunk of items is encoded and handed to
+        the backlog, which inserts it while the next is encoded (``_run_stream``); a
+        bad item aborts the run, so still none of the jobs is stored."""
+        assert isinstance(self.backlog, StreamsRuns)
+        count = len(args_list)
+        template, due, now = await self._template(task, lane, count, shared)
+        writer = self.backlog.open_run(template, count, now=now)
+        jobs: list[Job] = []
+        try:
+            for start in range(0, count, CHUNK):
+                part = args_list[start : start + CHUNK]
+                texts = [_item_text(i, item) for i, item in enumerate(part, start)]
+                jobs += [self._queued_job(template, job_id, now) for job_id in writer.add(texts)]
+                if start == 0:  # the backlog inserts each chunk while the next is encoded
+                    await writer.started()
+                await asyncio.sleep(0)
+        except BaseException as exc:
+            writer.abort(f"submit_many gave up: {type(exc).__name__}")
+            raise
+        try:
+            await writer.finish()
+        except Overloaded as exc:
+            raise self._refused(lane, exc, count) from None
+        self._stored(lane, count, due, now)
+        return jobs
+
+    async def _template(
+        self,
+        task: Task[Any, Any],
+        lane: LaneState,
+        unkeyed: int,
+        shared: _Shared,
+    ) -> tuple[NewJob, float, float]:
+        """The options shared by the jobs, checked, as a template ``NewJob`` (no args,
+        no key), its due time and now, once the lane has room for ``unkeyed`` jobs."""
+        priority, run_at, delay, deadline, cost, tenant = shared
+        check_number("priority", priority, minimum=-math.inf)
+        check_tenant(tenant)
+        job_cost = None if cost is None else check_number("cost", cost, minimum=0)
+        now = self._clock.wall()
+        if run_at is not None and delay is not None:
+            raise ConfigError("give run_at= or delay=, not both")
+        if isinstance(run_at, datetime):
+            if run_at.tzinfo is None:
+                raise ConfigError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
+            due = run_at.timestamp()
+        elif run_at is not None:
+            due = check_number("run_at", run_at, minimum=0)
+        else:
+            due = now + (0.0 if delay is None else check_number("delay", delay, minimum=0))
+        deadline_at = None
+        if deadline is not None:
+            deadline_at = due + check_number("deadline", deadline, minimum=0, exclusive=True)
+        if unkeyed:  # a stored key needs no room: the backlog gives its job back
+            await self._check_room(lane, unkeyed)
+        name, lane_name, attempts, bound = (
+            task.name,
+            lane.name,
+            task.retry.max_attempts,
+            lane.max_queued,
+        )
+        rank = job_rank(priority, due, lane.config.aging)
+        tenant_bound = None if tenant is None else lane.tenant_max_queued
+        template = NewJob(
+            task=name, lane=lane_name, args_json="[]", priority=float(priority), run_at=due,
+            max_attempts=attempts, deadline_at=deadline_at, cost=job_cost, max_queued=bound,
+            rank=rank, tenant=tenant, tenant_max_queued=tenant_bound,
+            trace=self._tracing.carrier(),
+        )  # fmt: skip
+        return template, due, now
 
     def _refused(self, lane: LaneState, exc: Overloaded, jobs: int) -> Overloaded:
         """The lane's ``Overloaded`` for the backlog's own (its count, across every
@@ -395,6 +438,17 @@ class JobStore:
         return count
 
 
+class _Shared(NamedTuple):
+    """The options every job of one call shares, as the caller gave them."""
+
+    priority: float
+    run_at: float | datetime | None
+    delay: float | None
+    deadline: float | None
+    cost: float | None
+    tenant: str | None
+
+
 def _check_key(key: object, what: str) -> None:
     if key is not None and (not isinstance(key, str) or not key):
         raise TypeError(f"{what} must be a non-empty str or None, got {key!r}")
@@ -404,14 +458,25 @@ def _item(index: int, item: object) -> list[Any]:
     """One ``submit_many`` item (a list or tuple of positional args) as a new list;
     ``TypeError`` naming the item's index otherwise."""
     if not isinstance(item, list | tuple):
-        raise TypeError(
-            f"args_list[{index}] must be a list or tuple of positional args, "
-            f"got {type(item).__name__}"
-        )
+        raise _not_args(index, item)
     return list(item)
 
 
-def _encode_item(index: int, item: list[Any]) -> str:
+def _not_args(index: int, item: object) -> TypeError:
+    return TypeError(
+        f"args_list[{index}] must be a list or tuple of positional args, got {type(item).__name__}"
+    )
+
+
+def _item_text(index: int, item: object) -> str:
+    """JSON text of one ``submit_many`` item (a list or tuple of positional args, not
+    copied); ``TypeError`` naming the item's index otherwise."""
+    if not isinstance(item, list | tuple):
+        raise _not_args(index, item)
+    return _encode_item(index, item)
+
+
+def _encode_item(index: int, item: list[Any] | tuple[Any, ...]) -> str:
     """JSON text of one ``submit_many`` item; ``TypeError`` naming its index otherwise."""
     try:
         return encode_args(item)

@@ -23,6 +23,7 @@ from ..jobs import JobState
 from . import _owners
 from . import _sqlite_schema as sql
 from ._fair import EQUAL_SHARES, FAIR_ROUNDS, NO_TENANT, FairPolicy, page_flows, plan_claim
+from ._run_stream import RunAborted, RunStream
 from .base import (
     CANCELLED_ERROR,
     LEASE_LOST_FMT,
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 #: One ``submit()`` call: its jobs, their decoded args, its ``now``.
-Submit = tuple[Sequence[NewJob], list[list[Any]], float]
+Submit = tuple[Sequence[NewJob] | RunStream, list[list[Any]], float]
 
 _Q, _R, _DEAD = JobState.QUEUED.value, JobState.RUNNING.value, JobState.DEAD.value
 _KEY_CHUNK = 500  # keys per IN (...) lookup, well under SQLite's bound-parameter limit
@@ -115,16 +116,21 @@ class JobRun(Sequence[NewJob]):
         return [self.template] * len(self.texts)
 
 
-def insert(db: Conn, batch: list[Submit]) -> list[list[JobRecord] | list[str] | Overloaded]:
+def insert(
+    db: Conn, batch: list[Submit]
+) -> list[list[JobRecord] | list[str] | Overloaded | RunAborted]:
     """Insert a batch of submits; one record list per submit, in order (a
-    :class:`JobRun`'s: the ids of its jobs).
+    :class:`JobRun`'s: the ids of its jobs; a :class:`RunStream`'s: an empty list,
+    its ids were made as it was handed over, or the ``RunAborted`` that rolled it back).
 
     A key already stored, or seen earlier in the batch, is not inserted again:
     its existing record is returned in its place. A submit that does not fit
     its lanes' ``max_queued`` gets its ``Overloaded`` instead and stores
     nothing (the counts are read under the write lock the insert is made under).
     """
-    calls = [jobs.shapes() if isinstance(jobs, JobRun) else jobs for jobs, _, _ in batch]
+    calls = [
+        jobs.shapes() if isinstance(jobs, JobRun | RunStream) else jobs for jobs, _, _ in batch
+    ]
     keys = sorted({job.key for jobs in calls for job in jobs if job.key is not None})
     known: dict[str | None, JobRecord] = {}
     for i in range(0, len(keys), _KEY_CHUNK):
@@ -148,13 +154,26 @@ def insert(db: Conn, batch: list[Submit]) -> list[list[JobRecord] | list[str] | 
     inserts: list[tuple[Any, ...]] = []  # rows not inserted yet, in order
     added: Counter[str] = Counter()  # new QUEUED jobs per lane
     per_tenant: Counter[tuple[str, str]] = Counter()
-    results: list[list[JobRecord] | list[str] | Overloaded] = []
-    ids = iter(new_job_ids(sum(len(jobs) for jobs in calls)))
+    results: list[list[JobRecord] | list[str] | Overloaded | RunAborted] = []
+    made = sum(len(jobs) for jobs, _, _ in batch if not isinstance(jobs, RunStream))
+    ids = iter(new_job_ids(made))
     for (jobs, args, when), refused in zip(batch, verdicts, strict=True):
         if refused is not None:
             results.append(refused)
             continue
         now = float(when)
+        if isinstance(jobs, RunStream):
+            _insert_rows(db, inserts)  # the rows of the calls before it go first
+            inserts = []
+            streamed = _insert_stream(db, jobs, now)
+            results.append(streamed)
+            if isinstance(streamed, RunAborted):
+                continue
+            template = jobs.template
+            added[template.lane] += len(jobs)
+            if template.tenant is not None:
+                per_tenant[(template.lane, template.tenant)] += len(jobs)
+            continue
         if isinstance(jobs, JobRun) and all(t.isascii() for t in jobs.texts):
             _insert_rows(db, inserts)  # the rows of the calls before it go first
             inserts = []
@@ -197,16 +216,49 @@ def insert(db: Conn, batch: list[Submit]) -> list[list[JobRecord] | list[str] | 
 def _insert_run(db: Conn, run: JobRun, ids: list[str], now: float) -> list[str]:
     """A run's rows, ASCII ``args`` text only (see :func:`_insert_rows`), in one
     ``INSERT_RUN``; their ids."""
-    t = run.template
-    shape = (
+    pairs = _encode([[i, a] for i, a in zip(ids, run.texts, strict=True)])
+    db.execute(sql.INSERT_RUN, (*_run_shape(run.template, now), pairs))
+    return ids
+
+
+def _run_shape(t: NewJob, now: float) -> tuple[Any, ...]:
+    """The columns a run's rows share, in ``sql.INSERT_RUN``'s parameter order."""
+    return (
         t.task, t.lane, float(t.priority), _Q, t.max_attempts, float(t.run_at), now, now,
         t.deadline_at, None if t.cost is None else float(t.cost),
         float(t.priority) if t.rank is None else float(t.rank), t.tenant, t.trace,
     )  # fmt: skip
-    db.execute(
-        sql.INSERT_RUN, (*shape, _encode([[i, a] for i, a in zip(ids, run.texts, strict=True)]))
-    )
-    return ids
+
+
+_RUN_SAVEPOINT = "floodgate_run"
+
+
+def _insert_stream(db: Conn, run: RunStream, now: float) -> list[str] | RunAborted:
+    """A streamed run's chunks as they come (see ``_run_stream``), under a savepoint:
+    released once all came, rolled back (and the ``RunAborted`` returned) if the
+    loop gave the run up. An SQLite error is raised (the whole transaction fails)."""
+    shape = _run_shape(run.template, now)
+    t = run.template
+    db.execute(f"SAVEPOINT {_RUN_SAVEPOINT}")
+    try:
+        for ids, texts, param in run.chunks():
+            if param is not None:
+                db.execute(sql.INSERT_RUN, (*shape, param))
+                continue
+            db.executemany(
+                sql.INSERT,
+                [
+                    (i, t.task, t.lane, a, shape[2], _Q, t.max_attempts, shape[5], now, now,
+                     None, t.deadline_at, shape[9], shape[10], t.tenant, t.trace)
+                    for i, a in zip(ids, texts, strict=True)
+                ],
+            )  # fmt: skip
+    except RunAborted as exc:
+        db.execute(f"ROLLBACK TO {_RUN_SAVEPOINT}")
+        db.execute(f"RELEASE {_RUN_SAVEPOINT}")
+        return exc
+    db.execute(f"RELEASE {_RUN_SAVEPOINT}")
+    return []
 
 
 #: rows in a run of alike rows worth one INSERT_RUN rather than executemany

@@ -89,7 +89,10 @@ Optional: ``submit_run(template, args_json, args, now=)`` (see
 :class:`SubmitsRuns`) stores many jobs alike but for their args, as ``submit``
 would store them one ``NewJob`` each, and returns their ids: ``submit_many``
 without keys uses it. The built-in backends get it from ``BacklogBase``; the
-SQLite one writes the run as one ``INSERT`` with no record per job.
+SQLite one writes the run as one ``INSERT`` with no record per job. The SQLite
+backlog also has ``open_run(template, count, now=)`` (see :class:`StreamsRuns`):
+a big run is inserted, inside one transaction, while the caller is still
+encoding it.
 
 ``stats()`` (plain, not async) returns the object's :class:`BacklogStats`. The
 built-in backends get it, the open check and the argument checks from
@@ -135,6 +138,8 @@ __all__ = [
     "Outcome",
     "OutcomeKind",
     "PushesCancels",
+    "RunWriter",
+    "StreamsRuns",
     "SubmitsRuns",
     "WaitsForWork",
 ]
@@ -712,6 +717,38 @@ class SubmitsRuns(Protocol):
         """Store one job per item of ``args_json``, each ``template`` but for its args
         (``args``: each one decoded; ``template`` has no key), all or none as
         :meth:`Backlog.submit`; the new jobs' ids, in order."""
+        ...
+
+
+class RunWriter(Protocol):
+    """A run being stored while it is encoded (:meth:`StreamsRuns.open_run`)."""
+
+    def add(self, args_json: list[str]) -> list[str]:
+        """The next jobs' args texts, in order; their new ids."""
+        ...
+
+    async def started(self) -> None:
+        """Wait until the backlog has begun storing the run (or failed to)."""
+        ...
+
+    async def finish(self) -> None:
+        """All jobs were added: store them, all or none, as :meth:`Backlog.submit`
+        (raises as it does: ``Overloaded``, ``BacklogError``)."""
+        ...
+
+    def abort(self, why: str) -> None:
+        """Store none of them (a bad item, a cancelled caller)."""
+        ...
+
+
+@runtime_checkable
+class StreamsRuns(Protocol):
+    """A backlog that starts storing a big run before all of it is encoded (optional)."""
+
+    def open_run(self, template: NewJob, count: int, *, now: float) -> RunWriter:
+        """Start storing ``count`` jobs, each ``template`` but for its args (no key),
+        added to the returned writer in order; nothing is stored unless all ``count``
+        are added and :meth:`RunWriter.finish` is awaited."""
         ...
 
 
