@@ -21,7 +21,8 @@ Callers catch by what they can do about it::
     └── BacklogError                  the persistent backlog could not do its part
         ├── BacklogLocked             another process held the write lock too long
         ├── BacklogFull               the disk is full; nothing was stored
-        └── BacklogUnavailable        the database connection is lost (PostgreSQL)
+        ├── BacklogUnavailable        the database connection is lost (PostgreSQL)
+        └── RunAborted                a streamed submit_many was given up; none stored
 
 (``scheduler.backlog`` re-exports the backlog's errors as before.)
 
@@ -44,6 +45,7 @@ __all__ = [
     "JobTimeout",
     "Overloaded",
     "RetryableError",
+    "RunAborted",
     "SchedulerClosed",
     "SchedulerCrashed",
     "SchedulerError",
@@ -250,3 +252,8 @@ class BacklogUnavailable(BacklogError):
 
 class BacklogFull(BacklogError):
     """The disk (or the database's size limit) is full; the call stored nothing."""
+
+
+class RunAborted(BacklogError):
+    """A streamed ``submit_many`` run was given up (a bad item, a cancelled caller, a
+    caller that stopped handing its jobs over, a miscount): none of it was stored."""

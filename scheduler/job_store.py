@@ -93,12 +93,18 @@ class JobStore:
         cost: float | None = None,
         tenant: str | None = None,
     ) -> Job:
-        items = [list(args)]
-        texts = [encode_args(items[0])]
+        text = encode_args(args)
         _check_key(key, "key")
         shared = _Shared(priority, run_at, delay, deadline, cost, tenant)
-        [job] = await self._store(task, lane, items, texts, [key], shared)
-        return job
+        job, due, now = self._template(task, lane, shared, text, list(args), key)
+        if key is None and not self._roomy(lane, 1):  # a stored key needs no room
+            await self._check_room(lane, 1)
+        try:
+            [record] = await self.backlog.submit([job], now=now)
+        except Overloaded as exc:
+            raise self._refused(lane, exc, 1) from None
+        self._stored(lane, 1, due, now)
+        return self.job_from(record)
 
     async def submit_many(
         self,
@@ -151,7 +157,9 @@ class JobStore:
     ) -> list[Job]:
         """Validate the options shared by the jobs, check the room, store them at once."""
         unkeyed = keys.count(None)
-        template, due, now = await self._template(task, lane, unkeyed, shared)
+        template, due, now = self._template(task, lane, shared)
+        if unkeyed:  # a stored key needs no room: the backlog gives its job back
+            await self._check_room(lane, unkeyed)
         if unkeyed > 1 and unkeyed == len(keys) and isinstance(self.backlog, SubmitsRuns):
             try:
                 ids = await self.backlog.submit_run(template, texts, items, now=now)
@@ -182,7 +190,8 @@ class JobStore:
         bad item aborts the run, so still none of the jobs is stored."""
         assert isinstance(self.backlog, StreamsRuns)
         count = len(args_list)
-        template, due, now = await self._template(task, lane, count, shared)
+        template, due, now = self._template(task, lane, shared)
+        await self._check_room(lane, count)
         writer = self.backlog.open_run(template, count, now=now)
         jobs: list[Job] = []
         try:
@@ -203,15 +212,18 @@ class JobStore:
         self._stored(lane, count, due, now)
         return jobs
 
-    async def _template(
+    def _template(
         self,
         task: Task[Any, Any],
         lane: LaneState,
-        unkeyed: int,
         shared: _Shared,
+        args_json: str = "[]",
+        args: list[Any] | None = None,
+        key: str | None = None,
     ) -> tuple[NewJob, float, float]:
-        """The options shared by the jobs, checked, as a template ``NewJob`` (no args,
-        no key), its due time and now, once the lane has room for ``unkeyed`` jobs."""
+        """The options shared by the jobs, checked, as a template ``NewJob`` (with
+        ``args_json``, ``args`` and ``key``: a single submit's own job), its due time
+        and now. Positional, in ``NewJob``'s field order (tests pin it)."""
         priority, run_at, delay, deadline, cost, tenant = shared
         check_number("priority", priority, minimum=-math.inf)
         check_tenant(tenant)
@@ -230,21 +242,12 @@ class JobStore:
         deadline_at = None
         if deadline is not None:
             deadline_at = due + check_number("deadline", deadline, minimum=0, exclusive=True)
-        if unkeyed:  # a stored key needs no room: the backlog gives its job back
-            await self._check_room(lane, unkeyed)
-        name, lane_name, attempts, bound = (
-            task.name,
-            lane.name,
-            task.retry.max_attempts,
-            lane.max_queued,
-        )
         rank = job_rank(priority, due, lane.config.aging)
         tenant_bound = None if tenant is None else lane.tenant_max_queued
         template = NewJob(
-            task=name, lane=lane_name, args_json="[]", priority=float(priority), run_at=due,
-            max_attempts=attempts, deadline_at=deadline_at, cost=job_cost, max_queued=bound,
-            rank=rank, tenant=tenant, tenant_max_queued=tenant_bound,
-            trace=self._tracing.carrier(),
+            task.name, lane.name, args_json, float(priority), due, key,
+            task.retry.max_attempts, deadline_at, job_cost, lane.max_queued, args, rank,
+            tenant, tenant_bound, self._tracing.carrier(),
         )  # fmt: skip
         return template, due, now
 
@@ -283,14 +286,19 @@ class JobStore:
             )
         return exc
 
+    def _roomy(self, lane: LaneState, jobs: int) -> bool:
+        """Whether ``jobs`` more surely fit the lane by a fresh cached count (the fast
+        path of :meth:`_check_room`, with no coroutine of its own)."""
+        fresh = self._clock.now() - self._counted_at.get(lane.name, -math.inf) < _COUNT_TTL
+        return fresh and lane.backlog_queued + jobs <= lane.max_queued * 0.9
+
     async def _check_room(self, lane: LaneState, jobs: int = 1) -> None:
         """Refuse early when ``jobs`` more do not fit a durable lane by a cached count
         (refreshed at most once a second, and at once near the bound). The bound itself
         is enforced by the backlog, atomically with the insert (``NewJob.max_queued``)."""
-        bound = lane.max_queued
-        fresh = self._clock.now() - self._counted_at.get(lane.name, -math.inf) < _COUNT_TTL
-        if fresh and lane.backlog_queued + jobs <= bound * 0.9:
+        if self._roomy(lane, jobs):
             return
+        bound = lane.max_queued
         count = await self.count(lane)
         if count + jobs > bound:
             lane.count_shed("queue_full")

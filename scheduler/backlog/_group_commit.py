@@ -52,13 +52,16 @@ class GroupCommitter(Generic[I, R]):
         """Units queued and not yet taken by the flusher."""
         return sum(e.size for e in self._queue)
 
-    async def put(self, item: I, size: int = 1) -> R:
-        """Queue ``item`` (``size`` units toward ``batch_max``); return its result once written."""
+    def put(self, item: I, size: int = 1) -> asyncio.Future[R]:
+        """Queue ``item`` (``size`` units toward ``batch_max``); await the returned
+        future for its result once written. A plain call, not a coroutine: one frame
+        less on every submit's way in and out; cancelling the awaiting caller
+        cancels the future, and the flusher then skips the item if not yet taken."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append(_Entry(item, size, future))
         if self._task is None:
             self._task = asyncio.create_task(self._flush())
-        return await future
+        return future
 
     async def drain(self) -> None:
         """Wait until everything queued so far is written (or failed)."""

@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Final, cast
 
-from ..errors import BacklogError
+from ..errors import RunAborted
 from .base import NewJob, new_job_ids
 
 __all__ = ["CHUNK", "STALL", "STREAM_MIN", "RunAborted", "RunStream", "StreamWriter"]
@@ -52,10 +52,6 @@ _END: Final = object()
 #: what the thread inserts per chunk: the ids, the args texts, and the
 #: ``INSERT_RUN`` parameter (``None`` if some text is not ASCII: bound row by row)
 Chunk = tuple[list[str], list[str], str | None]
-
-
-class RunAborted(BacklogError):
-    """The loop gave a streamed run up (or stopped feeding it): nothing of it was stored."""
 
 
 class RunStream:

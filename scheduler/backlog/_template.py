@@ -294,10 +294,11 @@ class BacklogBase(AsyncContext, ABC):
     # -- the primitives ---------------------------------------------------------------
 
     @abstractmethod
-    async def _submit(
+    def _submit(
         self, jobs: Sequence[NewJob], args: list[list[Any]], now: float
-    ) -> list[JobRecord]:
-        """Store ``jobs`` (not empty, validated; ``args``: each one's decoded args)."""
+    ) -> Awaitable[list[JobRecord]]:
+        """Store ``jobs`` (not empty, validated; ``args``: each one's decoded args).
+        An ``async def``, or a plain call returning an awaitable (one frame less)."""
 
     @abstractmethod
     async def _claim(self, claim: ClaimArgs) -> list[JobRecord]:

@@ -415,10 +415,12 @@ class SQLiteBacklog(CombinedBacklogBase):
 
     # -- submit: group commit -------------------------------------------------------
 
-    async def _submit(
+    def _submit(
         self, jobs: Sequence[NewJob], args: list[list[Any]], now: float
-    ) -> list[JobRecord]:
-        return cast(list[JobRecord], await self._committer.put((jobs, args, now), len(jobs)))
+    ) -> asyncio.Future[list[JobRecord]]:
+        """The group commit's future for ``jobs`` (a plain call: no frame of its own)."""
+        put = self._committer.put((jobs, args, now), len(jobs))
+        return cast(asyncio.Future[list[JobRecord]], put)
 
     async def _submit_run(
         self, template: NewJob, texts: list[str], args: list[list[Any]], now: float

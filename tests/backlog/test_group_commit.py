@@ -42,10 +42,10 @@ async def test_items_arriving_during_a_write_go_in_the_next_one() -> None:
     store = FakeStore()
     store.gate.clear()
     committer = GroupCommitter(store.write, batch_max=100)
-    first = asyncio.create_task(committer.put("a"))
+    first = asyncio.ensure_future(committer.put("a"))
     await asyncio.sleep(0)
     await asyncio.sleep(0)  # the flusher has taken "a" and is writing
-    rest = [asyncio.create_task(committer.put(x)) for x in "bcd"]
+    rest = [asyncio.ensure_future(committer.put(x)) for x in "bcd"]
     await asyncio.sleep(0)
     assert committer.pending == 3
     store.gate.set()
@@ -67,10 +67,10 @@ async def test_a_failed_write_fails_its_callers_only() -> None:
     store.gate.clear()
     store.fail_next = True
     committer = GroupCommitter(store.write, batch_max=100)
-    doomed = [asyncio.create_task(committer.put(x)) for x in "ab"]
+    doomed = [asyncio.ensure_future(committer.put(x)) for x in "ab"]
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    later = asyncio.create_task(committer.put("c"))
+    later = asyncio.ensure_future(committer.put("c"))
     store.gate.set()
     for task in doomed:
         with pytest.raises(BacklogError, match="fire"):
@@ -82,10 +82,9 @@ async def test_a_failed_write_fails_its_callers_only() -> None:
 async def test_a_caller_cancelled_before_the_write_is_not_written() -> None:
     store = FakeStore()
     committer = GroupCommitter(store.write, batch_max=100)
-    gone = asyncio.create_task(committer.put("gone"))
-    kept = asyncio.create_task(committer.put("kept"))
-    await asyncio.sleep(0)  # both queued; the flusher has not run yet
-    gone.cancel()
+    gone = asyncio.ensure_future(committer.put("gone"))
+    kept = asyncio.ensure_future(committer.put("kept"))
+    gone.cancel()  # both queued; the flusher has not run yet
     assert await kept == "KEPT"
     assert gone.cancelled()
     await committer.drain()
