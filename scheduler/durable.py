@@ -433,7 +433,8 @@ class DurableRunner:
         def forget(_: asyncio.Task[None]) -> None:
             tickets.pop(job_id, None)
 
-        self._group.start(
+        # the job's task, known before it first runs (no current_task() look-up there)
+        ticket.task = self._group.start(
             self._execute(record, ticket), name=f"floodgate-job-{job_id}", on_done=forget
         )
 
@@ -442,7 +443,6 @@ class DurableRunner:
     async def _execute(self, record: JobRecord, ticket: Ticket) -> None:
         seats = self._seats
         clock = self._clock
-        ticket.task = asyncio.current_task()
         ticket.job_id = record.id
         ticket.attempt = record.attempts
         ticket.priority = record.priority

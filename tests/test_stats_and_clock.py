@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from types import ModuleType
 
 import pytest
@@ -113,6 +114,33 @@ async def test_system_clock_follows_the_event_loop() -> None:
     clock.call_at(clock.now() + 0.001, fired.set)
     await asyncio.wait_for(fired.wait(), 1.0)
     await clock.sleep(0)
+
+
+class _ShiftedLoop(asyncio.SelectorEventLoop):
+    """An event loop with a time of its own (as a virtual-time test loop has)."""
+
+    def time(self) -> float:
+        return super().time() + 1_000.0
+
+
+def test_system_clock_reads_a_loop_with_its_own_time() -> None:
+    """On asyncio's loops ``now()`` reads ``time.monotonic()`` (their ``time()``);
+    once it meets a loop with a ``time()`` of its own, it asks that loop."""
+
+    async def main() -> tuple[float, float, float]:
+        clock = SystemClock()
+        loop = asyncio.get_running_loop()
+        fired = asyncio.Event()
+        clock.call_at(loop.time() + 0.001, fired.set)  # every scheduler sets timers
+        await asyncio.wait_for(fired.wait(), 1.0)
+        return clock.now(), loop.time(), time.monotonic()
+
+    with asyncio.Runner(loop_factory=_ShiftedLoop) as runner:
+        now, loop_time, monotonic = runner.run(main())
+    assert abs(now - loop_time) < 0.01
+    assert now - monotonic > 999
+    plain = SystemClock()
+    assert abs(plain.now() - time.monotonic()) < 0.01  # no loop needed on asyncio's own
 
 
 def test_public_api_is_exactly_what_init_exports() -> None:
