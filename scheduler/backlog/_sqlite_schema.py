@@ -8,7 +8,6 @@ cannot bind.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
@@ -16,7 +15,15 @@ from typing import Any
 
 from ..errors import BacklogError
 from ..jobs import JobState
-from .base import BacklogFull, BacklogLocked, JobRecord, corrupt, decode_args, decode_json
+from .base import (
+    BacklogFull,
+    BacklogLocked,
+    JobRecord,
+    corrupt,
+    decode_args,
+    decode_json,
+    loads_json,
+)
 
 # Forward migrations; MIGRATIONS[i] takes user_version i to i + 1. Append only.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -500,8 +507,8 @@ def decode_row(row: Sequence[Any]) -> tuple[int, JobRecord, str | None]:
         and type(trace) in _OPT_TEXT
     ):
         try:
-            decoded = json.loads(args)
-            value = None if result is None else json.loads(result)
+            decoded = loads_json(args)
+            value = None if result is None else loads_json(result)
         except ValueError:
             pass
         else:

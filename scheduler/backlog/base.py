@@ -103,6 +103,7 @@ primitives; another backend may do the same or implement this protocol directly.
 from __future__ import annotations
 
 import json
+import json.scanner
 import math
 import os
 import time
@@ -360,10 +361,36 @@ class Outcome:
         return cls(job_id, owner, "cancelled", error=CANCELLED_ERROR, attempt=attempt)
 
 
+def _fast_loads() -> Callable[[str], Any]:
+    """``json.loads`` for text a Floodgate encoder wrote: CPython's C scanner called
+    directly when the text starts with a value and ends with it (what ``loads``
+    checks with two regular-expression matches and two Python calls); anything
+    else (whitespace around, extra data, invalid) goes to ``json.loads`` itself, so
+    the answer, and every error, is ``json.loads``'s."""
+    make = getattr(json.scanner, "c_make_scanner", None)
+    if make is None:  # no C accelerator (e.g. PyPy)
+        return json.loads
+    scan = make(json.JSONDecoder())
+    loads = json.loads
+
+    def fast(text: str) -> Any:
+        try:
+            value, end = scan(text, 0)
+        except (StopIteration, ValueError, TypeError):
+            return loads(text)
+        return value if end == len(text) else loads(text)
+
+    return fast
+
+
+#: ``json.loads``, faster on compact text (args and results are stored compact)
+loads_json: Callable[[str], Any] = _fast_loads()
+
+
 def decode_json(text: str, what: str) -> Any:
     """``json.loads`` with a ``ValueError`` that names the field."""
     try:
-        return json.loads(text)
+        return loads_json(text)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{what} is not valid JSON: {exc}") from None
 
