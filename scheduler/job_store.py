@@ -67,6 +67,8 @@ class JobStore:
         runners: Callable[[], Iterable[_Runner]],
     ) -> None:
         self.backlog = backlog
+        #: the backlog's ``submit_run``, looked up once (a protocol check costs a few µs)
+        self._runs = backlog if isinstance(backlog, SubmitsRuns) else None
         self._owner = owner
         self._clock = clock
         self._lanes = lanes
@@ -96,7 +98,8 @@ class JobStore:
         text = encode_args(args)
         _check_key(key, "key")
         shared = _Shared(priority, run_at, delay, deadline, cost, tenant)
-        job, due, now = self._template(task, lane, shared, text, list(args), key)
+        items = list(args)
+        job, due, now = self._template(task, lane, shared, text, items, key)
         if key is None and not self._roomy(lane, 1):  # a stored key needs no room
             await self._check_room(lane, 1)
         try:
@@ -160,9 +163,9 @@ class JobStore:
         template, due, now = self._template(task, lane, shared)
         if unkeyed:  # a stored key needs no room: the backlog gives its job back
             await self._check_room(lane, unkeyed)
-        if unkeyed > 1 and unkeyed == len(keys) and isinstance(self.backlog, SubmitsRuns):
+        if unkeyed > 1 and unkeyed == len(keys) and self._runs is not None:
             try:
-                ids = await self.backlog.submit_run(template, texts, items, now=now)
+                ids = await self._runs.submit_run(template, texts, items, now=now)
             except Overloaded as exc:
                 raise self._refused(lane, exc, len(texts)) from None
             self._stored(lane, len(ids), due, now)

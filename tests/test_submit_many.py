@@ -264,3 +264,47 @@ def test_a_keyless_call_returns_each_job_as_stored(
 
     with tempfile.TemporaryDirectory() as directory:
         asyncio.run(main(directory))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    args=st.lists(st.one_of(st.integers(-9, 9), st.text(max_size=3)), max_size=3),
+    priority=st.floats(-3, 3, allow_nan=False),
+    delay=st.one_of(st.none(), st.floats(0, 100)),
+    cost=st.one_of(st.none(), st.integers(0, 50)),
+    tenant=st.one_of(st.none(), st.sampled_from(["acme", "globex"])),
+    key=st.one_of(st.none(), st.sampled_from(["k1", "k2"])),
+)
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_single_submit_returns_its_job_as_stored(
+    kind: str,
+    args: list[Any],
+    priority: float,
+    delay: float | None,
+    cost: int | None,
+    tenant: str | None,
+    key: str | None,
+) -> None:
+    """Concurrent submits, keyed or not, with any options: each job handed back
+    equals the job read back, field by field, and holds its own args."""
+
+    async def main(directory: str) -> None:
+        target = ":memory:" if kind == "memory" else str(Path(directory) / "jobs.db")
+        sched = make(target)
+        async with sched.open(run=()):
+            task = sched.tasks["double"]
+            jobs = await asyncio.gather(
+                *(
+                    task.submit(*args, i, priority=priority, delay=delay, cost=cost,
+                                tenant=tenant, key=None if key is None else f"{key}-{i}")
+                    for i in range(3)
+                )
+            )  # fmt: skip
+            for job in jobs:
+                assert _fields(job) == _fields(await job.refresh())
+            assert sched._store is not None
+            records = await sched._store.backlog.list_jobs(limit=10)
+        assert sorted(tuple(r.args) for r in records) == sorted((*args, i) for i in range(3))
+
+    with tempfile.TemporaryDirectory() as directory:
+        asyncio.run(main(directory))

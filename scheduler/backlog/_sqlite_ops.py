@@ -174,11 +174,16 @@ def insert(
             if template.tenant is not None:
                 per_tenant[(template.lane, template.tenant)] += len(jobs)
             continue
-        if isinstance(jobs, JobRun) and all(t.isascii() for t in jobs.texts):
-            _insert_rows(db, inserts)  # the rows of the calls before it go first
-            inserts = []
-            results.append(_insert_run(db, jobs, [next(ids) for _ in jobs.texts], now))
+        if isinstance(jobs, JobRun):
             template = jobs.template
+            run_ids = [next(ids) for _ in jobs.texts]
+            if len(run_ids) >= _RUN_MIN and all(t.isascii() for t in jobs.texts):
+                _insert_rows(db, inserts)  # the rows of the calls before it go first
+                inserts = []
+                _insert_run(db, jobs, run_ids, now)
+            else:  # a few jobs (a single submit): rows among the others', no record
+                inserts += _run_rows(template, jobs.texts, run_ids, now)
+            results.append(run_ids)
             added[template.lane] += len(jobs)
             if template.tenant is not None:
                 per_tenant[(template.lane, template.tenant)] += len(jobs)
@@ -221,6 +226,19 @@ def _insert_run(db: Conn, run: JobRun, ids: list[str], now: float) -> list[str]:
     return ids
 
 
+def _run_rows(t: NewJob, texts: list[str], ids: list[str], now: float) -> list[tuple[Any, ...]]:
+    """``sql.INSERT``'s parameters for the jobs of a run, one tuple each."""
+    priority = float(t.priority)
+    run_at = float(t.run_at)
+    cost = None if t.cost is None else float(t.cost)
+    rank = priority if t.rank is None else float(t.rank)
+    return [
+        (i, t.task, t.lane, a, priority, _Q, t.max_attempts, run_at, now, now, None,
+         t.deadline_at, cost, rank, t.tenant, t.trace)
+        for i, a in zip(ids, texts, strict=True)
+    ]  # fmt: skip
+
+
 def _run_shape(t: NewJob, now: float) -> tuple[Any, ...]:
     """The columns a run's rows share, in ``sql.INSERT_RUN``'s parameter order."""
     return (
@@ -238,21 +256,13 @@ def _insert_stream(db: Conn, run: RunStream, now: float) -> list[str] | RunAbort
     released once all came, rolled back (and the ``RunAborted`` returned) if the
     loop gave the run up. An SQLite error is raised (the whole transaction fails)."""
     shape = _run_shape(run.template, now)
-    t = run.template
     db.execute(f"SAVEPOINT {_RUN_SAVEPOINT}")
     try:
         for ids, texts, param in run.chunks():
             if param is not None:
                 db.execute(sql.INSERT_RUN, (*shape, param))
                 continue
-            db.executemany(
-                sql.INSERT,
-                [
-                    (i, t.task, t.lane, a, shape[2], _Q, t.max_attempts, shape[5], now, now,
-                     None, t.deadline_at, shape[9], shape[10], t.tenant, t.trace)
-                    for i, a in zip(ids, texts, strict=True)
-                ],
-            )  # fmt: skip
+            db.executemany(sql.INSERT, _run_rows(run.template, texts, ids, now))
     except RunAborted as exc:
         db.execute(f"ROLLBACK TO {_RUN_SAVEPOINT}")
         db.execute(f"RELEASE {_RUN_SAVEPOINT}")

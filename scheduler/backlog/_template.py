@@ -38,6 +38,7 @@ from .base import (
     NewJob,
     Outcome,
     check_cancel_match,
+    check_new_job,
     check_requeue_args,
     may_claim,
     validate_new_job,
@@ -182,18 +183,23 @@ class BacklogBase(AsyncContext, ABC):
         for text in args_json:
             if type(text) is not str:
                 raise ValueError(f"args_json must be str, got {type(text).__name__}")
-        validate_new_job(with_args(template, "[]", []))
+        check_new_job(template)
         if not args_json:
             return []
         ids = await self._submit_run(template, list(args_json), list(args), now)
         self._counters.submitted += len(ids)
         return ids
 
-    async def _submit_run(
+    def _submit_run(
+        self, template: NewJob, texts: list[str], args: list[list[Any]], now: float
+    ) -> Awaitable[list[str]]:
+        """Store a run (checked; not empty): by default one ``NewJob`` each, through
+        :meth:`_submit`. An ``async def``, or a plain call returning an awaitable."""
+        return self._submit_each(template, texts, args, now)
+
+    async def _submit_each(
         self, template: NewJob, texts: list[str], args: list[list[Any]], now: float
     ) -> list[str]:
-        """Store a run (checked; not empty): by default one ``NewJob`` each, through
-        :meth:`_submit`."""
         jobs = [with_args(template, t, a) for t, a in zip(texts, args, strict=True)]
         return [record.id for record in await self._submit(jobs, args, now)]
 

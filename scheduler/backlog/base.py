@@ -405,6 +405,12 @@ def decode_args(text: str) -> list[Any]:
 
 def validate_new_job(job: NewJob) -> list[Any]:
     """Reject a malformed :class:`NewJob` before it is stored; return its decoded args."""
+    check_new_job(job)
+    return decode_args(job.args_json) if job.args is None else job.args
+
+
+def check_new_job(job: NewJob) -> None:
+    """Reject a malformed :class:`NewJob` before it is stored (its args aside)."""
     if not job.task or not job.lane:
         raise ValueError(f"a job needs a task and a lane, got {job.task!r}/{job.lane!r}")
     if math.isnan(job.priority) or math.isnan(job.run_at):
@@ -430,7 +436,6 @@ def validate_new_job(job: NewJob) -> list[Any]:
         raise ValueError(f"tenant must be a non-empty str or None, got {job.tenant!r}")
     if job.trace is not None and not isinstance(job.trace, str):
         raise ValueError(f"trace must be a JSON object text or None, got {job.trace!r}")
-    return decode_args(job.args_json) if job.args is None else job.args
 
 
 #: ``retry_after`` of an ``Overloaded`` raised by a backlog (the scheduler re-raises it

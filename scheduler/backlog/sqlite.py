@@ -422,12 +422,13 @@ class SQLiteBacklog(CombinedBacklogBase):
         put = self._committer.put((jobs, args, now), len(jobs))
         return cast(asyncio.Future[list[JobRecord]], put)
 
-    async def _submit_run(
+    def _submit_run(
         self, template: NewJob, texts: list[str], args: list[list[Any]], now: float
-    ) -> list[str]:
-        """A run in the group commit as one submit: one ``INSERT_RUN``, no record each."""
+    ) -> asyncio.Future[list[str]]:
+        """A run in the group commit as one submit: one ``INSERT_RUN`` (a few jobs:
+        rows among the others'), no record each; the group commit's future."""
         run = _ops.JobRun(template, texts)
-        return cast(list[str], await self._committer.put((run, args, now), len(texts)))
+        return cast(asyncio.Future[list[str]], self._committer.put((run, args, now), len(texts)))
 
     def open_run(self, template: NewJob, count: int, *, now: float) -> StreamWriter:
         """See :class:`~scheduler.backlog.base.StreamsRuns` and ``_run_stream``: the run
