@@ -22,19 +22,11 @@ import sys
 from scheduler import Lane, Scheduler
 from scheduler.backlog import _run_stream
 from scheduler.backlog import sqlite as sqlite_backlog
+from tests.procs.crash_sweep import append_synced
 
 
 def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-def append_synced(path: str, line: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 async def noop(i: int) -> None:
