@@ -34,7 +34,7 @@ from pathlib import Path
 
 from workers.provenance import source_commit
 
-from ._cpus import round_trip
+from ._cpus import python_loop_seconds, round_trip
 
 __all__ = [
     "DSN_ENV",
@@ -398,6 +398,10 @@ def _machine_facts() -> list[list[str]]:
         ["platform", platform.platform()],
         ["load average at the end (1, 5, 15 min; this run included)", _load_average()],
         ["a thread round trip (a queue each way), across CPUs; on one CPU", _round_trips()],
+        [
+            "a Python loop of 10,000,000 additions, at the end (s; lower is a faster core)",
+            f"{python_loop_seconds():.2f}",
+        ],
         ["floodgate commit", _git_commit()],
     ]
 

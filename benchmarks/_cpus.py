@@ -75,3 +75,22 @@ def round_trip(*, pinned: bool = False) -> float:
             there.put(None)
             worker.join()
         return statistics.median(batches)
+
+
+#: additions per timed batch of :func:`python_loop_seconds`
+LOOP_BATCH = 2_000_000
+
+
+def python_loop_seconds() -> float:
+    """Seconds this interpreter takes for a plain loop of 10,000,000 additions (the
+    median of three batches of :data:`LOOP_BATCH`, scaled): how fast one core runs
+    Python right now. Shared virtual machines drift by tens of per cent within
+    minutes; a report's figures are best read against this and its own floors."""
+    batches = []
+    for _ in range(3):
+        start = time.perf_counter()
+        total = 0
+        for i in range(LOOP_BATCH):
+            total += i
+        batches.append(time.perf_counter() - start)
+    return statistics.median(batches) * (10_000_000 / LOOP_BATCH)

@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from benchmarks._cpus import one_cpu, round_trip
+from benchmarks import _cpus
+from benchmarks._cpus import one_cpu, python_loop_seconds, round_trip
 
 needs_affinity = pytest.mark.skipif(
     not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
@@ -56,3 +57,13 @@ def test_round_trip_is_a_positive_time_and_leaves_no_thread_behind() -> None:
     seconds = round_trip()
     assert 0.0 < seconds < 1.0
     assert threading.active_count() == threads
+
+
+def test_the_python_loop_is_scaled_to_ten_million_additions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three batches timed, their median scaled from the batch to 10,000,000."""
+    ticks = iter([0.0, 0.4, 1.0, 1.1, 2.0, 2.3])  # batches of 0.4, 0.1 and 0.3 s
+    monkeypatch.setattr(_cpus.time, "perf_counter", lambda: next(ticks))
+    monkeypatch.setattr(_cpus, "LOOP_BATCH", 1_000)
+    assert python_loop_seconds() == pytest.approx(0.3 * 10_000)
