@@ -456,7 +456,7 @@ class SQLiteBacklog(CombinedBacklogBase):
         self, batch: list[Submit]
     ) -> list[list[JobRecord] | list[str] | Overloaded | RunAborted]:
         # a stream waits for the event loop to hand its chunks over: never inline
-        streams = any(isinstance(jobs, RunStream) for jobs, _, _ in batch)
+        streams = any(type(jobs) is RunStream for jobs, _, _ in batch)
         rows = None if streams else sum(len(jobs) for jobs, _, _ in batch)
         return await self._transaction(partial(_ops.insert, batch=batch), rows=rows)
 
