@@ -433,8 +433,7 @@ class DurableRunner:
         def forget(_: asyncio.Task[None]) -> None:
             tickets.pop(job_id, None)
 
-        # the job's task, known before it first runs (no current_task() look-up there)
-        ticket.task = self._group.start(
+        self._group.start(
             self._execute(record, ticket), name=f"floodgate-job-{job_id}", on_done=forget
         )
 
@@ -443,6 +442,9 @@ class DurableRunner:
     async def _execute(self, record: JobRecord, ticket: Ticket) -> None:
         seats = self._seats
         clock = self._clock
+        # set here, not when the task is made: a task cancelled before its first step
+        # never runs this body, so its seat and lease would never be given back
+        ticket.task = asyncio.current_task()
         ticket.job_id = record.id
         ticket.attempt = record.attempts
         ticket.priority = record.priority

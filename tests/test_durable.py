@@ -417,3 +417,39 @@ async def test_an_empty_claim_right_after_work_looks_again_soon_then_backs_off(
     assert gaps[0] <= 0.11, gaps  # soon after the work ...
     assert all(a <= b + 0.02 for a, b in itertools.pairwise(gaps)), gaps  # ... then longer ...
     assert all(abs(gap - 0.5) <= 0.02 for gap in gaps[4:]), gaps  # ... up to poll_interval
+
+
+async def test_a_job_cancelled_before_its_first_step_still_gives_its_seat_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel that reaches a just-claimed job before its task first runs (the
+    scheduler stopping at that moment) must not cancel a task whose body never ran:
+    the body is what gives the seat and the lease back. Here every claimed job's
+    ticket is cancelled as soon as its task is made; the jobs still all end and
+    the scheduler closes."""
+    from scheduler import durable
+
+    original = durable.DurableRunner._start_job
+
+    def start_then_cancel(self: Any, record: Any, ticket: Any) -> None:
+        original(self, record, ticket)
+        ticket.cancel_task("shutdown")  # before the task's first step
+
+    monkeypatch.setattr(durable.DurableRunner, "_start_job", start_then_cancel)
+    sched = Scheduler(
+        str(tmp_path / "jobs.db"), lanes=[Lane("batch", 1, durable=True)],
+        backlog_options=OPTIONS, shutdown_grace=0,
+    )  # fmt: skip
+    ran: list[int] = []
+
+    @sched.task(name="t.work")
+    async def work(i: int) -> int:
+        ran.append(i)
+        return i
+
+    async with sched.open(run=()):
+        jobs = [await work.submit(i) for i in range(3)]
+    async with asyncio.timeout(20), sched:  # bounded: a leaked seat would hang here
+        results = [await job.result(timeout=15) for job in jobs]
+    assert results == [0, 1, 2]
+    assert sorted(ran) == [0, 1, 2]
