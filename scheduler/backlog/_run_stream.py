@@ -115,17 +115,17 @@ class RunStream:
         """The chunks as the loop hands them over, until :meth:`end`. Raises
         ``RunAborted`` on :meth:`abort`, after :attr:`stall` seconds without a
         chunk, or if the chunks do not add up to :attr:`count` jobs."""
-        got = 0
         self._running.set()
         if self._on_start is not None:
             self._on_start()
         try:
-            yield from self._taken(got)
+            yield from self._taken()
         finally:
             self._running.clear()
-            self._caught_up.set()
+            self._caught_up.set()  # the loop never waits on a run that ended
 
-    def _taken(self, got: int) -> Iterator[Chunk]:
+    def _taken(self) -> Iterator[Chunk]:
+        got = 0
         while True:
             try:
                 item = self._queue.get(timeout=self.stall)
