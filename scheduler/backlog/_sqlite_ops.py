@@ -340,10 +340,13 @@ def claim(
     first (the caller's ``BEGIN IMMEDIATE`` holds the write lock, so the count
     stays true).
     """
-    db.execute(sql.CANCEL_EXPIRED, (CANCELLED_ERROR, now, lane, now))
-    db.execute(sql.KILL_LOST, (_DEAD, LEASE_LOST_FMT, now, lane, now))
+    # one look at the lane's leases; the two updates only when one has expired (they
+    # touch expired leases only, so the live count holds after them)
+    live, expired = fetch(db, sql.LEASES, (now, owner, now, lane))[0]
+    if expired:
+        db.execute(sql.CANCEL_EXPIRED, (CANCELLED_ERROR, now, lane, now))
+        db.execute(sql.KILL_LOST, (_DEAD, LEASE_LOST_FMT, now, lane, now))
     if max_running is not None:
-        live = fetch(db, sql.LIVE_LEASES, (lane, now, owner))[0][0]
         limit = claim_room(limit, max_running, int(live))
     if limit <= 0:
         return []

@@ -413,11 +413,13 @@ def cancel_requested(n: int) -> str:
     )
 
 
-# The lane's jobs running under a live lease of another owner (a fleet-wide ceiling's count).
-# Params: lane, now, owner.
-LIVE_LEASES = (
-    "SELECT COUNT(*) FROM jobs WHERE lane = ? AND state = 'running' AND lease_until > ?"
-    " AND lease_owner <> ?"
+# Params: now, owner, now, lane. A claim's first look at the lane's leases, one walk of
+# jobs_running: the jobs running under a live lease of another owner (a fleet-wide
+# ceiling's count), and how many leases have expired (none, the common case:
+# CANCEL_EXPIRED and KILL_LOST would change nothing, so they are not run).
+LEASES = (
+    "SELECT COALESCE(SUM(lease_until > ? AND lease_owner <> ?), 0),"
+    " COALESCE(SUM(lease_until <= ?), 0) FROM jobs WHERE lane = ? AND state = 'running'"
 )
 # Params: lane. The lane's QUEUED count (kept by migration 3's triggers, and by
 # ADD_QUEUED for inserts); no row: 0.
