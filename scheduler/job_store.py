@@ -69,6 +69,7 @@ class JobStore:
         self.backlog = backlog
         #: the backlog's ``submit_run``, looked up once (a protocol check costs a few µs)
         self._runs = backlog if isinstance(backlog, SubmitsRuns) else None
+        self._streams = backlog if isinstance(backlog, StreamsRuns) else None
         self._owner = owner
         self._clock = clock
         self._lanes = lanes
@@ -129,9 +130,9 @@ class JobStore:
             raise TypeError(
                 f"args_list must be a list of argument lists, got {type(args_list).__name__}"
             )
-        if keys is None and len(args_list) >= STREAM_MIN and isinstance(self.backlog, StreamsRuns):
+        if keys is None and len(args_list) >= STREAM_MIN and self._streams is not None:
             shared = _Shared(priority, run_at, delay, deadline, cost, tenant)
-            return await self._stream(task, lane, args_list, shared)
+            return await self._stream(self._streams, task, lane, args_list, shared)
         items = [_item(i, item) for i, item in enumerate(args_list)]
         texts = [_encode_item(i, item) for i, item in enumerate(items)]
         if keys is None:
@@ -183,6 +184,7 @@ class JobStore:
 
     async def _stream(
         self,
+        backlog: StreamsRuns,
         task: Task[Any, Any],
         lane: LaneState,
         args_list: Sequence[Sequence[Any]],
@@ -191,11 +193,10 @@ class JobStore:
         """A big keyless ``submit_many``: each chunk of items is encoded and handed to
         the backlog, which inserts it while the next is encoded (``_run_stream``); a
         bad item aborts the run, so still none of the jobs is stored."""
-        assert isinstance(self.backlog, StreamsRuns)
         count = len(args_list)
         template, due, now = self._template(task, lane, shared)
         await self._check_room(lane, count)
-        writer = self.backlog.open_run(template, count, now=now)
+        writer = backlog.open_run(template, count, now=now)
         jobs: list[Job] = []
         try:
             for start in range(0, count, CHUNK):

@@ -228,10 +228,11 @@ def insert_sql_alone(path: Path, n: int, per_transaction: int, *, run: bool = Fa
         transactions = 0
         with stopwatch() as watch:
             for first in range(0, n, per_transaction):
-                part: Sequence[NewJob] = jobs[first : first + per_transaction]
+                chunk = jobs[first : first + per_transaction]
+                part: Sequence[NewJob] | ops.JobRun = chunk
                 if run:
-                    texts = [job.args_json for job in part]
-                    part = ops.JobRun(replace(part[0], args_json="[]", args=None), texts)
+                    texts = [job.args_json for job in chunk]
+                    part = ops.JobRun(replace(chunk[0], args_json="[]", args=None), texts)
                 batch: list[Submit] = [(part, list(args[first : first + per_transaction]), now)]
                 [stored] = _in_transaction(db, functools.partial(ops.insert, batch=batch))
                 transactions += 1

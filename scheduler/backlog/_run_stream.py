@@ -31,9 +31,10 @@ from collections.abc import Callable, Iterator
 from typing import Final, cast
 
 from ..errors import RunAborted
+from ._sqlite_thread import retrieved
 from .base import NewJob, new_job_ids
 
-__all__ = ["CHUNK", "STALL", "STREAM_MIN", "RunAborted", "RunStream", "StreamWriter"]
+__all__ = ["CHUNK", "STALL", "STREAM_MIN", "RunAborted", "RunStream", "StreamWriter", "pairs_json"]
 
 #: jobs per chunk handed to the thread: about a millisecond of encoding
 CHUNK: Final = 1024
@@ -44,8 +45,8 @@ STALL: Final = 30.0
 #: the most seconds the loop waits, after handing a chunk over, for the thread to take it
 HANDOFF: Final = 0.02
 
-#: compact JSON of the [id, args] pairs of ``INSERT_RUN`` (as ``_sqlite_ops``)
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+#: compact JSON of the ``[id, args]`` pairs of ``INSERT_RUN`` (``_sqlite_ops`` too)
+pairs_json = json.JSONEncoder(separators=(",", ":")).encode
 
 _END: Final = object()
 
@@ -90,7 +91,7 @@ class RunStream:
         ids = new_job_ids(len(texts))
         param = None
         if all(text.isascii() for text in texts):
-            param = _encode([[i, t] for i, t in zip(ids, texts, strict=True)])
+            param = pairs_json([[i, t] for i, t in zip(ids, texts, strict=True)])
         self._caught_up.clear()
         self._queue.put((ids, texts, param))
         if self._running.is_set():
@@ -189,10 +190,4 @@ class StreamWriter:
             return
         self._done = True
         self._stream.abort(why)
-        self._write.add_done_callback(_retrieve)
-
-
-def _retrieve(write: asyncio.Future[None]) -> None:
-    """The outcome of an aborted run's write: nobody waits for it."""
-    if not write.cancelled():
-        write.exception()
+        self._write.add_done_callback(retrieved)  # nobody waits for it

@@ -11,12 +11,11 @@ once, by the connection's statement cache).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any, cast, overload
+from typing import Any, cast
 
 from ..errors import BacklogError, Overloaded
 from ..jobs import JobState
@@ -24,6 +23,7 @@ from . import _owners
 from . import _sqlite_schema as sql
 from ._fair import EQUAL_SHARES, FAIR_ROUNDS, NO_TENANT, FairPolicy, page_flows, plan_claim
 from ._run_stream import RunAborted, RunStream
+from ._run_stream import pairs_json as _encode
 from .base import (
     CANCELLED_ERROR,
     LEASE_LOST_FMT,
@@ -35,11 +35,7 @@ from .base import (
     claim_room,
     new_job_ids,
     new_record,
-    with_args,
 )
-
-#: compact JSON of the [id, args] pairs of INSERT_RUN
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 __all__ = [
     "Conn",
@@ -53,9 +49,6 @@ __all__ = [
     "register_owner",
     "rows",
 ]
-
-#: One ``submit()`` call: its jobs, their decoded args, its ``now``.
-Submit = tuple[Sequence[NewJob] | RunStream, list[list[Any]], float]
 
 _Q, _R, _DEAD = JobState.QUEUED.value, JobState.RUNNING.value, JobState.DEAD.value
 _KEY_CHUNK = 500  # keys per IN (...) lookup, well under SQLite's bound-parameter limit
@@ -88,10 +81,10 @@ def migrate(db: Conn, path: str) -> None:
         db.execute(f"PRAGMA user_version={int(sql.SCHEMA_VERSION)}")
 
 
-class JobRun(Sequence[NewJob]):
+class JobRun:
     """The jobs of a run (``SubmitsRuns.submit_run``) as one :data:`Submit`'s jobs:
     ``template`` but for each one's ``args_json``. :func:`insert` stores them without
-    a ``NewJob`` or a ``JobRecord`` each; a job is made only when one is asked for."""
+    a ``NewJob`` or a ``JobRecord`` each."""
 
     __slots__ = ("template", "texts")
 
@@ -102,18 +95,13 @@ class JobRun(Sequence[NewJob]):
     def __len__(self) -> int:
         return len(self.texts)
 
-    @overload
-    def __getitem__(self, index: int) -> NewJob: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[NewJob]: ...
-    def __getitem__(self, index: int | slice) -> NewJob | list[NewJob]:
-        if isinstance(index, slice):
-            return [with_args(self.template, t, None) for t in self.texts[index]]
-        return with_args(self.template, self.texts[index], None)
-
     def shapes(self) -> list[NewJob]:
         """The template once per job: what the lane and tenant bounds look at."""
         return [self.template] * len(self.texts)
+
+
+#: One ``submit()`` call: its jobs, their decoded args, its ``now``.
+Submit = tuple[Sequence[NewJob] | JobRun | RunStream, list[list[Any]], float]
 
 
 def insert(
@@ -153,14 +141,14 @@ def insert(
     added: Counter[str] = Counter()  # new QUEUED jobs per lane
     per_tenant: Counter[tuple[str, str]] = Counter()
     results: list[list[JobRecord] | list[str] | Overloaded | RunAborted] = []
-    made = sum(len(jobs) for jobs, _, _ in batch if type(jobs) is not RunStream)
+    made = sum(len(jobs) for jobs, _, _ in batch if not isinstance(jobs, RunStream))
     ids = iter(new_job_ids(made))
     for (jobs, args, when), refused in zip(batch, verdicts, strict=True):
         if refused is not None:
             results.append(refused)
             continue
         now = float(when)
-        if type(jobs) is RunStream:
+        if isinstance(jobs, RunStream):
             _insert_rows(db, inserts)  # the rows of the calls before it go first
             inserts = []
             streamed = _insert_stream(db, jobs, now)
@@ -172,7 +160,7 @@ def insert(
             if template.tenant is not None:
                 per_tenant[(template.lane, template.tenant)] += len(jobs)
             continue
-        if type(jobs) is JobRun:
+        if isinstance(jobs, JobRun):
             template = jobs.template
             run_ids = [next(ids) for _ in jobs.texts]
             if len(run_ids) >= _RUN_MIN and all(t.isascii() for t in jobs.texts):
@@ -187,7 +175,7 @@ def insert(
                 per_tenant[(template.lane, template.tenant)] += len(jobs)
             continue
         records: list[JobRecord] = []
-        for job, job_args in zip(cast(Sequence[NewJob], jobs), args, strict=True):
+        for job, job_args in zip(jobs, args, strict=True):
             if job.key is not None and job.key in known:
                 records.append(known[job.key])
                 continue
@@ -224,14 +212,11 @@ def _insert_run(db: Conn, run: JobRun, ids: list[str], now: float) -> list[str]:
     return ids
 
 
-def _shapes(jobs: Sequence[NewJob] | RunStream) -> Sequence[NewJob]:
+def _shapes(jobs: Sequence[NewJob] | JobRun | RunStream) -> Sequence[NewJob]:
     """The jobs of one submit as the bounds look at them (a run's: its template once
-    per job). By exact type: ``JobRun`` is a ``Sequence``, so an ``isinstance``
-    against it is an ABC check, a few times slower, paid per submit."""
-    kind = type(jobs)
-    if kind is JobRun or kind is RunStream:
-        return cast(JobRun | RunStream, jobs).shapes()
-    return cast(Sequence[NewJob], jobs)
+    per job). Runs and streams are plain classes, not ``Sequence``s, so telling them
+    apart is no ABC check."""
+    return jobs.shapes() if isinstance(jobs, JobRun | RunStream) else jobs
 
 
 def _run_rows(t: NewJob, texts: list[str], ids: list[str], now: float) -> list[tuple[Any, ...]]:

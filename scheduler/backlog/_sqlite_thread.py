@@ -43,7 +43,7 @@ from typing import Any, Final, TypeVar
 
 import aiosqlite
 
-__all__ = ["BUSY", "INLINE_ROWS", "Busy", "ConnectionRunner", "queue_on_thread"]
+__all__ = ["BUSY", "INLINE_ROWS", "Busy", "ConnectionRunner", "queue_on_thread", "retrieved"]
 
 T = TypeVar("T")
 Conn = sqlite3.Connection
@@ -106,7 +106,7 @@ class ConnectionRunner:
         """``fn(*args)`` queued on the connection's thread (``ValueError``: closed)."""
         if self._no_wait:  # FIFO: this runs before ``fn`` and any later thread call
             restore = queue_on_thread(self.db, _set_busy_timeout, self.db._conn, self._busy_ms)
-            restore.add_done_callback(_retrieved)  # a failure shows in ``fn``'s answer
+            restore.add_done_callback(retrieved)  # a failure shows in ``fn``'s answer
             self._no_wait = False
         future = queue_on_thread(self.db, fn, *args)
         self._queued += 1
@@ -137,7 +137,8 @@ class ConnectionRunner:
         return begun(conn)
 
 
-def _retrieved(future: asyncio.Future[Any]) -> None:
+def retrieved(future: asyncio.Future[Any]) -> None:
+    """A done callback for a future nobody awaits: its exception counts as seen."""
     if not future.cancelled():
         future.exception()
 

@@ -175,20 +175,24 @@ class BacklogBase(AsyncContext, ABC):
         now: float,
     ) -> list[str]:
         """See :class:`~scheduler.backlog.base.SubmitsRuns`."""
-        self._check_open()
-        if template.key is not None:
-            raise ValueError("the jobs of a run have no key: submit keyed jobs one by one")
+        self._check_run(template)
         if len(args_json) != len(args):
             raise ValueError(f"{len(args_json)} args_json for {len(args)} args")
         for text in args_json:
             if type(text) is not str:
                 raise ValueError(f"args_json must be str, got {type(text).__name__}")
-        check_new_job(template)
         if not args_json:
             return []
         ids = await self._submit_run(template, list(args_json), list(args), now)
         self._counters.submitted += len(ids)
         return ids
+
+    def _check_run(self, template: NewJob) -> None:
+        """Refuse a run's template: closed backlog, a key, a malformed job."""
+        self._check_open()
+        if template.key is not None:
+            raise ValueError("the jobs of a run have no key: submit keyed jobs one by one")
+        check_new_job(template)
 
     def _submit_run(
         self, template: NewJob, texts: list[str], args: list[list[Any]], now: float

@@ -91,7 +91,7 @@ from ._sqlite_ops import Conn, Submit, fetch
 from ._sqlite_readonly import open_read_only
 from ._sqlite_thread import INLINE_ROWS, Busy, ConnectionRunner, queue_on_thread
 from ._template import ClaimArgs, CombinedBacklogBase
-from .base import CANCELLED_ERROR, JobRecord, NewJob, Outcome, validate_new_job, with_args
+from .base import CANCELLED_ERROR, JobRecord, NewJob, Outcome
 
 __all__ = [
     "DEAD_OWNER_CHECK",
@@ -434,14 +434,11 @@ class SQLiteBacklog(CombinedBacklogBase):
         """See :class:`~scheduler.backlog.base.StreamsRuns` and ``_run_stream``: the run
         joins the group commit as one submit, now, and its transaction inserts each
         chunk as it is added."""
-        self._check_open()
+        self._check_run(template)
         if self.read_only:
             raise BacklogError(f"backlog {self.path!r} was opened read-only: no writes")
-        if template.key is not None:
-            raise ValueError("the jobs of a run have no key: submit keyed jobs one by one")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be an int >= 1, got {count!r}")
-        validate_new_job(with_args(template, "[]", []))
         started = asyncio.Event()
         on_start = partial(asyncio.get_running_loop().call_soon_threadsafe, started.set)
         stream = RunStream(template, count, on_start=on_start)
@@ -456,7 +453,7 @@ class SQLiteBacklog(CombinedBacklogBase):
         self, batch: list[Submit]
     ) -> list[list[JobRecord] | list[str] | Overloaded | RunAborted]:
         # a stream waits for the event loop to hand its chunks over: never inline
-        streams = any(type(jobs) is RunStream for jobs, _, _ in batch)
+        streams = any(isinstance(jobs, RunStream) for jobs, _, _ in batch)
         rows = None if streams else sum(len(jobs) for jobs, _, _ in batch)
         return await self._transaction(partial(_ops.insert, batch=batch), rows=rows)
 
