@@ -23,7 +23,7 @@ import json
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -153,7 +153,7 @@ def drain_sql_alone(path: Path, seats: int = 8) -> Phase:
     a floor for the drain on this machine and disk, measured in the same run."""
     from scheduler.backlog import Outcome
     from scheduler.backlog import _sqlite_schema as sql
-    from scheduler.backlog.sqlite import _outcome_rows
+    from scheduler.backlog.sqlite import complete_statements, run_statements
 
     running = JobState.RUNNING.value
     clock = time.perf_counter
@@ -167,13 +167,13 @@ def drain_sql_alone(path: Path, seats: int = 8) -> Phase:
                 now = time.time()
                 # the backlog's own parameters (row[1]: the id, row[7]: the attempt)
                 done = [Outcome.done(row[1], owner, attempt=row[7]) for row in previous]
-                rows = _outcome_rows(done, now)
+                statements = complete_statements(done, now)
                 where = (LANE, now, seats, LANE, now, seats, seats)
                 lease = (running, owner, now + 15.0, now)
                 t0 = clock()
                 db.execute("BEGIN IMMEDIATE")
                 t1 = clock()
-                applied = db.executemany(sql.COMPLETE, rows).rowcount
+                applied = run_statements(db, statements)
                 t2 = clock()
                 previous = db.execute(sql.CLAIM_RETURNING, lease + where).fetchall()
                 t3 = clock()
@@ -204,7 +204,8 @@ def insert_sql_alone(path: Path, n: int, per_transaction: int, *, run: bool = Fa
     call without keys hands them over) built beforehand. No event loop, no
     validation, no JSON encoding, no ``Job`` objects: a floor for ``submit_many``
     (calls of ``MANY_CHUNK``, as a run) and for ``submit`` (``SUBMITTERS`` jobs per
-    group commit)."""
+    group commit, each its own submit call with its own ``now`` and due time, as
+    concurrent submits reach the group commit)."""
     from scheduler.backlog import NewJob
     from scheduler.backlog import _sqlite_ops as ops
     from scheduler.backlog._sqlite_ops import Submit
@@ -215,13 +216,14 @@ def insert_sql_alone(path: Path, n: int, per_transaction: int, *, run: bool = Fa
     _, task = scheduler(path, "NORMAL", Runs(n))  # the task's defaults, not opened
     lane = next(lane for lane in DEFAULT_LANES if lane.name == LANE)
     now = time.time()
-    rank = job_rank(0.0, now, lane.aging)
     args = [[i] for i in range(n)]
+    # a run shares one due time; submits are each due when made (a µs apart here)
+    due = [now if run else now + i * 1e-6 for i in range(n)]
     jobs = [
-        NewJob(task=TASK, lane=LANE, args_json=json.dumps(a), run_at=now,
+        NewJob(task=TASK, lane=LANE, args_json=json.dumps(a), run_at=at,
                max_attempts=task.retry.max_attempts, max_queued=lane.max_queued,
-               args=a, rank=rank)
-        for a in args
+               args=a, rank=job_rank(0.0, at, lane.aging))
+        for a, at in zip(args, due, strict=True)
     ]  # fmt: skip
     with _plain_connection(path) as db:
         ops.migrate(db, str(path))
@@ -229,15 +231,18 @@ def insert_sql_alone(path: Path, n: int, per_transaction: int, *, run: bool = Fa
         with stopwatch() as watch:
             for first in range(0, n, per_transaction):
                 chunk = jobs[first : first + per_transaction]
-                part: Sequence[NewJob] | ops.JobRun = chunk
+                batch: list[Submit]
                 if run:
                     texts = [job.args_json for job in chunk]
                     part = ops.JobRun(replace(chunk[0], args_json="[]", args=None), texts)
-                batch: list[Submit] = [(part, list(args[first : first + per_transaction]), now)]
-                [stored] = _in_transaction(db, functools.partial(ops.insert, batch=batch))
+                    batch = [(part, list(args[first : first + per_transaction]), now)]
+                else:
+                    batch = [([job], [job.args or []], job.run_at) for job in chunk]
+                stored = _in_transaction(db, functools.partial(ops.insert, batch=batch))
                 transactions += 1
-                if not isinstance(stored, list) or len(stored) != len(part):
-                    raise RuntimeError(f"the insert stored {stored!r}, not {len(part)} jobs")
+                count = sum(len(s) for s in stored if isinstance(s, list))
+                if count != len(chunk):
+                    raise RuntimeError(f"the insert stored {count} jobs, not {len(chunk)}")
         return Phase.of(watch, n, transactions)
 
 

@@ -15,6 +15,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from operator import itemgetter
 from typing import Any, cast
 
 from ..errors import BacklogError, Overloaded
@@ -277,7 +278,7 @@ def _shared(row: tuple[Any, ...]) -> tuple[Any, ...]:
 def _insert_rows(db: Conn, rows: list[tuple[Any, ...]]) -> None:
     """Insert ``rows`` (``sql.INSERT``'s parameters) in order: each run of at least
     :data:`_RUN_MIN` keyless rows alike but for ``id`` and ``args`` as one
-    ``INSERT_RUN``, the others with ``executemany``. Only ASCII ``args`` text (what
+    ``INSERT_RUN``, the others by :func:`_insert_alike`. Only ASCII ``args`` text (what
     the scheduler's encoder writes) joins a run; other text is bound as it is, so it
     is stored, or refused, exactly as before runs existed."""
     single: list[tuple[Any, ...]] = []
@@ -296,13 +297,38 @@ def _insert_rows(db: Conn, rows: list[tuple[Any, ...]]) -> None:
             single.extend(rows[start:end])
         else:
             if single:
-                db.executemany(sql.INSERT, single)
+                _insert_alike(db, single)
                 single = []
             pairs = _encode([[row[0], row[3]] for row in rows[start:end]])
             db.execute(sql.INSERT_RUN, (*shape, pairs))
         start = end
     if single:
-        db.executemany(sql.INSERT, single)
+        _insert_alike(db, single)
+
+
+#: an ``sql.INSERT`` row's columns that ``sql.insert_rows`` binds once for its rows
+_common = itemgetter(1, 2, 4, 5, 6, 12, 14, 15)
+#: and those it binds for each row
+_own = itemgetter(0, 3, 7, 8, 9, 10, 11, 13)
+
+
+def _insert_alike(db: Conn, rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` (``sql.INSERT``'s parameters) in order: each stretch of rows
+    alike in the columns submits share (task, lane, priority, ...) with one
+    ``sql.insert_rows`` statement per 2**k rows, at most ``INSERT_ROWS_MAX`` (so the
+    connection's statement cache holds a few texts, not one per batch size)."""
+    start, total, most = 0, len(rows), sql.INSERT_ROWS_MAX
+    while start < total:
+        common = _common(rows[start])
+        end = start + 1
+        while end < total and end - start < most and _common(rows[end]) == common:
+            end += 1
+        n = 1 << ((end - start).bit_length() - 1)  # the largest power of two that fits
+        params = list(common)
+        for row in rows[start : start + n]:
+            params += _own(row)
+        db.execute(sql.insert_rows(n), params)
+        start += n
 
 
 def claim(

@@ -188,6 +188,40 @@ INSERT = (
 )
 
 
+# Rows of new jobs that share task, lane, priority, state, max_attempts, cost, tenant and
+# trace (concurrent submits, each with its own times, key, deadline and rank), inserted by
+# one statement of ``n`` rows: one program run instead of one per row, as ``executemany``
+# of INSERT would. The shared values are bound once, as ?1..?8, each row's own as 8 more.
+# Params: task, lane, priority, state, max_attempts, cost, tenant, trace, then per row
+# id, args, run_at, created_at, updated_at, key, deadline_at, rank.
+INSERT_ROWS_MAX = 64  # rows per statement: 520 parameters, under SQLite's oldest limit (999)
+
+
+def insert_rows(n: int) -> str:
+    """``INSERT`` of ``n`` rows alike in the shared columns (see above)."""
+    if not 1 <= n <= INSERT_ROWS_MAX:
+        raise ValueError(f"insert_rows takes 1..{INSERT_ROWS_MAX} rows, got {n}")
+    return _INSERT_ROWS[n]
+
+
+def _insert_rows_text(n: int) -> str:
+    values = []
+    for k in range(n):
+        b = 9 + 8 * k
+        values.append(
+            f"(?{b}, ?1, ?2, ?{b + 1}, ?3, ?4, 0, ?5, ?{b + 2}, ?{b + 3}, ?{b + 4}, ?{b + 5},"
+            f" ?{b + 6}, ?6, ?{b + 7}, ?7, ?8)"
+        )
+    return (
+        "INSERT INTO jobs (id, task, lane, args, priority, state, attempts, max_attempts,"
+        " run_at, created_at, updated_at, key, deadline_at, cost, rank, tenant, trace)"
+        " VALUES " + ", ".join(values)
+    )
+
+
+_INSERT_ROWS = [""] + [_insert_rows_text(n) for n in range(1, INSERT_ROWS_MAX + 1)]
+
+
 # A run of new jobs that share every column but ``id`` and ``args`` (one submit_many call,
 # or like submits), inserted from one JSON array of ``[id, args text]`` pairs: SQLite
 # splits it in C (json_each, in array order, so ``seq`` keeps the run's order) instead
@@ -361,6 +395,38 @@ COMPLETE = f"""
         result = ?, error = ?, traceback = ?,
         run_at = COALESCE(?, run_at), lease_owner = NULL, lease_until = NULL, updated_at = ?
     WHERE {_HELD} AND (? IS NULL OR attempts = ?)"""
+# COMPLETE of ``n`` outcomes as one statement (one program run instead of one per
+# outcome): the outcomes, a VALUES table, are joined to their rows by id (the id index)
+# and each row is changed only while still leased as COMPLETE's WHERE says. Only for
+# outcomes of distinct jobs: a row that two outcomes match would take either one.
+# UPDATE ... FROM needs SQLite 3.33. Params: now, then per outcome state, result, error,
+# traceback, run_at (None keeps it), id, owner, attempt (None: any attempt).
+COMPLETE_ROWS_MAX = 64  # outcomes per statement: 513 parameters, under SQLite's oldest limit
+UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+
+
+def complete_rows(n: int) -> str:
+    """COMPLETE of ``n`` outcomes of distinct jobs in one statement (see above)."""
+    if not 1 <= n <= COMPLETE_ROWS_MAX:
+        raise ValueError(f"complete_rows takes 1..{COMPLETE_ROWS_MAX} outcomes, got {n}")
+    return _COMPLETE_ROWS[n]
+
+
+def _complete_rows_text(n: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * n)
+    return f"""
+    UPDATE jobs SET
+        state = CASE WHEN v.column1 = 'queued' AND jobs.cancel_requested_at IS NOT NULL
+                     THEN 'cancelled' ELSE v.column1 END,
+        result = v.column2, error = v.column3, traceback = v.column4,
+        run_at = COALESCE(v.column5, jobs.run_at), lease_owner = NULL, lease_until = NULL,
+        updated_at = ?
+    FROM (VALUES {values}) AS v
+    WHERE jobs.id = v.column6 AND jobs.state = 'running' AND jobs.lease_owner = v.column7
+        AND (v.column8 IS NULL OR jobs.attempts = v.column8)"""
+
+
+_COMPLETE_ROWS = [""] + [_complete_rows_text(n) for n in range(1, COMPLETE_ROWS_MAX + 1)]
 # Params: queued, error of a cancelled job, now, id, running, owner. A job whose cancel was
 # requested ends CANCELLED instead of going back to the queue.
 RELEASE = f"""

@@ -165,6 +165,42 @@ def _probe(path: str, busy_timeout: float) -> None:
     sqlite3.connect(path, timeout=busy_timeout).close()
 
 
+#: the statements that write some outcomes: ``(query, params, executemany?)`` each
+Statements = list[tuple[str, Sequence[Any], bool]]
+
+
+def complete_statements(outcomes: Sequence[Outcome], now: float) -> Statements:
+    """The statements that write ``outcomes``: one ``sql.complete_rows`` per 2**k of
+    them (at most ``COMPLETE_ROWS_MAX``), or ``sql.COMPLETE`` once per outcome when two
+    are of one job (or SQLite predates ``UPDATE ... FROM``)."""
+    n = len(outcomes)
+    if not sql.UPDATE_FROM or len({o.job_id for o in outcomes}) != n:
+        return [(sql.COMPLETE, _outcome_rows(outcomes, now), True)]
+    statements: Statements = []
+    start = 0
+    while start < n:
+        k = 1 << (min(n - start, sql.COMPLETE_ROWS_MAX).bit_length() - 1)
+        params: list[Any] = [now]
+        for o in outcomes[start : start + k]:
+            done = o.kind == "done"
+            params += (
+                _KIND_STATE[o.kind], o.result_json if done else None,
+                None if done else o.error, None if done else o.traceback,
+                o.run_at if o.kind == "retry" else None, o.job_id, o.owner, o.attempt,
+            )  # fmt: skip
+        statements.append((sql.complete_rows(k), params, False))
+        start += k
+    return statements
+
+
+def run_statements(db: Conn, statements: Statements) -> int:
+    """Run ``statements`` (see :func:`complete_statements`); the rows they changed."""
+    changed = 0
+    for query, params, many in statements:
+        changed += (db.executemany(query, params) if many else db.execute(query, params)).rowcount
+    return changed
+
+
 def _outcome_rows(outcomes: Sequence[Outcome], now: float) -> list[tuple[Any, ...]]:
     """The parameters of ``sql.COMPLETE``, one tuple per outcome."""
     rows: list[tuple[Any, ...]] = []
@@ -497,14 +533,14 @@ class SQLiteBacklog(CombinedBacklogBase):
         self, outcomes: Sequence[Outcome], claim: ClaimArgs
     ) -> tuple[int, list[JobRecord]]:
         """``complete`` then ``claim`` in one ``BEGIN IMMEDIATE`` transaction (one commit)."""
-        params = _outcome_rows(outcomes, claim.now)
+        statements = complete_statements(outcomes, claim.now)
         reclaimed: list[tuple[str, int]] = []
 
         def body(db: Conn) -> tuple[int, list[JobRecord]]:
-            applied = db.executemany(sql.COMPLETE, params).rowcount
+            applied = run_statements(db, statements)
             return applied, self._claim_ops(claim, reclaimed, db)
 
-        applied, records = await self._transaction(body, rows=len(params) + claim.limit)
+        applied, records = await self._transaction(body, rows=len(outcomes) + claim.limit)
         self._claimed(claim, reclaimed)
         return applied, records
 
@@ -545,7 +581,11 @@ class SQLiteBacklog(CombinedBacklogBase):
         return await self._write_many(sql.HEARTBEAT, params)
 
     async def _complete(self, outcomes: Sequence[Outcome], now: float) -> int:
-        return await self._write_many(sql.COMPLETE, _outcome_rows(outcomes, now))
+        if not outcomes:
+            return 0
+        statements = complete_statements(outcomes, now)
+        return await self._transaction(partial(run_statements, statements=statements),
+                                       rows=len(outcomes))  # fmt: skip
 
     async def _release(self, job_ids: Sequence[str], owner: str, now: float) -> int:
         return await self._write_many(
