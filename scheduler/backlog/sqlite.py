@@ -40,12 +40,15 @@ a lock (see :mod:`._sqlite_thread`; ``synchronous="NORMAL"`` only). Concurrent
 future; one flusher task writes everything queued (up to ``batch_max`` rows) in
 one transaction and resolves the futures, so each ``submit`` returns once its
 own rows are committed, and N concurrent submitters cost far fewer than N
-commits. ``claim`` is one ``UPDATE ... WHERE seq IN (SELECT ... LIMIT ?)
+commits; the rows of the group's submits go in by multi-row ``INSERT``s (their
+shared columns bound once), a run of alike jobs by one ``INSERT ... SELECT``
+from a JSON array. ``claim`` is one ``UPDATE ... WHERE seq IN (SELECT ... LIMIT ?)
 RETURNING`` (select-then-update on SQLite < 3.35); with ``max_running`` it first
 counts other owners' live leases of the lane in the same ``BEGIN IMMEDIATE``
 transaction, which holds the write lock, so claimers in other processes cannot
-interleave. ``complete``/``heartbeat``/``release`` are one ``executemany``
-transaction each; ``complete_and_claim`` runs the ``complete`` statement and
+interleave. ``complete`` writes its outcomes by one ``UPDATE ... FROM (VALUES
+...)`` per up to 64 of them; ``heartbeat``/``release`` are one ``executemany``
+transaction each; ``complete_and_claim`` runs the ``complete`` statements and
 then the claim in one transaction (one commit).
 
 Queue bounds: a group commit reads its bounded lanes' ``lane_queued`` counts
