@@ -51,7 +51,7 @@ pairs_json = json.JSONEncoder(separators=(",", ":")).encode
 _END: Final = object()
 
 #: what the thread inserts per chunk: the ids, the args texts, and the
-#: ``INSERT_RUN`` parameter (``None`` if some text is not ASCII: bound row by row)
+#: ``INSERT_RUN`` parameter (``None`` if some text is not ASCII: bound as it is)
 Chunk = tuple[list[str], list[str], str | None]
 
 

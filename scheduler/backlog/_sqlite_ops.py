@@ -256,7 +256,7 @@ def _insert_stream(db: Conn, run: RunStream, now: float) -> list[str] | RunAbort
             if param is not None:
                 db.execute(sql.INSERT_RUN, (*shape, param))
                 continue
-            db.executemany(sql.INSERT, _run_rows(run.template, texts, ids, now))
+            _insert_alike(db, _run_rows(run.template, texts, ids, now))
     except RunAborted as exc:
         db.execute(f"ROLLBACK TO {_RUN_SAVEPOINT}")
         db.execute(f"RELEASE {_RUN_SAVEPOINT}")
@@ -323,7 +323,7 @@ def _insert_alike(db: Conn, rows: list[tuple[Any, ...]]) -> None:
         end = start + 1
         while end < total and end - start < most and _common(rows[end]) == common:
             end += 1
-        n = 1 << ((end - start).bit_length() - 1)  # the largest power of two that fits
+        n = sql.statement_rows(end - start, most)
         params = list(common)
         for row in rows[start : start + n]:
             params += _own(row)

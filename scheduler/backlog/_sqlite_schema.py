@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import cache
 from typing import Any
 
 from ..errors import BacklogError
@@ -199,11 +200,10 @@ INSERT_ROWS_MAX = 64  # rows per statement: 520 parameters, under SQLite's oldes
 
 def insert_rows(n: int) -> str:
     """``INSERT`` of ``n`` rows alike in the shared columns (see above)."""
-    if not 1 <= n <= INSERT_ROWS_MAX:
-        raise ValueError(f"insert_rows takes 1..{INSERT_ROWS_MAX} rows, got {n}")
-    return _INSERT_ROWS[n]
+    return _insert_rows_text(_statement_size(n, INSERT_ROWS_MAX, "insert_rows", "rows"))
 
 
+@cache
 def _insert_rows_text(n: int) -> str:
     values = []
     for k in range(n):
@@ -219,7 +219,17 @@ def _insert_rows_text(n: int) -> str:
     )
 
 
-_INSERT_ROWS = [""] + [_insert_rows_text(n) for n in range(1, INSERT_ROWS_MAX + 1)]
+def statement_rows(waiting: int, most: int) -> int:
+    """How many of ``waiting`` rows (or outcomes) the next multi-row statement takes:
+    the largest power of two up to ``most``, so a connection's statement cache holds
+    a few texts rather than one per batch size."""
+    return 1 << (min(waiting, most).bit_length() - 1)
+
+
+def _statement_size(n: int, most: int, name: str, unit: str) -> int:
+    if not 1 <= n <= most:
+        raise ValueError(f"{name} takes 1..{most} {unit}, got {n}")
+    return n
 
 
 # A run of new jobs that share every column but ``id`` and ``args`` (one submit_many call,
@@ -407,11 +417,10 @@ UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
 
 def complete_rows(n: int) -> str:
     """COMPLETE of ``n`` outcomes of distinct jobs in one statement (see above)."""
-    if not 1 <= n <= COMPLETE_ROWS_MAX:
-        raise ValueError(f"complete_rows takes 1..{COMPLETE_ROWS_MAX} outcomes, got {n}")
-    return _COMPLETE_ROWS[n]
+    return _complete_rows_text(_statement_size(n, COMPLETE_ROWS_MAX, "complete_rows", "outcomes"))
 
 
+@cache
 def _complete_rows_text(n: int) -> str:
     values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * n)
     return f"""
@@ -426,7 +435,6 @@ def _complete_rows_text(n: int) -> str:
         AND (v.column8 IS NULL OR jobs.attempts = v.column8)"""
 
 
-_COMPLETE_ROWS = [""] + [_complete_rows_text(n) for n in range(1, COMPLETE_ROWS_MAX + 1)]
 # Params: queued, error of a cancelled job, now, id, running, owner. A job whose cancel was
 # requested ends CANCELLED instead of going back to the queue.
 RELEASE = f"""

@@ -78,6 +78,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from functools import partial
+from operator import itemgetter
 from typing import Any, Literal, TypeVar, cast
 
 import aiosqlite
@@ -176,24 +177,24 @@ def complete_statements(outcomes: Sequence[Outcome], now: float) -> Statements:
     """The statements that write ``outcomes``: one ``sql.complete_rows`` per 2**k of
     them (at most ``COMPLETE_ROWS_MAX``), or ``sql.COMPLETE`` once per outcome when two
     are of one job (or SQLite predates ``UPDATE ... FROM``)."""
-    n = len(outcomes)
-    if not sql.UPDATE_FROM or len({o.job_id for o in outcomes}) != n:
-        return [(sql.COMPLETE, _outcome_rows(outcomes, now), True)]
+    rows = _outcome_rows(outcomes, now)
+    if not sql.UPDATE_FROM or len({o.job_id for o in outcomes}) != len(outcomes):
+        return [(sql.COMPLETE, rows, True)]
     statements: Statements = []
     start = 0
-    while start < n:
-        k = 1 << (min(n - start, sql.COMPLETE_ROWS_MAX).bit_length() - 1)
+    while start < len(rows):
+        k = sql.statement_rows(len(rows) - start, sql.COMPLETE_ROWS_MAX)
         params: list[Any] = [now]
-        for o in outcomes[start : start + k]:
-            done = o.kind == "done"
-            params += (
-                _KIND_STATE[o.kind], o.result_json if done else None,
-                None if done else o.error, None if done else o.traceback,
-                o.run_at if o.kind == "retry" else None, o.job_id, o.owner, o.attempt,
-            )  # fmt: skip
+        for row in rows[start : start + k]:
+            params += _per_outcome(row)
         statements.append((sql.complete_rows(k), params, False))
         start += k
     return statements
+
+
+#: a ``sql.COMPLETE`` row's values that ``sql.complete_rows`` takes per outcome: state,
+#: result, error, traceback, run_at, id, owner, attempt
+_per_outcome = itemgetter(0, 2, 3, 4, 5, 7, 9, 10)
 
 
 def run_statements(db: Conn, statements: Statements) -> int:
